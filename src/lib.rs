@@ -1,0 +1,9 @@
+//! vdbi: per-pod, short-lived database credentials from Vault/OpenBao for Kubernetes.
+//!
+//! Layers (see `docs/architecture.md`):
+//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`bookkeeping`], ...
+//! 2. clients and protocols: [`vault`], [`k8s`], [`nri`]
+//! 3. actors: [`actors`]
+//! 4. edges: [`http`] and the `vdbi` binary.
+
+pub mod testing;

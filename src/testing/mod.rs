@@ -1,0 +1,5 @@
+//! Test support shared by unit tests, integration tests and the load-test harness.
+//!
+//! Nothing here is used by the daemon itself.
+
+pub mod platform;
