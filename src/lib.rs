@@ -6,4 +6,9 @@
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`] and the `vdbi` binary.
 
+pub mod annotations;
+pub mod config;
+pub mod mutation;
+pub mod placeholder;
+pub mod telemetry;
 pub mod testing;
