@@ -57,7 +57,7 @@ pub fn format_go_duration(d: Duration) -> String {
     }
     let total_ms = d.as_millis();
     if d < Duration::from_secs(1) {
-        if d.subsec_nanos() % 1_000_000 == 0 {
+        if d.subsec_nanos().is_multiple_of(1_000_000) {
             return format!("{total_ms}ms");
         }
         return format!("{}ns", d.as_nanos());
