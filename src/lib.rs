@@ -6,7 +6,9 @@
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`] and the `vdbi` binary.
 
+pub mod actors;
 pub mod annotations;
+pub mod cache_file;
 pub mod config;
 pub mod mutation;
 pub mod placeholder;
