@@ -10,6 +10,8 @@ pub mod actors;
 pub mod annotations;
 pub mod cache_file;
 pub mod config;
+pub mod http;
+pub mod k8s;
 pub mod mutation;
 pub mod placeholder;
 pub mod telemetry;
