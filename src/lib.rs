@@ -6,4 +6,7 @@
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`] and the `vdbi` binary.
 
+pub mod bookkeeping;
 pub mod testing;
+pub mod tls;
+pub mod vault;
