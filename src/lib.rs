@@ -15,4 +15,7 @@ pub mod k8s;
 pub mod mutation;
 pub mod placeholder;
 pub mod telemetry;
+pub mod bookkeeping;
 pub mod testing;
+pub mod tls;
+pub mod vault;

@@ -1,0 +1,206 @@
+//! The KV v2 bookkeeping entry (compat §3.6): one per issued credential, at
+//! `<vaultSecretName>/data/<vaultSecretPrefix>/<uuid>`, whose `data` holds exactly the string
+//! keys `LeaseId`, `TokenId`, `Namespace`, `ServiceAccountName`, `PodName`, `NodeName` ("do not
+//! rename": entries written by vault-db-injector must keep working, and the reverse).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// The `data` map of a KV v2 entry.
+pub type KvData = serde_json::Map<String, Value>;
+
+pub const KEY_LEASE_ID: &str = "LeaseId";
+pub const KEY_TOKEN_ID: &str = "TokenId";
+pub const KEY_NAMESPACE: &str = "Namespace";
+pub const KEY_SERVICE_ACCOUNT_NAME: &str = "ServiceAccountName";
+pub const KEY_POD_NAME: &str = "PodName";
+pub const KEY_NODE_NAME: &str = "NodeName";
+
+/// One bookkeeping entry. `token_id` is the raw Vault token (as vault-db-injector stores it);
+/// `Debug` masks it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookkeepingEntry {
+    #[serde(rename = "LeaseId", default)]
+    pub lease_id: String,
+    #[serde(rename = "TokenId", default)]
+    pub token_id: String,
+    #[serde(rename = "Namespace", default)]
+    pub namespace: String,
+    #[serde(rename = "ServiceAccountName", default)]
+    pub service_account_name: String,
+    #[serde(rename = "PodName", default)]
+    pub pod_name: String,
+    #[serde(rename = "NodeName", default)]
+    pub node_name: String,
+}
+
+impl fmt::Debug for BookkeepingEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BookkeepingEntry")
+            .field("lease_id", &self.lease_id)
+            .field(
+                "token_id",
+                &if self.token_id.is_empty() { "" } else { "***" },
+            )
+            .field("namespace", &self.namespace)
+            .field("service_account_name", &self.service_account_name)
+            .field("pod_name", &self.pod_name)
+            .field("node_name", &self.node_name)
+            .finish()
+    }
+}
+
+impl BookkeepingEntry {
+    /// The KV `data` map: the six keys, all strings (empty ones included, as the Go version
+    /// writes `PodName`/`NodeName` empty at issuance).
+    pub fn to_map(&self) -> KvData {
+        let mut m = KvData::new();
+        for (k, v) in [
+            (KEY_LEASE_ID, &self.lease_id),
+            (KEY_TOKEN_ID, &self.token_id),
+            (KEY_NAMESPACE, &self.namespace),
+            (KEY_SERVICE_ACCOUNT_NAME, &self.service_account_name),
+            (KEY_POD_NAME, &self.pod_name),
+            (KEY_NODE_NAME, &self.node_name),
+        ] {
+            m.insert(k.to_string(), Value::String(v.clone()));
+        }
+        m
+    }
+
+    /// Reads an entry leniently: a missing key is empty, a non-string scalar is printed, other
+    /// keys are ignored.
+    pub fn from_map(m: &KvData) -> BookkeepingEntry {
+        let get = |k: &str| match m.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => String::new(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => String::new(),
+        };
+        BookkeepingEntry {
+            lease_id: get(KEY_LEASE_ID),
+            token_id: get(KEY_TOKEN_ID),
+            namespace: get(KEY_NAMESPACE),
+            service_account_name: get(KEY_SERVICE_ACCOUNT_NAME),
+            pod_name: get(KEY_POD_NAME),
+            node_name: get(KEY_NODE_NAME),
+        }
+    }
+
+    /// Compat §3.5 backfill: the renewer rewrites entries that lack the service account, the
+    /// node or the pod name.
+    pub fn needs_backfill(&self) -> bool {
+        self.service_account_name.is_empty()
+            || self.node_name.is_empty()
+            || self.pod_name.is_empty()
+    }
+}
+
+/// `<prefix>/<uuid>`: the entry's path inside the KV mount (slashes around `prefix` trimmed).
+pub fn entry_path(prefix: &str, uuid: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        uuid.to_string()
+    } else {
+        format!("{prefix}/{uuid}")
+    }
+}
+
+/// Is `key` usable as an entry key (one path segment: no `/`, not `.`/`..`, no whitespace or
+/// control character)? Keys come from pod annotations, so check before building a path.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key != "."
+        && key != ".."
+        && !key
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+/// The entry keys of a `LIST <mount>/metadata/<prefix>` answer: sub-folders (`x/`) and invalid
+/// keys are dropped.
+pub fn entry_keys(listed: Vec<String>) -> Vec<String> {
+    listed.into_iter().filter(|k| is_valid_key(k)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> BookkeepingEntry {
+        BookkeepingEntry {
+            lease_id: "databases/creds/app-rw/abc".into(),
+            token_id: "hvs.secret-token".into(),
+            namespace: "prod".into(),
+            service_account_name: "app".into(),
+            pod_name: String::new(),
+            node_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn serialises_with_exactly_the_go_keys() {
+        let v = serde_json::to_value(sample()).unwrap();
+        let obj = v.as_object().unwrap();
+        let mut keys: Vec<_> = obj.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "LeaseId",
+                "Namespace",
+                "NodeName",
+                "PodName",
+                "ServiceAccountName",
+                "TokenId"
+            ]
+        );
+        assert!(obj.values().all(Value::is_string));
+        assert_eq!(obj["TokenId"], "hvs.secret-token");
+        assert_eq!(Value::Object(sample().to_map()), v);
+    }
+
+    #[test]
+    fn reads_go_written_entries() {
+        // the `data.data` of an entry written by vault-db-injector 3.2 (extra key ignored)
+        let go = r#"{"LeaseId":"databases/creds/app-rw/xyz","TokenId":"s.abc","Namespace":"ns","ServiceAccountName":"sa","PodName":"p-1","NodeName":"n-1","Extra":"x"}"#;
+        let m: KvData = serde_json::from_str(go).unwrap();
+        let e = BookkeepingEntry::from_map(&m);
+        assert_eq!(e.lease_id, "databases/creds/app-rw/xyz");
+        assert_eq!(e.token_id, "s.abc");
+        assert_eq!(e.pod_name, "p-1");
+        assert!(!e.needs_backfill());
+        let typed: BookkeepingEntry = serde_json::from_str(go).unwrap();
+        assert_eq!(typed, e);
+        // missing and odd values
+        let m: KvData = serde_json::from_str(r#"{"LeaseId":null,"TokenId":5}"#).unwrap();
+        let e = BookkeepingEntry::from_map(&m);
+        assert_eq!((e.lease_id.as_str(), e.token_id.as_str()), ("", "5"));
+        assert!(e.needs_backfill());
+        assert_eq!(BookkeepingEntry::from_map(&sample().to_map()), sample());
+    }
+
+    #[test]
+    fn debug_masks_the_token() {
+        let d = format!("{:?}", sample());
+        assert!(!d.contains("hvs.secret-token"), "{d}");
+        assert!(d.contains("token_id: \"***\""), "{d}");
+    }
+
+    #[test]
+    fn paths_and_keys() {
+        assert_eq!(entry_path("kubernetes", "0b9e-11"), "kubernetes/0b9e-11");
+        assert_eq!(entry_path("/kubernetes/", "u"), "kubernetes/u");
+        assert_eq!(entry_path("", "u"), "u");
+        assert!(is_valid_key("6f2c1a2e-9c4b-11ef-8000-0242ac120002"));
+        for bad in ["", ".", "..", "a/b", "a b", "a\nb"] {
+            assert!(!is_valid_key(bad), "{bad:?}");
+        }
+        assert_eq!(
+            entry_keys(vec!["a".into(), "sub/".into(), "b".into()]),
+            vec!["a", "b"]
+        );
+    }
+}
