@@ -6,4 +6,5 @@
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`] and the `vdbi` binary.
 
+pub mod nri;
 pub mod testing;
