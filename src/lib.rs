@@ -16,6 +16,7 @@ pub mod mutation;
 pub mod placeholder;
 pub mod telemetry;
 pub mod bookkeeping;
+pub mod nri;
 pub mod testing;
 pub mod tls;
 pub mod vault;
