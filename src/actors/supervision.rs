@@ -37,6 +37,9 @@ impl RestartGuard {
     }
 }
 
+/// A notification target (see [`ActorHandle::subscriber`]).
+pub type Subscriber<M> = Arc<dyn Fn(M) + Send + Sync>;
+
 /// Exponential backoff between restarts; reset after the actor has lived `stable_after`.
 #[derive(Clone, Debug)]
 pub struct Backoff {
@@ -106,6 +109,18 @@ impl<A: Actor<Context = Context<A>>> ActorHandle<A> {
         A: Handler<M>,
     {
         self.addr().do_send(msg)
+    }
+
+    /// A subscription callback that always reaches the current instance (survives restarts,
+    /// unlike an `actix::Recipient` of one instance).
+    pub fn subscriber<M>(&self) -> Subscriber<M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+    {
+        let h = self.clone();
+        Arc::new(move |m| h.do_send(m))
     }
 
     /// How many times the actor was restarted.

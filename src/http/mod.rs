@@ -3,5 +3,6 @@
 pub mod health;
 pub mod probes;
 pub mod tls;
+pub mod webhook;
 
 pub use health::HealthState;

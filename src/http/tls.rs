@@ -26,11 +26,6 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Installs the process-wide rustls crypto provider (ring). Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Loads a PEM chain and key into a `CertifiedKey`, checking that they match.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
