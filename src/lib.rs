@@ -6,4 +6,13 @@
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`] and the `vdbi` binary.
 
+pub mod actors;
+pub mod annotations;
+pub mod cache_file;
+pub mod config;
+pub mod http;
+pub mod k8s;
+pub mod mutation;
+pub mod placeholder;
+pub mod telemetry;
 pub mod testing;
