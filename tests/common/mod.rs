@@ -209,6 +209,7 @@ pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &st
     };
     // The apiserver picks up webhook configurations asynchronously: probe until it calls us.
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut last = String::new();
     for i in 0..100 {
         let probe = pod(
             &format!("probe-{i}"),
@@ -230,10 +231,13 @@ pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &st
             .await
         {
             Err(kube::Error::Api(s)) if s.message.contains("vault-db-injector") => return wh,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => {
+                last = format!("{other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     }
-    panic!("the apiserver never called the test webhook");
+    panic!("the apiserver never called the test webhook; last answer: {last}");
 }
 
 impl Webhook {
