@@ -1,1 +1,3 @@
-fn main() { println!("vdbi"); }
+fn main() {
+    println!("vdbi");
+}
