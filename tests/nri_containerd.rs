@@ -27,7 +27,8 @@ const SECRET: &str = "pg-pass-from-vdbi-e2e";
 const LABEL: &str = "vault-db-injector";
 const REFUSAL: &str = "vault-db-injector: test refusal (vault unreachable)";
 
-/// Substitutes the placeholder in labelled pods, refuses containers named `refused`.
+/// Substitutes the placeholder in labelled pods, refuses containers named `refused`, takes 10 s
+/// for containers named `slow`.
 #[derive(Default)]
 struct E2eHandler {
     configured: Mutex<Vec<RuntimeInfo>>,
@@ -59,8 +60,10 @@ impl NriHandler for E2eHandler {
         if pod.labels.get(LABEL).map(String::as_str) != Some("true") {
             return Ok(EnvAdjustment::none());
         }
-        if container.name == "refused" {
-            return Err(NriError::handler(REFUSAL));
+        match container.name.as_str() {
+            "refused" => return Err(NriError::handler(REFUSAL)),
+            "slow" => tokio::time::sleep(Duration::from_secs(10)).await,
+            _ => {}
         }
         let mut adj = EnvAdjustment::none();
         for kv in &container.env {
@@ -305,7 +308,40 @@ async fn placeholders_become_credentials_only_inside_the_container() {
     assert!(err.contains("CreateContainer"), "{err}");
     assert!(err.contains(REFUSAL), "{err}");
 
-    // 3. An unlabelled pod is left alone (no adjustment: the placeholder stays).
+    // 3. A handler slower than containerd's request timeout: the stub answers with an error at
+    //    0.75 × the timeout, so creation fails (closed) instead of containerd dropping the plugin
+    //    and creating the container with placeholders (open). The connection survives.
+    let started = Instant::now();
+    let mut args = pod.create_args(&node, "slow", &label);
+    args.extend(["-env", &password]);
+    let err = node
+        .cri(&args)
+        .await
+        .expect_err("slow handler must fail closed");
+    eprintln!("slow handler after {:?}: {}", started.elapsed(), err.trim());
+    assert!(err.contains("CreateContainer timed out"), "{err}");
+    assert_eq!(
+        handler.configured.lock().unwrap().len(),
+        1,
+        "plugin was not dropped"
+    );
+
+    // 4. Large messages both ways (~40 KB request and reply) over containerd's Go mux.
+    let big: Vec<String> = (0..40)
+        .map(|i| format!("BIG_{i}={}{PLACEHOLDER}", "v".repeat(1000)))
+        .collect();
+    let mut args = pod.create_args(&node, "big", &label);
+    for e in &big {
+        args.extend(["-env", e.as_str()]);
+    }
+    let created = node.cri_ok(&args).await;
+    let big_id = created["id"].as_str().unwrap().to_string();
+    let env = strings(&node.cri_ok(&["inspect", &big_id]).await["env"]);
+    assert!(env.contains(&format!("BIG_39={}{SECRET}", "v".repeat(1000))));
+    assert!(!env.iter().any(|e| e.contains("__VDBI_PH_")));
+    node.cri_ok(&["rm", &big_id]).await;
+
+    // 5. An unlabelled pod is left alone (no adjustment: the placeholder stays).
     let plain = Pod::run(&node, false).await;
     let plain_label = format!("{LABEL}=false");
     let mut args = plain.create_args(&node, "app", &plain_label);
@@ -316,7 +352,7 @@ async fn placeholders_become_credentials_only_inside_the_container() {
         .await;
     assert!(strings(&inspect["env"]).contains(&password));
 
-    // 4. Pod removal reaches the handler (RemovePodSandbox on NRI v0.12+, StateChange before).
+    // 6. Pod removal reaches the handler (RemovePodSandbox on NRI v0.12+, StateChange before).
     node.cri_ok(&["stop", &id]).await;
     node.cri_ok(&["rm", &id]).await;
     pod.remove(&node).await;
@@ -326,7 +362,7 @@ async fn placeholders_become_credentials_only_inside_the_container() {
     })
     .await;
 
-    // 5. containerd restarts: the session ends, the stub reconnects and serves again.
+    // 7. containerd restarts: the session ends, the stub reconnects and serves again.
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("platform/vdbi-node");
     let restarted = tokio::process::Command::new(&script)
         .arg("restart")
