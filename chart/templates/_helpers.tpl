@@ -133,6 +133,13 @@ app.kubernetes.io/part-of: vdbi
 {{- if and (eq .Values.webhook.tls.mode "secret") (not .Values.webhook.tls.secret.name) -}}
 {{- fail "webhook.tls.mode is secret: set webhook.tls.secret.name" -}}
 {{- end -}}
+{{- $gen := .Values.webhook.tls.generate -}}
+{{- if and (eq .Values.webhook.tls.mode "generate") (ge (int $gen.renewBeforeDays) (int $gen.certValidityDays)) -}}
+{{- fail "webhook.tls.generate.renewBeforeDays must be below certValidityDays (the certificate would be replaced on every upgrade)" -}}
+{{- end -}}
+{{- if and (eq .Values.webhook.tls.mode "generate") (gt (int $gen.certValidityDays) (int $gen.caValidityDays)) -}}
+{{- fail "webhook.tls.generate.certValidityDays must not exceed caValidityDays" -}}
+{{- end -}}
 {{- $name := include "vdbi.nriPluginName" . -}}
 {{- if not (regexMatch "^[a-zA-Z0-9_.+-]+$" $name) -}}
 {{- fail (printf "nri.pluginName %q must use only [a-zA-Z0-9_.+-]" $name) -}}
