@@ -21,12 +21,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -103,13 +105,32 @@ func readObjects(path string) ([]object, error) {
 	}
 }
 
+// isTransient: no answer from the apiserver (connection refused or reset, timeout, EOF).
+func isTransient(err error) bool {
+	if apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return false
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "connection reset")
+}
+
 func main() {
 	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (default $KUBECONFIG)")
 	namespace := flag.String("namespace", "default", "namespace for namespaced objects that name none")
 	allowMissing := flag.String("allow-missing", "", "comma-separated GROUP/Kind list that may be skipped when the server does not serve them (CRD-backed optional objects)")
 	allowWarnings := flag.Bool("allow-warnings", false, "do not fail on apiserver warnings")
-	timeout := flag.Duration("timeout", 60*time.Second, "overall deadline")
+	timeout := flag.Duration("timeout", 120*time.Second, "overall deadline of the requests")
 	quiet := flag.Bool("quiet", false, "print failures and the summary only")
+	wait := flag.Duration("wait", 60*time.Second, "how long to wait for the apiserver to answer before giving up")
+	retries := flag.Int("retries", 30, "retries (1 s apart) of a request that got no answer from the apiserver")
 	flag.Parse()
 	if flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: kube-dryrun [flags] FILE... ('-' for stdin)")
@@ -138,6 +159,19 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kube-dryrun: discovery: %v\n", err)
 		os.Exit(1)
+	}
+	// Wait for the apiserver (a shared local platform may be restarting it).
+	deadline := time.Now().Add(*wait)
+	for {
+		_, err := dc.ServerVersion()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "kube-dryrun: apiserver not reachable after %s: %v\n", *wait, err)
+			os.Exit(1)
+		}
+		time.Sleep(time.Second)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 	dyn, err := dynamic.NewForConfig(cfg)
@@ -205,13 +239,22 @@ func main() {
 			continue
 		}
 		force := true
-		_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
-			DryRun:          []string{metav1.DryRunAll},
-			FieldManager:    "vdbi-chart-check",
-			Force:           &force,
-			FieldValidation: "Strict",
-		})
-		ws := warnings.take()
+		var ws []string
+		// The apiserver may be restarting (a shared local platform): retry transport errors,
+		// never an answer of the apiserver.
+		for attempt := 0; ; attempt++ {
+			_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
+				DryRun:          []string{metav1.DryRunAll},
+				FieldManager:    "vdbi-chart-check",
+				Force:           &force,
+				FieldValidation: "Strict",
+			})
+			ws = warnings.take()
+			if err == nil || !isTransient(err) || attempt >= *retries || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
 		if err != nil {
 			failed++
 			fmt.Printf("FAIL  %s (%s): %v\n", id, o.file, err)
