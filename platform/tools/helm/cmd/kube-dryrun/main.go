@@ -9,6 +9,10 @@
 //
 //	kube-dryrun [--kubeconfig FILE] [--namespace NS] [--allow-missing GROUP/Kind,...] FILE...
 //
+// --ensure-namespaces first applies (for real) the Namespace objects of the input, so that the
+// namespaced objects can be dry-run in them. --mode=apply and --mode=delete really apply or
+// delete the objects (used by the chart tests for a short-lived Secret, then removed).
+//
 // Exit status: 0 when every object was accepted (or skipped because its kind is listed in
 // --allow-missing and the server does not serve it), 1 otherwise. Warnings returned by the
 // apiserver count as failures unless --allow-warnings is given.
@@ -32,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
@@ -129,6 +134,8 @@ func main() {
 	allowWarnings := flag.Bool("allow-warnings", false, "do not fail on apiserver warnings")
 	timeout := flag.Duration("timeout", 120*time.Second, "overall deadline of the requests")
 	quiet := flag.Bool("quiet", false, "print failures and the summary only")
+	mode := flag.String("mode", "dry-run", "dry-run | apply | delete")
+	ensureNamespaces := flag.Bool("ensure-namespaces", false, "really apply the input's Namespace objects first")
 	wait := flag.Duration("wait", 60*time.Second, "how long to wait for the apiserver to answer before giving up")
 	retries := flag.Int("retries", 30, "retries (1 s apart) of a request that got no answer from the apiserver")
 	flag.Parse()
@@ -193,6 +200,33 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
+	switch *mode {
+	case "dry-run", "apply", "delete":
+	default:
+		fmt.Fprintf(os.Stderr, "kube-dryrun: unknown --mode %q\n", *mode)
+		os.Exit(2)
+	}
+	if *ensureNamespaces && *mode == "dry-run" {
+		var rest []object
+		for _, o := range objs {
+			if o.obj.GetAPIVersion() == "v1" && o.obj.GetKind() == "Namespace" {
+				data, _ := o.obj.MarshalJSON()
+				force := true
+				_, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Patch(ctx, o.obj.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "vdbi-chart-check", Force: &force, FieldValidation: "Strict"})
+				if err != nil {
+					fmt.Printf("FAIL  Namespace %s (%s): %v\n", o.obj.GetName(), o.file, err)
+					os.Exit(1)
+				}
+				if !*quiet {
+					fmt.Printf("APPLY Namespace %s (real: the objects below are dry-run in it)\n", o.obj.GetName())
+				}
+				continue
+			}
+			rest = append(rest, o)
+		}
+		objs = rest
+	}
+
 	var ok, skipped, failed int
 	skippedKinds := map[string]bool{}
 	for _, o := range objs {
@@ -242,13 +276,24 @@ func main() {
 		var ws []string
 		// The apiserver may be restarting (a shared local platform): retry transport errors,
 		// never an answer of the apiserver.
+		var dryRun []string
+		if *mode == "dry-run" {
+			dryRun = []string{metav1.DryRunAll}
+		}
 		for attempt := 0; ; attempt++ {
-			_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
-				DryRun:          []string{metav1.DryRunAll},
-				FieldManager:    "vdbi-chart-check",
-				Force:           &force,
-				FieldValidation: "Strict",
-			})
+			if *mode == "delete" {
+				err = ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{})
+				if apierrors.IsNotFound(err) {
+					err = nil
+				}
+			} else {
+				_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
+					DryRun:          dryRun,
+					FieldManager:    "vdbi-chart-check",
+					Force:           &force,
+					FieldValidation: "Strict",
+				})
+			}
 			ws = warnings.take()
 			if err == nil || !isTransient(err) || attempt >= *retries || ctx.Err() != nil {
 				break
@@ -279,7 +324,8 @@ func main() {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
-	fmt.Printf("kube-dryrun: %d accepted, %d failed, %d skipped", ok, failed, skipped)
+	verb := map[string]string{"dry-run": "accepted", "apply": "applied", "delete": "deleted"}[*mode]
+	fmt.Printf("kube-dryrun: %d %s, %d failed, %d skipped", ok, verb, failed, skipped)
 	if len(kinds) > 0 {
 		fmt.Printf(" (not served: %s)", strings.Join(kinds, ", "))
 	}
