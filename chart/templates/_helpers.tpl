@@ -396,7 +396,7 @@ The result is memoised in .Values so the Secret and the MWC see the same certifi
 {{- $renewAt := now | dateModify (printf "+%dh" (mul (int $g.renewBeforeDays) 24)) -}}
 {{- $valid := and (index $existing.data "tls.crt") (index $existing.data "tls.key") (index $existing.data "ca.crt") $notAfter -}}
 {{- if $valid -}}
-{{- $valid = and (eq $forNames $dnsKey) (lt (unixEpoch $renewAt) (unixEpoch (toDate "2006-01-02T15:04:05Z07:00" $notAfter))) -}}
+{{- $valid = and (eq $forNames $dnsKey) (lt (int64 (unixEpoch $renewAt)) (int64 (unixEpoch (toDate "2006-01-02T15:04:05Z07:00" $notAfter)))) -}}
 {{- end -}}
 {{- if $valid -}}
 {{- $out = dict "crt" (index $existing.data "tls.crt") "key" (index $existing.data "tls.key") "ca" (index $existing.data "ca.crt") "notAfter" $notAfter "previousCA" "" -}}
