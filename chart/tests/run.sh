@@ -65,6 +65,10 @@ export HELM="$helm"
 echo "== schema and static files"
 run "values.schema.json is generated from chart/tests/values_schema.py" \
   bash -c "python3 '$tests/values_schema.py' | diff -u '$chart/values.schema.json' -"
+run "README values table is generated from values.yaml, every value described" \
+  python3 "$tests/values_doc.py" --check
+run "Dockerfile structure and toolchain (scripts/check-dockerfile.sh --no-build)" \
+  "$repo/scripts/check-dockerfile.sh" --no-build
 run "dashboard queries only vdbi_* metrics defined in src/telemetry/metrics.rs" \
   python3 "$tests/check_rendered.py" dashboard "$chart/dashboards/vdbi.json" "$repo/src/telemetry/metrics.rs"
 
