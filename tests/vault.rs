@@ -773,3 +773,153 @@ async fn tls_with_a_private_ca() {
     assert!(skip.health().await.unwrap().is_active());
     server.abort();
 }
+
+/// A throwaway in-memory OpenBao dev server (the platform's `bao` binary), sealed on purpose:
+/// cheap (about a second) and the only way to see real sealed answers.
+#[tokio::test]
+async fn sealed_vault_is_classified() {
+    let fx = VaultFixture::get();
+    let bao = fx
+        .platform
+        .try_var("VDBI_BAO_BIN")
+        .unwrap_or_else(|| "bao".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = VaultToken::new(unique("root"));
+    let mut child = tokio::process::Command::new(&bao)
+        .args([
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            &format!("-dev-root-token-id={}", root.expose()),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ])
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_ADDR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting `{bao} server -dev` (set VDBI_BAO_BIN?): {e}"));
+    let c = client_for(format!("http://127.0.0.1:{port}"), Duration::from_secs(5));
+    eventually("the dev server answers", || async {
+        c.health().await.is_ok_and(|h| h.is_active())
+    })
+    .await;
+    c.logical_write(&root, "sys/seal", &json!({}))
+        .await
+        .expect("seal");
+
+    let h = c
+        .health()
+        .await
+        .expect("health of a sealed server is not an error");
+    assert!(h.sealed && !h.is_active(), "{h:?}");
+    let e = c.token_lookup_self(&root).await.unwrap_err();
+    assert_eq!(e, VaultError::Sealed);
+    assert!(e.is_sealed() && e.is_retryable());
+    let e = c
+        .login_kubernetes("kubernetes", "r", "jwt")
+        .await
+        .unwrap_err();
+    assert_eq!(e.login_failure_reason(), "vault_sealed", "{e}");
+
+    let _ = child.kill().await;
+}
+
+/// A bare HTTP/1.1 keep-alive responder that counts connections and records request heads:
+/// it observes the wire (pooling, headers), it does not stand in for Vault.
+async fn recording_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (c2, h2) = (conns.clone(), heads.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            let heads = h2.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut head = String::new();
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        head.push_str(&lower);
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = r.read_exact(&mut body).await;
+                    heads.lock().unwrap().push(head);
+                    let json = r#"{"data":{"accessor":"acc","ttl":5}}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                        json.len()
+                    );
+                    if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, heads)
+}
+
+#[tokio::test]
+async fn one_connection_pool_for_all_tokens() {
+    let (addr, conns, heads) = recording_server().await;
+    let client = VaultClient::new(VaultSettings {
+        address: format!("http://{addr}"),
+        namespace: Some("team-a".into()),
+        request_timeout: Duration::from_secs(5),
+        rate_limit_per_sec: 0,
+        ..VaultSettings::default()
+    })
+    .unwrap();
+    for i in 0..5 {
+        let c = client.clone();
+        let info = c
+            .token_lookup_self(&VaultToken::new(format!("s.token-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(info.accessor, "acc");
+    }
+    // five tokens, five clones, one connection
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 5);
+    for (i, h) in heads.iter().enumerate() {
+        assert!(
+            h.starts_with("get /v1/auth/token/lookup-self http/1.1"),
+            "{h}"
+        );
+        assert!(
+            h.contains(&format!("x-vault-token: s.token-{i}\r\n")),
+            "{h}"
+        );
+        assert!(h.contains("x-vault-namespace: team-a\r\n"), "{h}");
+        assert!(h.contains("x-vault-request: true\r\n"), "{h}");
+    }
+}
