@@ -681,6 +681,31 @@ async fn deadlines_and_transport_errors() {
     assert!(matches!(e, VaultError::Transport(_)), "{e:?}");
     assert!(e.is_retryable());
 
+    // a proxy error page echoing the request: Api 502, retryable, the token masked
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let echo = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).replace("\r\n", " ");
+            let resp = format!(
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{req}",
+                req.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    let secret = VaultToken::new("s.very-secret-token");
+    let c = client_for(format!("http://{addr}"), Duration::from_secs(5));
+    let e = c.token_lookup_self(&secret).await.unwrap_err();
+    assert_eq!(e.status(), Some(502), "{e}");
+    assert!(e.is_retryable());
+    assert!(!format!("{e} {e:?}").contains("very-secret"), "{e}");
+    assert!(e.to_string().contains("x-vault-token: ***"), "{e}");
+    echo.abort();
+
     // TLS to a server that does not speak TLS: Transport
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -737,7 +762,15 @@ async fn tls_with_a_private_ca() {
                     return;
                 };
                 let mut buf = vec![0u8; 4096];
-                let _ = tls.read(&mut buf).await;
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                if buf[..n].starts_with(b"GET /v1/auth/token/lookup-self") {
+                    // a redirect to plain http must not be followed (the token would travel)
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/v1/auth/token/lookup-self\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                    return;
+                }
                 let body =
                     r#"{"initialized":true,"sealed":false,"standby":false,"version":"tls-test"}"#;
                 let resp = format!(
@@ -762,6 +795,14 @@ async fn tls_with_a_private_ca() {
     })
     .unwrap();
     assert_eq!(trusted.health().await.unwrap().version, "tls-test");
+    let e = trusted
+        .token_lookup_self(&VaultToken::new("s.x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, VaultError::Transport(m) if m.contains("https to http")),
+        "{e:?}"
+    );
     let untrusted = VaultClient::new(base.clone()).unwrap();
     let e = untrusted.health().await.unwrap_err();
     assert!(matches!(e, VaultError::Transport(_)), "{e:?}");
