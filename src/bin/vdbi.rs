@@ -1,3 +1,1 @@
-fn main() {
-    println!("vdbi");
-}
+fn main() { println!("vdbi"); }
