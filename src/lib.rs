@@ -1,12 +1,24 @@
 //! vdbi: per-pod, short-lived database credentials from Vault/OpenBao for Kubernetes.
 //!
 //! Layers (see `docs/architecture.md`):
-//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`bookkeeping`], ...
+//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`bookkeeping`],
+//!    [`cache_file`]
 //! 2. clients and protocols: [`vault`], [`k8s`], [`nri`]
 //! 3. actors: [`actors`]
-//! 4. edges: [`http`] and the `vdbi` binary.
+//! 4. edges: [`http`], [`app`] and the `vdbi` binary.
 
+pub mod actors;
+pub mod annotations;
+pub mod app;
 pub mod bookkeeping;
+pub mod cache_file;
+pub mod config;
+pub mod http;
+pub mod k8s;
+pub mod mutation;
+pub mod nri;
+pub mod placeholder;
+pub mod telemetry;
 pub mod testing;
 pub mod tls;
 pub mod vault;

@@ -1,5 +1,6 @@
-//! Vault test support on the local platform: a root client, unique names, throwaway policies,
-//! kubernetes auth roles and ServiceAccount JWTs (TokenRequest).
+//! Vault test support on the local platform for the typed client ([`crate::vault`]): a
+//! [`VaultClient`] with the root token, throwaway policies and kubernetes auth roles. Raw HTTP
+//! access, namespaces and TokenRequests live in [`super::platform`].
 
 use super::platform::Platform;
 use crate::vault::{VaultClient, VaultSettings, VaultToken};
@@ -93,7 +94,7 @@ impl VaultFixture {
 /// Client settings for the platform's OpenBao (no rate limit).
 pub fn settings(platform: &Platform) -> VaultSettings {
     VaultSettings {
-        address: platform.var("VAULT_ADDR"),
+        address: platform.vault_addr(),
         request_timeout: Duration::from_secs(30),
         rate_limit_per_sec: 0,
         ..VaultSettings::default()
@@ -102,20 +103,12 @@ pub fn settings(platform: &Platform) -> VaultSettings {
 
 /// `prefix-` + 8 random hex characters: names that do not clash between parallel tests.
 pub fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}-{}", &id[..8])
+    super::platform::unique_name(prefix)
 }
 
 /// An admin kube client for the platform's apiserver (its `KUBECONFIG`).
 pub async fn kube_client(platform: &Platform) -> kube::Client {
-    crate::tls::install_crypto_provider();
-    let path = platform.var("KUBECONFIG");
-    let kc = kube::config::Kubeconfig::read_from(&path)
-        .unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("kube config from {path}: {e}"));
-    kube::Client::try_from(cfg).expect("kube client")
+    platform.kube_client().await
 }
 
 /// A ServiceAccount JWT from a TokenRequest (`audiences` empty = the apiserver's default).
@@ -125,20 +118,5 @@ pub async fn service_account_jwt(
     service_account: &str,
     audiences: &[&str],
 ) -> String {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(kube.clone(), namespace);
-    let req = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: audiences.iter().map(|s| s.to_string()).collect(),
-            expiration_seconds: Some(600),
-            bound_object_ref: None,
-        },
-        ..Default::default()
-    };
-    let tr = api
-        .create_token_request(service_account, &Default::default(), &req)
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{service_account}: {e}"));
-    tr.status.expect("TokenRequest status").token
+    super::platform::service_account_token(kube, namespace, service_account, audiences).await
 }

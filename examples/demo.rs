@@ -1,0 +1,261 @@
+//! End-to-end demo on the local platform (run by `platform/vdbi-platform demo`):
+//! starts the real `vdbi` daemon (injector + renewer + revoker in one process), registers its
+//! webhook with the local kube-apiserver, creates an annotated pod, shows that the pod received
+//! working PostgreSQL credentials of its own, deletes the pod and shows the credentials revoked.
+//! Passwords are never printed.
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vdbi::testing::platform::{service_account_token, Platform, TestNamespace};
+
+fn step(msg: &str) {
+    println!("\n==> {msg}");
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+async fn pg_login(p: &Platform, user: &str, password: &str) -> Result<String, String> {
+    let conn = format!(
+        "host={} port={} dbname={} user={} password={} connect_timeout=5",
+        p.var("VDBI_PG_HOST"),
+        p.var("VDBI_PG_PORT"),
+        p.var("VDBI_PG_DATABASE"),
+        user,
+        password
+    );
+    let (client, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = c.await;
+    });
+    let row = client
+        .query_one("select current_user::text", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+#[tokio::main]
+async fn main() {
+    vdbi::testing::platform::install_crypto_provider();
+    let p = Platform::get();
+    let client = p.kube_client().await;
+    let dir = std::path::PathBuf::from(p.var("VDBI_PLATFORM_DIR")).join("demo");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    step("preparing vdbi's identity and webhook certificate");
+    let sa_ns = p.var("VDBI_SYSTEM_NAMESPACE");
+    let jwt = service_account_token(&client, &sa_ns, "vdbi-injector", &["vault"]).await;
+    let jwt_path = dir.join("token");
+    std::fs::write(&jwt_path, jwt).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.join("tls.crt"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), ck.signing_key.serialize_pem()).unwrap();
+    let config = format!(
+        "mode: all\ncertFile: {d}/tls.crt\nkeyFile: {d}/tls.key\nvaultAddress: {va}\nvaultAuthPath: kubernetes\n\
+kubeRole: vdbi\nvaultSecretName: {kv}\nvaultSecretPrefix: demo\nkubeTokenPath: {jwt}\n\
+webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 127.0.0.1:28888\nsyncTTLSecond: 60\n",
+        d = dir.display(),
+        va = p.vault_addr(),
+        kv = p.var("VDBI_KV_MOUNT"),
+        jwt = jwt_path.display()
+    );
+    let cfg_path = dir.join("config.yaml");
+    std::fs::write(&cfg_path, config).unwrap();
+
+    step("starting the vdbi daemon (mode: all)");
+    let bin = std::env::var("VDBI_BIN")
+        .unwrap_or_else(|_| format!("{}/target/debug/vdbi", env!("CARGO_MANIFEST_DIR")));
+    let log = std::fs::File::create(dir.join("vdbi.log")).unwrap();
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("KUBECONFIG", p.var("KUBECONFIG"))
+        .env("POD_NAME", "vdbi-demo")
+        .env("POD_NAMESPACE", &sa_ns)
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let daemon = Daemon(child);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = http.get("http://127.0.0.1:28888/readyz").send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!("vdbi not ready after 60s; see {}/vdbi.log", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "    ready in {:?} (log: {}/vdbi.log)",
+        started.elapsed(),
+        dir.display()
+    );
+
+    step("registering the webhook with kube-apiserver");
+    let ns = TestNamespace::create(&client, "demo").await;
+    ns.service_account("app").await;
+    let mwc_name = format!("vdbi-demo-{}", ns.name);
+    let mwc = MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(mwc_name.clone()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "demo.vdbi.local".into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: WebhookClientConfig {
+                url: Some("https://127.0.0.1:28443/mutate".into()),
+                ca_bundle: Some(ByteString(ck.cert.pem().into_bytes())),
+                service: None,
+            },
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["".into()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into()]),
+                resources: Some(vec!["pods".into()]),
+                scope: Some("Namespaced".into()),
+            }]),
+            failure_policy: Some("Fail".into()),
+            side_effects: "NoneOnDryRun".into(),
+            timeout_seconds: Some(5),
+            object_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "vault-db-injector".into(),
+                    "true".into(),
+                )])),
+                ..Default::default()
+            }),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".into(),
+                    ns.name.clone(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+    };
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    mwcs.create(&PostParams::default(), &mwc).await.unwrap();
+
+    step("creating an annotated pod (role app-rw, classic env vars)");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "billing", "labels": {"vault-db-injector": "true"},
+            "annotations": {
+                "db-creds-injector.numberly.io/main.role": "app-rw",
+                "db-creds-injector.numberly.io/main.env-key-dbuser": "DB_USER",
+                "db-creds-injector.numberly.io/main.env-key-dbpassword": "DB_PASSWORD"}},
+        "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox"}]}
+    }))
+    .unwrap();
+    let pods: Api<Pod> = ns.api();
+    let mut stored = None;
+    for _ in 0..50 {
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(p) => {
+                stored = Some(p);
+                break;
+            }
+            Err(e) => {
+                // The apiserver may need a moment to see the new webhook configuration.
+                eprintln!("    (retrying: {e})");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let stored = stored.expect("pod created");
+    let env: BTreeMap<String, String> = stored.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    let user = env.get("DB_USER").cloned().unwrap_or_default();
+    let pass = env.get("DB_PASSWORD").cloned().unwrap_or_default();
+    if user.is_empty() || pass.is_empty() || !user.starts_with("v-") {
+        eprintln!(
+            "    the pod was stored WITHOUT injected credentials (is the webhook registered?)"
+        );
+        std::process::exit(1);
+    }
+    let uuid =
+        stored.metadata.annotations.as_ref().unwrap()["db-creds-injector.numberly.io/uuid"].clone();
+    println!("    pod {}/billing stored with DB_USER={user} DB_PASSWORD=<{} chars, not shown> uuid={uuid}", ns.name, pass.len());
+    match pg_login(&p, &user, &pass).await {
+        Ok(who) => println!("    PostgreSQL accepts them: current_user = {who}"),
+        Err(e) => panic!("PostgreSQL refused the injected credentials: {e}"),
+    }
+    let root = p.vault_root();
+    let entry = root
+        .read(&format!("{}/data/demo/{uuid}", p.var("VDBI_KV_MOUNT")))
+        .await;
+    println!(
+        "    bookkeeping entry {}/data/demo/{uuid}: LeaseId={} Namespace={} ServiceAccountName={}",
+        p.var("VDBI_KV_MOUNT"),
+        entry["data"]["data"]["LeaseId"].as_str().unwrap_or(""),
+        entry["data"]["data"]["Namespace"].as_str().unwrap_or(""),
+        entry["data"]["data"]["ServiceAccountName"]
+            .as_str()
+            .unwrap_or("")
+    );
+
+    step("deleting the pod: the revoker revokes its credentials");
+    let deleted_at = Instant::now();
+    pods.delete(
+        "billing",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut revoked = false;
+    for _ in 0..150 {
+        if pg_login(&p, &user, &pass).await.is_err() {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if revoked {
+        println!(
+            "    PostgreSQL now refuses {user}: revoked {:?} after the DELETE",
+            deleted_at.elapsed()
+        );
+    } else {
+        eprintln!("    credentials still valid 15s after the DELETE");
+        std::process::exit(1);
+    }
+
+    step("cleaning up");
+    let _ = mwcs.delete(&mwc_name, &DeleteParams::default()).await;
+    ns.cleanup().await;
+    drop(daemon);
+    println!("    done: vdbi stopped (SIGTERM), demo namespace removed");
+}

@@ -1,0 +1,14 @@
+//! The actors: each owns its state and lifecycle and talks only through typed messages.
+//! One file per actor, with its messages.
+
+pub mod admission;
+pub mod credential_cache;
+pub mod error;
+pub mod leadership;
+pub mod pod_index;
+pub mod renewer;
+pub mod revoker;
+pub mod supervision;
+pub mod vault_session;
+
+pub use supervision::{supervise, ActorHandle, Backoff, RestartGuard, Subscriber};

@@ -1,0 +1,303 @@
+//! PodIndex actor: a watch-fed index of the live labelled pods (`<injectorLabel>=true`, all
+//! namespaces — or one node's pods for the NRI plugin). It replaces vault-db-injector's
+//! cluster-wide LIST per cycle: the renewer and revoker read snapshots from memory, and the
+//! revoker is told about deletions as they happen.
+//!
+//! The watch resumes from its last resourceVersion and re-lists when that expires. A pod deleted
+//! while the watch was broken is not reported by the API as a deletion; the index diffs the
+//! re-list against what it knew and reports those pods as deleted too.
+
+use super::supervision::{RestartGuard, Subscriber};
+use crate::annotations::UUID_KEY;
+use crate::http::HealthState;
+use crate::telemetry::Metrics;
+use actix::prelude::*;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use slog::{info, warn, Logger};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What vdbi needs to know of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub node_name: String,
+    pub service_account: String,
+    /// Entries of the `uuid` annotation.
+    pub uuids: Vec<String>,
+    /// `Succeeded`/`Failed` pods are finished: their credentials can go.
+    pub finished: bool,
+}
+
+impl PodRecord {
+    pub fn from_pod(pod: &Pod) -> Option<PodRecord> {
+        let uid = pod.metadata.uid.clone()?;
+        let uuids = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(UUID_KEY))
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        Some(PodRecord {
+            uid,
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_default(),
+            uuids,
+            finished: matches!(phase, Some("Succeeded") | Some("Failed")),
+        })
+    }
+}
+
+/// Sent to subscribers.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub enum PodEvent {
+    /// The pod object is gone (or vanished while the watch was broken).
+    Deleted(PodRecord),
+    /// The pod reached Succeeded/Failed.
+    Finished(PodRecord),
+    /// The index is (re)synchronised with the API.
+    Synced,
+}
+
+/// The live set, for sweeps.
+#[derive(Clone, Debug, Default)]
+pub struct LiveSnapshot {
+    pub pods: Arc<HashMap<String, PodRecord>>,
+    /// Pod UIDs and `uuid` annotation entries of live (not finished) pods.
+    pub live_ids: Arc<HashSet<String>>,
+    /// Bookkeeping id (uuid or pod UID) → pod UID, for every indexed pod.
+    pub by_id: Arc<HashMap<String, String>>,
+}
+
+impl LiveSnapshot {
+    pub fn is_live(&self, id: &str) -> bool {
+        self.live_ids.contains(id)
+    }
+
+    /// The pod owning bookkeeping id `id` (a uuid or a pod UID).
+    pub fn pod_for(&self, id: &str) -> Option<&PodRecord> {
+        self.by_id.get(id).and_then(|uid| self.pods.get(uid))
+    }
+}
+
+/// Subscribers of an index, kept outside the actor so they survive its restarts.
+pub type Subscribers = Arc<std::sync::RwLock<Vec<Subscriber<PodEvent>>>>;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Subscriber<PodEvent>);
+
+/// The current live set; `None` until the first list has completed.
+#[derive(Message)]
+#[rtype(result = "Option<LiveSnapshot>")]
+pub struct Snapshot;
+
+/// Where and what to watch.
+#[derive(Clone)]
+pub struct PodIndexConfig {
+    pub label_selector: String,
+    pub field_selector: Option<String>,
+    /// Name of the readiness check this index feeds.
+    pub health_check: String,
+}
+
+pub struct PodIndex {
+    _guard: RestartGuard,
+    client: Client,
+    cfg: PodIndexConfig,
+    pods: HashMap<String, PodRecord>,
+    init_buffer: Option<HashMap<String, PodRecord>>,
+    synced: bool,
+    snapshot: Option<LiveSnapshot>,
+    subscribers: Subscribers,
+    health: HealthState,
+    metrics: Metrics,
+    log: Logger,
+}
+
+impl PodIndex {
+    pub fn new(
+        guard: RestartGuard,
+        client: Client,
+        cfg: PodIndexConfig,
+        subscribers: Subscribers,
+        health: HealthState,
+        metrics: Metrics,
+        log: Logger,
+    ) -> PodIndex {
+        PodIndex {
+            _guard: guard,
+            client,
+            cfg,
+            pods: HashMap::new(),
+            init_buffer: None,
+            synced: false,
+            snapshot: None,
+            subscribers,
+            health,
+            metrics,
+            log,
+        }
+    }
+
+    fn publish(&self, ev: PodEvent) {
+        let subs = self.subscribers.read().unwrap_or_else(|e| e.into_inner());
+        for s in subs.iter() {
+            s(ev.clone());
+        }
+    }
+
+    fn upsert(&mut self, rec: PodRecord, was_finished: Option<bool>) {
+        if rec.finished && was_finished != Some(true) {
+            self.publish(PodEvent::Finished(rec.clone()));
+        }
+        self.pods.insert(rec.uid.clone(), rec);
+        self.snapshot = None;
+    }
+}
+
+impl Actor for PodIndex {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.health
+            .set(&self.cfg.health_check, false, "listing pods");
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut wc = watcher::Config::default()
+            .labels(&self.cfg.label_selector)
+            .page_size(500);
+        if let Some(f) = &self.cfg.field_selector {
+            wc = wc.fields(f);
+        }
+        let stream = watcher::watcher(api, wc).default_backoff().boxed();
+        ctx.add_stream(stream);
+    }
+}
+
+impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
+    fn handle(&mut self, item: Result<Event<Pod>, watcher::Error>, _ctx: &mut Context<Self>) {
+        match item {
+            Ok(Event::Apply(pod)) => {
+                if let Some(rec) = PodRecord::from_pod(&pod) {
+                    let was = self.pods.get(&rec.uid).map(|p| p.finished);
+                    self.upsert(rec, was);
+                }
+            }
+            Ok(Event::Delete(pod)) => {
+                if let Some(rec) = PodRecord::from_pod(&pod) {
+                    self.pods.remove(&rec.uid);
+                    self.snapshot = None;
+                    self.publish(PodEvent::Deleted(rec));
+                }
+            }
+            Ok(Event::Init) => self.init_buffer = Some(HashMap::new()),
+            Ok(Event::InitApply(pod)) => {
+                if let (Some(buf), Some(rec)) =
+                    (self.init_buffer.as_mut(), PodRecord::from_pod(&pod))
+                {
+                    buf.insert(rec.uid.clone(), rec);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let fresh = self.init_buffer.take().unwrap_or_default();
+                // Pods we knew that the re-list no longer has were deleted meanwhile.
+                let old = std::mem::take(&mut self.pods);
+                let vanished: Vec<PodRecord> = old
+                    .values()
+                    .filter(|p| !fresh.contains_key(&p.uid))
+                    .cloned()
+                    .collect();
+                for rec in fresh.into_values() {
+                    let was = old.get(&rec.uid).map(|p| p.finished);
+                    self.upsert(rec, was);
+                }
+                for rec in vanished {
+                    self.publish(PodEvent::Deleted(rec));
+                }
+                self.synced = true;
+                self.snapshot = None;
+                self.metrics.fetch_pods_success.inc();
+                self.health.set(
+                    &self.cfg.health_check,
+                    true,
+                    format!("{} pods indexed", self.pods.len()),
+                );
+                info!(self.log, "pod index synchronised"; "pods" => self.pods.len());
+                self.publish(PodEvent::Synced);
+            }
+            Err(e) => {
+                self.metrics.fetch_pods_error.inc();
+                warn!(self.log, "pod watch error; retrying with backoff"; "error" => %e);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The watch stream never ends by itself; if it does, restart through the supervisor.
+        warn!(self.log, "pod watch stream ended");
+        ctx.stop();
+    }
+}
+
+impl Handler<Subscribe> for PodIndex {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        self.subscribers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg.0);
+    }
+}
+
+impl Handler<Snapshot> for PodIndex {
+    type Result = Option<LiveSnapshot>;
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Option<LiveSnapshot> {
+        if !self.synced {
+            return None;
+        }
+        if self.snapshot.is_none() {
+            let mut ids = HashSet::new();
+            let mut by_id = HashMap::new();
+            for p in self.pods.values() {
+                by_id.insert(p.uid.clone(), p.uid.clone());
+                for u in &p.uuids {
+                    by_id.insert(u.clone(), p.uid.clone());
+                }
+                if !p.finished {
+                    ids.insert(p.uid.clone());
+                    ids.extend(p.uuids.iter().cloned());
+                }
+            }
+            self.snapshot = Some(LiveSnapshot {
+                pods: Arc::new(self.pods.clone()),
+                live_ids: Arc::new(ids),
+                by_id: Arc::new(by_id),
+            });
+        }
+        self.snapshot.clone()
+    }
+}

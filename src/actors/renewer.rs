@@ -1,0 +1,535 @@
+//! Renewer actor: keeps the credentials of live pods alive.
+//!
+//! While leading, every `syncTTLSecond` it walks the bookkeeping entries (`LIST` + `GET` of new
+//! ones only: contents are remembered between cycles) and, for each entry whose pod is live in
+//! the [`super::pod_index`] snapshot, renews the token (`increment: tokenTTL`) and the DB lease
+//! (`increment: 432000`, as vault-db-injector) — but only when they would expire within
+//! `renewHorizonCycles` cycles (TTL-aware), with bounded concurrency under the Vault rate limit.
+//! Unrecoverable leases (400 `invalid lease` / `could not find role`) are purged (token revoked,
+//! entry deleted); missing `PodName`/`NodeName`/`ServiceAccountName` are backfilled. If the pod
+//! index has zero live pods while entries exist, the cycle touches nothing: that is almost
+//! certainly a broken view of the cluster, not a cluster without pods.
+
+use super::error::ActorError;
+use super::leadership::LeadershipChanged;
+use super::pod_index::{LiveSnapshot, PodIndex, Snapshot};
+use super::supervision::RestartGuard;
+use super::vault_session::{
+    KvDelete, KvGet, KvList, KvPut, RenewLease, RenewToken, RevokeOrphan, VaultSession,
+};
+use super::ActorHandle;
+use crate::bookkeeping::BookkeepingEntry;
+use crate::telemetry::Metrics;
+use crate::vault::VaultToken;
+use actix::prelude::*;
+use futures::StreamExt;
+use slog::{info, warn, Logger};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// vault-db-injector's lease renew increment (5 days).
+pub const LEASE_INCREMENT: Duration = Duration::from_secs(432_000);
+
+#[derive(Clone, Debug)]
+pub struct RenewerConfig {
+    pub interval: Duration,
+    pub token_increment: Duration,
+    pub horizon_cycles: u32,
+    pub concurrency: usize,
+    pub call_timeout: Duration,
+    /// Delay of the first cycle after gaining leadership.
+    pub first_cycle_after: Duration,
+}
+
+/// Run one cycle now; returns its report.
+#[derive(Message)]
+#[rtype(result = "Result<CycleReport, String>")]
+pub struct RunCycle;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CycleReport {
+    pub entries: usize,
+    pub live: usize,
+    pub tokens_renewed: u64,
+    pub leases_renewed: u64,
+    pub skipped: u64,
+    pub purged: u64,
+    pub backfilled: u64,
+    pub errors: u64,
+    pub vault_calls: u64,
+}
+
+/// What the renewer remembers of an entry between cycles.
+#[derive(Clone, Debug)]
+struct Known {
+    entry: BookkeepingEntry,
+    token_expiry: Option<SystemTime>,
+    lease_expiry: Option<SystemTime>,
+}
+
+pub struct Renewer {
+    _guard: RestartGuard,
+    cfg: RenewerConfig,
+    vault: ActorHandle<VaultSession>,
+    pods: ActorHandle<PodIndex>,
+    leading: bool,
+    cycling: bool,
+    known: Option<HashMap<String, Known>>,
+    timer: Option<SpawnHandle>,
+    metrics: Metrics,
+    log: Logger,
+}
+
+impl Renewer {
+    pub fn new(
+        guard: RestartGuard,
+        cfg: RenewerConfig,
+        vault: ActorHandle<VaultSession>,
+        pods: ActorHandle<PodIndex>,
+        metrics: Metrics,
+        log: Logger,
+    ) -> Renewer {
+        Renewer {
+            _guard: guard,
+            cfg,
+            vault,
+            pods,
+            leading: false,
+            cycling: false,
+            known: Some(HashMap::new()),
+            timer: None,
+            metrics,
+            log,
+        }
+    }
+
+    fn cycle(&mut self) -> ResponseActFuture<Self, Result<CycleReport, String>> {
+        if self.cycling {
+            return Box::pin(fut::ready(Err("a cycle is already running".to_string())));
+        }
+        let Some(known) = self.known.take() else {
+            return Box::pin(fut::ready(Err("state unavailable".to_string())));
+        };
+        self.cycling = true;
+        let ctx = CycleCtx {
+            cfg: self.cfg.clone(),
+            vault: self.vault.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+            calls: Arc::new(AtomicU64::new(0)),
+        };
+        let pods = self.pods.clone();
+        let started = Instant::now();
+        Box::pin(
+            async move {
+                let snapshot = pods.send(Snapshot).await.ok().flatten();
+                run_cycle(ctx, snapshot, known).await
+            }
+            .into_actor(self)
+            .map(move |(known, res), act, _| {
+                act.cycling = false;
+                act.known = Some(known);
+                let m = &act.metrics;
+                m.last_sync_duration.observe(started.elapsed().as_secs_f64());
+                match &res {
+                    Ok(r) if r.errors == 0 => {
+                        m.sync_success.inc();
+                        m.last_sync_success.set(unix_now());
+                        info!(act.log, "renewal cycle done"; "entries" => r.entries, "live" => r.live,
+                            "tokens_renewed" => r.tokens_renewed, "leases_renewed" => r.leases_renewed,
+                            "skipped" => r.skipped, "purged" => r.purged, "vault_calls" => r.vault_calls,
+                            "duration_ms" => started.elapsed().as_millis() as u64);
+                    }
+                    Ok(r) => {
+                        m.sync_error.inc();
+                        warn!(act.log, "renewal cycle finished with errors"; "errors" => r.errors, "entries" => r.entries);
+                    }
+                    Err(e) => {
+                        m.sync_error.inc();
+                        warn!(act.log, "renewal cycle failed"; "error" => e);
+                    }
+                }
+                res
+            }),
+        )
+    }
+
+    fn schedule(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        self.timer = Some(ctx.run_later(after, |act, ctx| {
+            if !act.leading {
+                return;
+            }
+            let f = act.cycle();
+            ctx.spawn(f.map(|_, act, ctx| {
+                let every = act.cfg.interval;
+                act.schedule(every, ctx);
+            }));
+        }));
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[derive(Clone)]
+struct CycleCtx {
+    cfg: RenewerConfig,
+    vault: ActorHandle<VaultSession>,
+    metrics: Metrics,
+    log: Logger,
+    calls: Arc<AtomicU64>,
+}
+
+impl CycleCtx {
+    fn deadline(&self) -> tokio::time::Instant {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::time::Instant::now() + self.cfg.call_timeout
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    token: bool,
+    lease: bool,
+    skipped: u64,
+    purged: bool,
+    backfilled: bool,
+    error: bool,
+}
+
+async fn run_cycle(
+    ctx: CycleCtx,
+    snapshot: Option<LiveSnapshot>,
+    mut known: HashMap<String, Known>,
+) -> (HashMap<String, Known>, Result<CycleReport, String>) {
+    let Some(snapshot) = snapshot else {
+        ctx.metrics.fetch_pods_error.inc();
+        return (known, Err("pod index not synchronised".into()));
+    };
+    let listed = ctx
+        .vault
+        .send(KvList {
+            deadline: ctx.deadline(),
+        })
+        .await
+        .map_err(ActorError::from)
+        .and_then(|r| r);
+    let uuids = match listed {
+        Ok(u) => u,
+        Err(e) => return (known, Err(format!("cannot list bookkeeping entries: {e}"))),
+    };
+    known.retain(|k, _| uuids.contains(k));
+    if snapshot.live_ids.is_empty() && !uuids.is_empty() {
+        ctx.metrics.fetch_pods_error.inc();
+        return (
+            known,
+            Err(format!(
+                "zero live labelled pods but {} bookkeeping entries: refusing to act on a broken view",
+                uuids.len()
+            )),
+        );
+    }
+    let mut report = CycleReport {
+        entries: uuids.len(),
+        ..Default::default()
+    };
+    let horizon = ctx.cfg.interval * ctx.cfg.horizon_cycles.max(1);
+    let live: Vec<String> = uuids
+        .iter()
+        .filter(|u| snapshot.is_live(u))
+        .cloned()
+        .collect();
+    report.live = live.len();
+    for u in uuids.iter().filter(|u| !snapshot.is_live(u)) {
+        // Not ours to revoke (the revoker does); just drop its series.
+        if let Some(k) = known.get(u) {
+            ctx.metrics.forget_uuid(u, &k.entry.namespace);
+        }
+    }
+    let priors: Vec<(String, Option<Known>)> = live
+        .into_iter()
+        .map(|u| {
+            let k = known.get(&u).cloned();
+            (u, k)
+        })
+        .collect();
+    let work = priors.into_iter().map(|(uuid, prior)| {
+        let ctx = ctx.clone();
+        let snapshot = snapshot.clone();
+        async move {
+            let (k, o) = renew_one(&ctx, &snapshot, &uuid, prior, horizon).await;
+            (uuid, k, o)
+        }
+    });
+    let mut stream = futures::stream::iter(work).buffer_unordered(ctx.cfg.concurrency.max(1));
+    while let Some((uuid, k, o)) = stream.next().await {
+        match k {
+            Some(k) => {
+                known.insert(uuid, k);
+            }
+            None => {
+                known.remove(&uuid);
+            }
+        }
+        report.tokens_renewed += o.token as u64;
+        report.leases_renewed += o.lease as u64;
+        report.skipped += o.skipped;
+        report.purged += o.purged as u64;
+        report.backfilled += o.backfilled as u64;
+        report.errors += o.error as u64;
+    }
+    ctx.metrics.renew_skipped.inc_by(report.skipped as f64);
+    report.vault_calls = ctx.calls.load(Ordering::Relaxed);
+    (known, Ok(report))
+}
+
+fn due(expiry: Option<SystemTime>, horizon: Duration) -> bool {
+    match expiry {
+        None => true,
+        Some(t) => t
+            .duration_since(SystemTime::now())
+            .map(|left| left <= horizon)
+            .unwrap_or(true),
+    }
+}
+
+async fn renew_one(
+    ctx: &CycleCtx,
+    snapshot: &LiveSnapshot,
+    uuid: &str,
+    prior: Option<Known>,
+    horizon: Duration,
+) -> (Option<Known>, Outcome) {
+    let mut out = Outcome::default();
+    let m = &ctx.metrics;
+    let mut k = match prior {
+        Some(k) => k,
+        None => {
+            let got = ctx
+                .vault
+                .send(KvGet {
+                    uuid: uuid.to_string(),
+                    deadline: ctx.deadline(),
+                })
+                .await
+                .map_err(ActorError::from)
+                .and_then(|r| r);
+            match got {
+                Ok(Some(entry)) => Known {
+                    entry,
+                    token_expiry: None,
+                    lease_expiry: None,
+                },
+                Ok(None) => return (None, out),
+                Err(e) => {
+                    warn!(ctx.log, "cannot read bookkeeping entry"; "uuid" => uuid, "error" => %e);
+                    out.error = true;
+                    return (None, out);
+                }
+            }
+        }
+    };
+    let ns = k.entry.namespace.clone();
+    let label = m.uuid(uuid).to_string();
+    // NRI reservations (no token or lease yet) have nothing to renew.
+    if !k.entry.token_id.is_empty() {
+        if due(k.token_expiry, horizon) {
+            let res = ctx
+                .vault
+                .send(RenewToken {
+                    target: VaultToken::new(k.entry.token_id.clone()),
+                    increment: ctx.cfg.token_increment,
+                    deadline: ctx.deadline(),
+                })
+                .await
+                .map_err(ActorError::from)
+                .and_then(|r| r);
+            match res {
+                Ok(ttl) => {
+                    let exp = SystemTime::now() + ttl.ttl;
+                    k.token_expiry = Some(exp);
+                    m.token_expiration
+                        .with_label_values(&[&label, &ns])
+                        .set(unix(exp));
+                    m.renew_token_success
+                        .with_label_values(&[&label, &ns])
+                        .inc();
+                    out.token = true;
+                }
+                Err(e) if e.vault().is_some_and(|v| v.is_token_not_found()) => {
+                    // vault-db-injector treats a vanished token as renewed; the revoker cleans up.
+                    m.renew_token_success
+                        .with_label_values(&[&label, &ns])
+                        .inc();
+                }
+                Err(e) => {
+                    m.renew_token_error.with_label_values(&[&label, &ns]).inc();
+                    warn!(ctx.log, "token renewal failed"; "uuid" => uuid, "error" => %e);
+                    out.error = true;
+                }
+            }
+        } else {
+            out.skipped += 1;
+        }
+    }
+    if !k.entry.lease_id.is_empty() {
+        if due(k.lease_expiry, horizon) {
+            let res = ctx
+                .vault
+                .send(RenewLease {
+                    lease_id: k.entry.lease_id.clone(),
+                    increment: LEASE_INCREMENT,
+                    deadline: ctx.deadline(),
+                })
+                .await
+                .map_err(ActorError::from)
+                .and_then(|r| r);
+            match res {
+                Ok(ttl) => {
+                    let exp = SystemTime::now() + ttl.ttl;
+                    k.lease_expiry = Some(exp);
+                    m.lease_expiration
+                        .with_label_values(&[&label, &ns])
+                        .set(unix(exp));
+                    m.renew_lease_success
+                        .with_label_values(&[&label, &ns])
+                        .inc();
+                    out.lease = true;
+                }
+                Err(e) if e.vault().is_some_and(|v| v.is_unrecoverable_lease()) => {
+                    m.renew_lease_error.with_label_values(&[&label, &ns]).inc();
+                    warn!(ctx.log, "lease is unrecoverable; purging the entry"; "uuid" => uuid, "error" => %e);
+                    if !k.entry.token_id.is_empty() {
+                        let _ = ctx
+                            .vault
+                            .send(RevokeOrphan {
+                                target: VaultToken::new(k.entry.token_id.clone()),
+                                deadline: ctx.deadline(),
+                            })
+                            .await;
+                    }
+                    let deleted = ctx
+                        .vault
+                        .send(KvDelete {
+                            uuid: uuid.to_string(),
+                            deadline: ctx.deadline(),
+                        })
+                        .await
+                        .map_err(ActorError::from)
+                        .and_then(|r| r);
+                    match deleted {
+                        Ok(()) => {
+                            m.delete_data_success
+                                .with_label_values(&[&label, &ns])
+                                .inc();
+                            m.forget_uuid(uuid, &ns);
+                            out.purged = true;
+                            return (None, out);
+                        }
+                        Err(e) => {
+                            m.delete_data_error.with_label_values(&[&label, &ns]).inc();
+                            warn!(ctx.log, "cannot delete purged entry"; "uuid" => uuid, "error" => %e);
+                            out.error = true;
+                        }
+                    }
+                }
+                Err(e) if e.vault().is_some_and(|v| v.is_lease_not_found()) => {
+                    m.renew_lease_success
+                        .with_label_values(&[&label, &ns])
+                        .inc();
+                }
+                Err(e) => {
+                    m.renew_lease_error.with_label_values(&[&label, &ns]).inc();
+                    warn!(ctx.log, "lease renewal failed"; "uuid" => uuid, "error" => %e);
+                    out.error = true;
+                }
+            }
+        } else {
+            out.skipped += 1;
+        }
+    }
+    // Backfill PodName / NodeName / ServiceAccountName from the live pod.
+    if let Some(pod) = snapshot.pod_for(uuid) {
+        let e = &k.entry;
+        let missing = (e.pod_name.is_empty() && !pod.name.is_empty())
+            || (e.node_name.is_empty() && !pod.node_name.is_empty())
+            || (e.service_account_name.is_empty() && !pod.service_account.is_empty());
+        if missing {
+            let mut entry = k.entry.clone();
+            if entry.pod_name.is_empty() {
+                entry.pod_name = pod.name.clone();
+            }
+            if entry.node_name.is_empty() {
+                entry.node_name = pod.node_name.clone();
+            }
+            if entry.service_account_name.is_empty() {
+                entry.service_account_name = pod.service_account.clone();
+            }
+            let res = ctx
+                .vault
+                .send(KvPut {
+                    uuid: uuid.to_string(),
+                    entry: entry.clone(),
+                    deadline: ctx.deadline(),
+                })
+                .await
+                .map_err(ActorError::from)
+                .and_then(|r| r);
+            match res {
+                Ok(()) => {
+                    m.store_data_success.inc();
+                    k.entry = entry;
+                    out.backfilled = true;
+                }
+                Err(e) => {
+                    m.store_data_error.with_label_values(&[&label, &ns]).inc();
+                    warn!(ctx.log, "backfill failed"; "uuid" => uuid, "error" => %e);
+                }
+            }
+        }
+    }
+    (Some(k), out)
+}
+
+impl Actor for Renewer {
+    type Context = Context<Self>;
+}
+
+impl Handler<LeadershipChanged> for Renewer {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
+        if self.leading == msg.leading {
+            return;
+        }
+        self.leading = msg.leading;
+        if msg.leading {
+            info!(self.log, "renewer active"; "interval_s" => self.cfg.interval.as_secs());
+            let first = self.cfg.first_cycle_after;
+            self.schedule(first, ctx);
+        } else if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+    }
+}
+
+impl Handler<RunCycle> for Renewer {
+    type Result = ResponseActFuture<Self, Result<CycleReport, String>>;
+    fn handle(&mut self, _: RunCycle, _: &mut Context<Self>) -> Self::Result {
+        self.cycle()
+    }
+}

@@ -1,0 +1,264 @@
+//! Supervision of vdbi's actors.
+//!
+//! actix's own `Supervisor` restarts an actor that *stops*, but a panic in a handler kills the
+//! actor's task without a restart. vdbi's supervisor covers both: every supervised actor holds a
+//! [`RestartGuard`]; when the actor is dropped — normal stop or panic unwinding — the guard wakes
+//! the supervisor, which counts the restart (`vdbi_actor_restarts_total{actor}`), logs it, waits
+//! with exponential backoff and starts a fresh instance from the factory. Other actors keep
+//! serving meanwhile. Callers reach the current instance through an [`ActorHandle`], which is
+//! `Send + Sync` and survives restarts.
+
+use crate::telemetry::Metrics;
+use actix::{Actor, Addr, Context, Handler, MailboxError, Message};
+use arc_swap::ArcSwap;
+use slog::{error, info, Logger};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Held by a supervised actor; wakes the supervisor when the actor goes away.
+pub struct RestartGuard {
+    tx: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl RestartGuard {
+    /// A guard tied to nothing (actors started outside a supervisor, e.g. in unit tests).
+    pub fn detached() -> RestartGuard {
+        RestartGuard { tx: None }
+    }
+}
+
+/// A notification target (see [`ActorHandle::subscriber`]).
+pub type Subscriber<M> = Arc<dyn Fn(M) + Send + Sync>;
+
+/// Exponential backoff between restarts; reset after the actor has lived `stable_after`.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub stable_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before restart number `attempt` (1-based) of a run of quick failures.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+struct Shared<A: Actor> {
+    addr: ArcSwap<Addr<A>>,
+    restarts: AtomicU64,
+    shutdown: AtomicBool,
+}
+
+/// The address of a supervised actor, valid across restarts.
+pub struct ActorHandle<A: Actor> {
+    shared: Arc<Shared<A>>,
+}
+
+impl<A: Actor> Clone for ActorHandle<A> {
+    fn clone(&self) -> Self {
+        ActorHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> ActorHandle<A> {
+    /// The current instance's address.
+    pub fn addr(&self) -> Addr<A> {
+        (**self.shared.addr.load()).clone()
+    }
+
+    /// Sends a message to the current instance.
+    pub async fn send<M>(&self, msg: M) -> Result<M::Result, MailboxError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+    {
+        self.addr().send(msg).await
+    }
+
+    /// Fire-and-forget send (no backpressure; use for notifications only).
+    pub fn do_send<M>(&self, msg: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+    {
+        self.addr().do_send(msg)
+    }
+
+    /// A subscription callback that always reaches the current instance (survives restarts,
+    /// unlike an `actix::Recipient` of one instance).
+    pub fn subscriber<M>(&self) -> Subscriber<M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+    {
+        let h = self.clone();
+        Arc::new(move |m| h.do_send(m))
+    }
+
+    /// How many times the actor was restarted.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Stops supervising: the next exit of the actor is final.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts `factory`'s actor on the current arbiter under supervision. The factory receives the
+/// guard the actor must keep (as a field) for its whole life.
+pub fn supervise<A, F>(
+    name: &'static str,
+    log: &Logger,
+    metrics: &Metrics,
+    backoff: Backoff,
+    factory: F,
+) -> ActorHandle<A>
+where
+    A: Actor<Context = Context<A>>,
+    F: Fn(RestartGuard) -> A + 'static,
+{
+    let (tx, mut rx) = oneshot::channel();
+    let first = factory(RestartGuard { tx: Some(tx) }).start();
+    let shared = Arc::new(Shared {
+        addr: ArcSwap::from_pointee(first),
+        restarts: AtomicU64::new(0),
+        shutdown: AtomicBool::new(false),
+    });
+    let handle = ActorHandle {
+        shared: shared.clone(),
+    };
+    let log = log.new(slog::o!("actor" => name));
+    let counter = metrics.actor_restarts.with_label_values(&[name]);
+    actix::spawn(async move {
+        let mut quick_failures = 0u32;
+        let mut started = Instant::now();
+        loop {
+            let _ = (&mut rx).await;
+            if shared.shutdown.load(Ordering::SeqCst) || actix::System::try_current().is_none() {
+                info!(log, "actor stopped");
+                return;
+            }
+            if started.elapsed() >= backoff.stable_after {
+                quick_failures = 0;
+            }
+            quick_failures += 1;
+            let delay = backoff.delay(quick_failures);
+            counter.inc();
+            shared.restarts.fetch_add(1, Ordering::Relaxed);
+            error!(log, "actor died; restarting"; "delay_ms" => delay.as_millis() as u64, "consecutive" => quick_failures);
+            actix::clock::sleep(delay).await;
+            if shared.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            let (tx, new_rx) = oneshot::channel();
+            rx = new_rx;
+            started = Instant::now();
+            shared
+                .addr
+                .store(Arc::new(factory(RestartGuard { tx: Some(tx) }).start()));
+        }
+    });
+    handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::logging::discard;
+
+    struct Counter {
+        _guard: RestartGuard,
+        n: u32,
+    }
+    impl Actor for Counter {
+        type Context = Context<Self>;
+    }
+    #[derive(Message)]
+    #[rtype(result = "u32")]
+    struct Bump;
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Explode;
+    impl Handler<Bump> for Counter {
+        type Result = u32;
+        fn handle(&mut self, _: Bump, _: &mut Context<Self>) -> u32 {
+            self.n += 1;
+            self.n
+        }
+    }
+    impl Handler<Explode> for Counter {
+        type Result = ();
+        fn handle(&mut self, _: Explode, _: &mut Context<Self>) {
+            panic!("injected failure");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(1), Duration::from_millis(100));
+        assert_eq!(b.delay(2), Duration::from_millis(200));
+        assert_eq!(b.delay(30), Duration::from_secs(30));
+    }
+
+    #[actix::test]
+    async fn panicking_actor_is_restarted_with_fresh_state() {
+        let metrics = Metrics::new(true);
+        let backoff = Backoff {
+            initial: Duration::from_millis(10),
+            ..Backoff::default()
+        };
+        let h = supervise("counter", &discard(), &metrics, backoff, |g| Counter {
+            _guard: g,
+            n: 0,
+        });
+        assert_eq!(h.send(Bump).await.unwrap(), 1);
+        assert_eq!(h.send(Bump).await.unwrap(), 2);
+        // The panic kills the instance: the caller sees the mailbox closed, not a hang.
+        assert!(h.send(Explode).await.is_err());
+        let mut after = None;
+        for _ in 0..100 {
+            if let Ok(n) = h.send(Bump).await {
+                after = Some(n);
+                break;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(after, Some(1), "restarted instance starts from fresh state");
+        assert_eq!(h.restarts(), 1);
+        assert_eq!(
+            metrics.actor_restarts.with_label_values(&["counter"]).get(),
+            1.0
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! VaultSession actor: the one place that holds vdbi's own Vault login.
+//!
+//! It logs in with kubernetes auth (vdbi's ServiceAccount JWT, re-read from disk at every login
+//! because kubelet rotates it), renews itself before expiry, logs in again when renewal fails or
+//! when Vault says the token is gone (revoking the old one, so nothing leaks), and revokes itself
+//! on shutdown. Every Vault operation vdbi performs is a typed message handled here; operations
+//! that use vdbi's own token wait for the login (bounded by the caller's deadline). I/O runs off
+//! the actor's mailbox, so operations proceed concurrently; one pooled HTTP client and one
+//! rate limiter serve them all (see [`crate::vault`]).
+
+use super::error::ActorError;
+use super::supervision::RestartGuard;
+use crate::bookkeeping::{self, BookkeepingEntry};
+use crate::http::HealthState;
+use crate::k8s::{self, ServiceAccountJwt};
+use crate::telemetry::Metrics;
+use crate::vault::{
+    DbCredentials, KubeAuthRole, LeaseTtl, LoginResult, TokenAuth, TokenInfo, TokenTtl,
+    VaultClient, VaultError, VaultToken,
+};
+use actix::prelude::*;
+use slog::{info, warn, Logger};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::time::Instant as Deadline;
+
+pub const HEALTH_CHECK: &str = "vault-session";
+
+/// How vdbi logs in and where it keeps its bookkeeping.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub auth_mount: String,
+    pub role: String,
+    pub jwt_path: PathBuf,
+    pub kv_mount: String,
+    pub kv_prefix: String,
+    /// Increment asked for at each self-renewal.
+    pub renew_increment: Duration,
+    /// Upper bound between self-renewals (vault-db-injector: 600 s).
+    pub max_renew_interval: Duration,
+}
+
+pub struct VaultSession {
+    _guard: RestartGuard,
+    client: VaultClient,
+    cfg: SessionConfig,
+    token: Option<VaultToken>,
+    logging_in: bool,
+    login_failures: u32,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, String>>>,
+    last_error: String,
+    renew_timer: Option<SpawnHandle>,
+    stopped: bool,
+    metrics: Metrics,
+    health: HealthState,
+    log: Logger,
+}
+
+impl VaultSession {
+    pub fn new(
+        guard: RestartGuard,
+        client: VaultClient,
+        cfg: SessionConfig,
+        metrics: Metrics,
+        health: HealthState,
+        log: Logger,
+    ) -> VaultSession {
+        VaultSession {
+            _guard: guard,
+            client,
+            cfg,
+            token: None,
+            logging_in: false,
+            login_failures: 0,
+            waiters: Vec::new(),
+            last_error: "not logged in yet".into(),
+            renew_timer: None,
+            stopped: false,
+            metrics,
+            health,
+            log,
+        }
+    }
+
+    fn login(&mut self, ctx: &mut Context<Self>) {
+        if self.logging_in || self.stopped {
+            return;
+        }
+        self.logging_in = true;
+        let client = self.client.clone();
+        let cfg = self.cfg.clone();
+        let fut = async move {
+            let jwt = k8s::read_own_jwt(&cfg.jwt_path).map_err(|e| e.to_string())?;
+            client
+                .login_kubernetes(&cfg.auth_mount, &cfg.role, jwt.expose())
+                .await
+                .map_err(|e| (e.login_failure_reason(), e.to_string()))
+                .map_err(|(reason, e)| format!("{e} ({reason})"))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.logging_in = false;
+            match res {
+                Ok(login) => act.logged_in(login, ctx),
+                Err(e) => {
+                    act.login_failures += 1;
+                    act.metrics.connect_vault_error.inc();
+                    act.metrics.vault_session_ready.set(0);
+                    act.last_error = e.clone();
+                    act.health.set(HEALTH_CHECK, false, format!("login failed: {e}"));
+                    let delay = Duration::from_millis(500)
+                        .saturating_mul(2u32.saturating_pow(act.login_failures.min(6)))
+                        .min(Duration::from_secs(30));
+                    warn!(act.log, "Vault login failed; retrying"; "error" => &e, "retry_in_ms" => delay.as_millis() as u64);
+                    ctx.run_later(delay, |act, ctx| act.login(ctx));
+                }
+            }
+        }));
+    }
+
+    fn logged_in(&mut self, login: LoginResult, ctx: &mut Context<Self>) {
+        self.login_failures = 0;
+        self.metrics.connect_vault_success.inc();
+        self.metrics.vault_session_ready.set(1);
+        self.health.set(HEALTH_CHECK, true, "logged in");
+        info!(self.log, "Vault session established"; "role" => &self.cfg.role,
+            "ttl_s" => login.ttl.as_secs(), "accessor" => &login.accessor);
+        if let Some(old) = self.token.replace(login.token.clone()) {
+            // Never leak the previous login.
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.token_revoke_self(&old).await;
+            });
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Ok(login.token.clone()));
+        }
+        self.schedule_renew(login.ttl, ctx);
+    }
+
+    fn schedule_renew(&mut self, ttl: Duration, ctx: &mut Context<Self>) {
+        if let Some(h) = self.renew_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let every = (ttl / 2)
+            .min(self.cfg.max_renew_interval)
+            .max(Duration::from_secs(1));
+        self.renew_timer = Some(ctx.run_later(every, |act, ctx| act.renew_self(ctx)));
+    }
+
+    fn renew_self(&mut self, ctx: &mut Context<Self>) {
+        let Some(token) = self.token.clone() else {
+            return;
+        };
+        let client = self.client.clone();
+        let inc = self.cfg.renew_increment;
+        ctx.spawn(
+            async move { client.token_renew_self(&token, inc).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(ttl) => act.schedule_renew(ttl.ttl, ctx),
+                    Err(e) => {
+                        warn!(act.log, "Vault session renewal failed; logging in again"; "error" => %e);
+                        act.relogin(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Drops the current token (revoking it best-effort) and logs in again.
+    fn relogin(&mut self, ctx: &mut Context<Self>) {
+        if let Some(old) = self.token.take() {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.token_revoke_self(&old).await;
+            });
+        }
+        self.metrics.vault_session_ready.set(0);
+        self.health.set(HEALTH_CHECK, false, "logging in again");
+        self.login(ctx);
+    }
+}
+
+impl Actor for VaultSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Allow many concurrent operations to queue without blocking senders for long.
+        ctx.set_mailbox_capacity(1024);
+        self.health.set(HEALTH_CHECK, false, "logging in");
+        self.login(ctx);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session management messages
+
+/// vdbi's own token (waits for the login, up to the deadline).
+#[derive(Message)]
+#[rtype(result = "Result<VaultToken, ActorError>")]
+pub struct CurrentToken {
+    pub deadline: Deadline,
+}
+
+/// The token `token` was refused by Vault as invalid: log in again (once per token).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TokenRejected {
+    pub token: VaultToken,
+}
+
+/// Shutdown: revoke vdbi's own token and stop logging in.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeOwnToken;
+
+/// Is the session established?
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsLoggedIn;
+
+impl Handler<CurrentToken> for VaultSession {
+    type Result = ResponseFuture<Result<VaultToken, ActorError>>;
+    fn handle(&mut self, msg: CurrentToken, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(t) = &self.token {
+            let t = t.clone();
+            return Box::pin(async move { Ok(t) });
+        }
+        if self.stopped {
+            return Box::pin(async { Err(ActorError::NoSession("shutting down".into())) });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.push(tx);
+        self.login(ctx);
+        let last = self.last_error.clone();
+        Box::pin(async move {
+            match tokio::time::timeout_at(msg.deadline, rx).await {
+                Ok(Ok(Ok(t))) => Ok(t),
+                Ok(Ok(Err(e))) => Err(ActorError::NoSession(e)),
+                Ok(Err(_)) => Err(ActorError::NoSession("session restarted".into())),
+                Err(_) => Err(ActorError::NoSession(last)),
+            }
+        })
+    }
+}
+
+impl Handler<TokenRejected> for VaultSession {
+    type Result = ();
+    fn handle(&mut self, msg: TokenRejected, ctx: &mut Context<Self>) {
+        if self.token.as_ref() == Some(&msg.token) {
+            warn!(self.log, "Vault rejected vdbi's token; logging in again");
+            self.token = None;
+            self.metrics.vault_session_ready.set(0);
+            self.health
+                .set(HEALTH_CHECK, false, "token rejected; logging in again");
+            self.login(ctx);
+        }
+    }
+}
+
+impl Handler<RevokeOwnToken> for VaultSession {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: RevokeOwnToken, _: &mut Context<Self>) -> Self::Result {
+        self.stopped = true;
+        self.metrics.vault_session_ready.set(0);
+        let token = self.token.take();
+        let client = self.client.clone();
+        let log = self.log.clone();
+        Box::pin(async move {
+            if let Some(t) = token {
+                match tokio::time::timeout(Duration::from_secs(10), client.token_revoke_self(&t))
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        info!(log, "Vault session token revoked");
+                    }
+                    Ok(Err(e)) => warn!(log, "could not revoke vdbi's Vault token"; "error" => %e),
+                    Err(_) => warn!(log, "revoking vdbi's Vault token timed out"),
+                }
+            }
+        })
+    }
+}
+
+impl Handler<IsLoggedIn> for VaultSession {
+    type Result = bool;
+    fn handle(&mut self, _: IsLoggedIn, _: &mut Context<Self>) -> bool {
+        self.token.is_some()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+/// Runs `op` with vdbi's own token under `deadline`; if Vault refuses the token as invalid, logs
+/// in again and retries once.
+fn with_own_token<T, F, Fut>(
+    me: Addr<VaultSession>,
+    client: VaultClient,
+    metrics: Metrics,
+    name: &'static str,
+    deadline: Deadline,
+    op: F,
+) -> impl Future<Output = Result<T, ActorError>>
+where
+    F: Fn(VaultClient, VaultToken) -> Fut,
+    Fut: Future<Output = Result<T, VaultError>>,
+{
+    async move {
+        for attempt in 0..2 {
+            let token = me.send(CurrentToken { deadline }).await??;
+            match timed(&metrics, name, deadline, op(client.clone(), token.clone())).await {
+                Err(ActorError::Vault(e)) if attempt == 0 && e.is_permission_denied() => {
+                    // Is our token still valid? A real policy denial keeps it valid.
+                    let valid = tokio::time::timeout_at(deadline, client.token_lookup_self(&token))
+                        .await
+                        .map(|r| r.is_ok())
+                        .unwrap_or(true);
+                    if valid {
+                        return Err(ActorError::Vault(e));
+                    }
+                    me.do_send(TokenRejected { token });
+                }
+                other => return other,
+            }
+        }
+        Err(ActorError::NoSession("token rejected twice".into()))
+    }
+}
+
+/// Bounds `fut` by `deadline` and records its latency.
+async fn timed<T>(
+    metrics: &Metrics,
+    name: &'static str,
+    deadline: Deadline,
+    fut: impl Future<Output = Result<T, VaultError>>,
+) -> Result<T, ActorError> {
+    let started = Instant::now();
+    let res = tokio::time::timeout_at(deadline, fut).await;
+    let outcome = match &res {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(_) => "timeout",
+    };
+    metrics
+        .vault_request_duration
+        .with_label_values(&[name, outcome])
+        .observe(started.elapsed().as_secs_f64());
+    match res {
+        Ok(r) => r.map_err(ActorError::Vault),
+        Err(_) => Err(ActorError::Deadline(name)),
+    }
+}
+
+/// Declares an operation message and its handler. `own` operations use vdbi's token.
+macro_rules! own_token_op {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
+     |$client:ident, $token:ident, $msg:ident, $cfg:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name { $(pub $field: $ty,)* pub deadline: Deadline }
+
+        impl Message for $name {
+            type Result = Result<$out, ActorError>;
+        }
+
+        impl Handler<$name> for VaultSession {
+            type Result = ResponseFuture<Result<$out, ActorError>>;
+            fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
+                let $cfg = self.cfg.clone();
+                let deadline = $msg.deadline;
+                let $msg = std::sync::Arc::new($msg);
+                Box::pin(with_own_token(
+                    ctx.address(),
+                    self.client.clone(),
+                    self.metrics.clone(),
+                    stringify!($name),
+                    deadline,
+                    move |$client, $token| {
+                        let $msg = $msg.clone();
+                        #[allow(unused_variables)]
+                        let $cfg = $cfg.clone();
+                        async move { $body }
+                    },
+                ))
+            }
+        }
+    };
+}
+
+/// Declares an operation that does not use vdbi's token.
+macro_rules! plain_op {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
+     |$client:ident, $msg:ident, $cfg:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name { $(pub $field: $ty,)* pub deadline: Deadline }
+
+        impl Message for $name {
+            type Result = Result<$out, ActorError>;
+        }
+
+        impl Handler<$name> for VaultSession {
+            type Result = ResponseFuture<Result<$out, ActorError>>;
+            fn handle(&mut self, $msg: $name, _: &mut Context<Self>) -> Self::Result {
+                let $client = self.client.clone();
+                let $cfg = self.cfg.clone();
+                let metrics = self.metrics.clone();
+                let deadline = $msg.deadline;
+                Box::pin(async move {
+                    let _ = &$cfg;
+                    timed(&metrics, stringify!($name), deadline, async move { $body }).await
+                })
+            }
+        }
+    };
+}
+
+plain_op!(
+    /// Login with a pod's JWT (projected mode) at vdbi's kubernetes auth mount.
+    LoginKubernetes { role: String, jwt: ServiceAccountJwt } -> LoginResult,
+    |client, msg, cfg| client.login_kubernetes(&cfg.auth_mount, &msg.role, msg.jwt.expose()).await
+);
+
+plain_op!(
+    /// `auth/token/lookup-self` with the given token.
+    LookupSelf { token: VaultToken } -> TokenInfo,
+    |client, msg, cfg| client.token_lookup_self(&msg.token).await
+);
+
+plain_op!(
+    /// `auth/token/revoke-self` with the given token (a pod token). Not-found counts as done.
+    RevokeSelf { token: VaultToken } -> (),
+    |client, msg, cfg| match client.token_revoke_self(&msg.token).await {
+        Err(e) if e.is_not_found() || e.is_permission_denied() => Ok(()),
+        other => other,
+    }
+);
+
+plain_op!(
+    /// Unauthenticated `sys/health`.
+    ReadHealth {} -> crate::vault::Health,
+    |client, msg, cfg| { let _ = msg; client.health().await }
+);
+
+own_token_op!(
+    /// `auth/token/create-orphan` (legacy mode) with vdbi's session.
+    CreateOrphanToken { policies: Vec<String>, period: Duration, display_name: String } -> TokenAuth,
+    |client, token, msg, cfg| client.create_orphan_token(&token, &msg.policies, msg.period, &msg.display_name).await
+);
+
+own_token_op!(
+    /// `<mount>/creds/<role>`, with `token` (a pod or orphan token) or vdbi's own.
+    ReadDbCredentials { token: Option<VaultToken>, mount: String, role: String } -> DbCredentials,
+    |client, own, msg, cfg| client.read_db_credentials(msg.token.as_ref().unwrap_or(&own), &msg.mount, &msg.role).await
+);
+
+own_token_op!(
+    /// Writes the bookkeeping entry `<vaultSecretName>/data/<vaultSecretPrefix>/<uuid>`.
+    KvPut { uuid: String, entry: BookkeepingEntry } -> (),
+    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid), &msg.entry.to_map()).await
+);
+
+own_token_op!(
+    /// Reads a bookkeeping entry; `None` when absent.
+    KvGet { uuid: String } -> Option<BookkeepingEntry>,
+    |client, token, msg, cfg| client
+        .kv_get(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid))
+        .await
+        .map(|o| o.map(|m| BookkeepingEntry::from_map(&m)))
+);
+
+own_token_op!(
+    /// Lists the bookkeeping uuids under `vaultSecretPrefix`.
+    KvList {} -> Vec<String>,
+    |client, token, msg, cfg| { let _ = msg; client.kv_list(&token, &cfg.kv_mount, &cfg.kv_prefix).await }
+);
+
+own_token_op!(
+    /// Deletes a bookkeeping entry (data, then metadata; absent counts as done).
+    KvDelete { uuid: String } -> (),
+    |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await
+);
+
+own_token_op!(
+    /// `auth/token/renew` of another token.
+    RenewToken { target: VaultToken, increment: Duration } -> TokenTtl,
+    |client, token, msg, cfg| client.token_renew(&token, &msg.target, msg.increment).await
+);
+
+own_token_op!(
+    /// `auth/token/revoke-orphan` of another token; not-found counts as done.
+    RevokeOrphan { target: VaultToken } -> (),
+    |client, token, msg, cfg| client.token_revoke_orphan(&token, &msg.target).await
+);
+
+own_token_op!(
+    /// `sys/leases/renew`.
+    RenewLease { lease_id: String, increment: Duration } -> LeaseTtl,
+    |client, token, msg, cfg| client.lease_renew(&token, &msg.lease_id, msg.increment).await
+);
+
+own_token_op!(
+    /// `sys/leases/revoke`; not-found counts as done.
+    RevokeLease { lease_id: String } -> (),
+    |client, token, msg, cfg| client.lease_revoke(&token, &msg.lease_id).await
+);
+
+own_token_op!(
+    /// `LIST sys/leases/lookup/<prefix>` (orphan-lease discovery).
+    ListLeases { prefix: String } -> Vec<String>,
+    |client, token, msg, cfg| client.list_leases(&token, &msg.prefix).await
+);
+
+own_token_op!(
+    /// `auth/<vaultAuthPath>/role/<role>` (legacy role check).
+    ReadAuthRole { role: String } -> KubeAuthRole,
+    |client, token, msg, cfg| client.read_kubernetes_auth_role(&token, &cfg.auth_mount, &msg.role).await
+);

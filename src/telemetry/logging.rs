@@ -1,0 +1,65 @@
+//! slog JSON logging with consistent keys: `time` (RFC3339), `level`, `message`, `component`,
+//! and per-event fields (`namespace`, `pod`, `uuid`, `request_id`, `duration_ms`). Never log a
+//! secret: callers pass names and ids, never token or password values.
+
+use crate::config::LogLevel;
+use slog::{o, Drain, Level, Logger};
+
+/// Keeps the async drain alive; logs are flushed when it is dropped.
+pub struct LogGuard {
+    _guard: Option<slog_async::AsyncGuard>,
+}
+
+fn to_slog(level: LogLevel) -> Level {
+    match level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Warn => Level::Warning,
+        LogLevel::Error => Level::Error,
+    }
+}
+
+/// The root logger for the process: JSON lines on stdout through a bounded async channel that
+/// blocks rather than drops under bursts.
+pub fn build_logger(level: LogLevel) -> (Logger, LogGuard) {
+    let json = slog_json::Json::new(std::io::stdout())
+        .set_newlines(true)
+        .set_flush(true)
+        .add_key_value(o!(
+            "time" => slog::PushFnValue(|_: &slog::Record, ser| {
+                ser.emit(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }),
+            "level" => slog::FnValue(|r: &slog::Record| r.level().as_str()),
+            "message" => slog::PushFnValue(|r: &slog::Record, ser| ser.emit(r.msg())),
+        ))
+        .build()
+        .fuse();
+    let json = json.filter_level(to_slog(level)).fuse();
+    let (drain, guard) = slog_async::Async::new(json)
+        .chan_size(4096)
+        .overflow_strategy(slog_async::OverflowStrategy::Block)
+        .build_with_guard();
+    let logger = Logger::root(drain.fuse(), o!("app" => "vdbi"));
+    (
+        logger,
+        LogGuard {
+            _guard: Some(guard),
+        },
+    )
+}
+
+/// A logger that discards everything (tests).
+pub fn discard() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+/// A human-readable logger on stderr (tests and the demo), honouring `VDBI_TEST_LOG=1`.
+pub fn test_logger() -> Logger {
+    if std::env::var("VDBI_TEST_LOG").is_ok() {
+        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+        let drain = slog_term::FullFormat::new(decorator).build().fuse();
+        Logger::root(drain, o!())
+    } else {
+        discard()
+    }
+}

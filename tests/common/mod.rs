@@ -1,0 +1,401 @@
+//! Shared harness of the integration tests: runs vdbi in-process against the local platform
+//! (real OpenBao, PostgreSQL and kube-apiserver) and registers its webhook with the apiserver.
+#![allow(dead_code)]
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use vdbi::app::runtime::{start, Running};
+use vdbi::config::{Config, Mode};
+use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
+
+pub const LABEL: &str = "vault-db-injector";
+pub const PREFIX: &str = "db-creds-injector.numberly.io/";
+
+/// A self-signed serving certificate for 127.0.0.1, written to disk.
+pub struct TestCert {
+    pub dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub pem: String,
+}
+
+pub fn make_cert() -> TestCert {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, key_pem) = new_cert_pem();
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, &pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    TestCert {
+        dir,
+        cert,
+        key,
+        pem,
+    }
+}
+
+/// (certificate PEM, key PEM) for 127.0.0.1 / localhost.
+pub fn new_cert_pem() -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+/// Options of an in-process vdbi.
+pub struct Options {
+    pub mode: Mode,
+    pub projected: bool,
+    pub nri: bool,
+    pub vault_address: Option<String>,
+    pub admission_timeout: Duration,
+    pub kube_role: String,
+    pub service_account: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Injector,
+            projected: false,
+            nri: false,
+            vault_address: None,
+            admission_timeout: Duration::from_secs(4),
+            kube_role: "vdbi".into(),
+            service_account: "vdbi-injector".into(),
+        }
+    }
+}
+
+pub struct Vdbi {
+    pub running: Running,
+    pub prefix: String,
+    pub cert: TestCert,
+    pub jwt_file: tempfile::NamedTempFile,
+}
+
+/// Writes a JWT of vdbi's own ServiceAccount (vdbi-system/<sa>, audience vault).
+pub async fn own_jwt(p: &Platform, sa: &str) -> tempfile::NamedTempFile {
+    let client = p.kube_client().await;
+    let ns = p.var("VDBI_SYSTEM_NAMESPACE");
+    let jwt = service_account_token(&client, &ns, sa, &["vault"]).await;
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), jwt).unwrap();
+    f
+}
+
+pub fn base_config(p: &Platform, prefix: &str) -> Config {
+    let mut c = Config::default();
+    c.vault_address = p.vault_addr();
+    c.vault_auth_path = p.var("VDBI_K8S_AUTH_MOUNT");
+    c.kube_role = "vdbi".into();
+    c.vault_secret_name = p.var("VDBI_KV_MOUNT");
+    c.vault_secret_prefix = prefix.to_string();
+    c.vault_rate_limit = 0;
+    c.webhook_listen = "127.0.0.1:0".parse().unwrap();
+    c.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    c.health_listen = "127.0.0.1:0".parse().unwrap();
+    c.cert_reload_interval = Duration::from_millis(200);
+    c
+}
+
+pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
+    vdbi::testing::platform::install_crypto_provider();
+    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
+    let prefix = unique_name("t");
+    let cert = make_cert();
+    let jwt_file = own_jwt(p, &opts.service_account).await;
+    let mut c = base_config(p, &prefix);
+    c.mode = opts.mode;
+    c.cert_file = cert.cert.clone();
+    c.key_file = cert.key.clone();
+    c.kube_token_path = jwt_file.path().to_path_buf();
+    c.kube_role = opts.kube_role;
+    c.use_projected_sa = opts.projected;
+    c.token_request_audiences = vec!["vault".into()];
+    c.nri.enabled = opts.nri;
+    c.admission_timeout = opts.admission_timeout;
+    if let Some(a) = opts.vault_address {
+        c.vault_address = a;
+    }
+    let running = start(c, vdbi::telemetry::logging::test_logger())
+        .await
+        .expect("vdbi starts");
+    Vdbi {
+        running,
+        prefix,
+        cert,
+        jwt_file,
+    }
+}
+
+impl Vdbi {
+    /// Waits until vdbi's own Vault session is established.
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.running.health.is_ready() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("vdbi not ready: {:?}", self.running.health.checks());
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("https://{}/mutate", self.running.webhook_addr.unwrap())
+    }
+}
+
+/// Registers a MutatingWebhookConfiguration for one namespace, pointing at `vdbi`.
+pub struct Webhook {
+    pub name: String,
+    client: kube::Client,
+}
+
+pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &str) -> Webhook {
+    let name = unique_name("vdbi-test");
+    let mwc = MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: format!("{name}.vdbi.test"),
+            admission_review_versions: vec!["v1".into()],
+            client_config: WebhookClientConfig {
+                url: Some(vdbi.webhook_url()),
+                ca_bundle: Some(ByteString(vdbi.cert.pem.clone().into_bytes())),
+                service: None,
+            },
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["".into()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into()]),
+                resources: Some(vec!["pods".into()]),
+                scope: Some("Namespaced".into()),
+            }]),
+            failure_policy: Some("Fail".into()),
+            side_effects: "NoneOnDryRun".into(),
+            timeout_seconds: Some(5),
+            object_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(LABEL.to_string(), "true".to_string())])),
+                ..Default::default()
+            }),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    namespace.to_string(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+    };
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mwc)
+        .await
+        .expect("create MutatingWebhookConfiguration");
+    let wh = Webhook {
+        name,
+        client: client.clone(),
+    };
+    // The apiserver picks up webhook configurations asynchronously: probe until it calls us.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for i in 0..100 {
+        let probe = pod(
+            &format!("probe-{i}"),
+            "default",
+            &[
+                ("x.mode", "weird"),
+                ("x.role", "r"),
+                ("x.env-key-dbuser", "U"),
+            ],
+        );
+        match pods
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &probe,
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("vault-db-injector") => return wh,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("the apiserver never called the test webhook");
+}
+
+impl Webhook {
+    pub async fn delete(self) {
+        let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
+
+/// A labelled pod with `db-creds-injector` annotations (keys given without the prefix).
+pub fn pod(name: &str, service_account: &str, annotations: &[(&str, &str)]) -> Pod {
+    let ann: BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {LABEL: "true"}, "annotations": ann},
+        "spec": {
+            "serviceAccountName": service_account,
+            "initContainers": [{"name": "init", "image": "busybox"}],
+            "containers": [
+                {"name": "app", "image": "busybox", "env": [{"name": "DB_USER", "value": "placeholder-to-replace"}]},
+                {"name": "sidecar", "image": "busybox"}
+            ]
+        }
+    }))
+    .unwrap()
+}
+
+/// `name -> value` of a container's env.
+pub fn env_map(pod: &Pod, container: &str) -> BTreeMap<String, String> {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == container)
+        .unwrap_or_else(|| panic!("no container {container}"))
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+pub fn uuids(pod: &Pod) -> Vec<String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&format!("{PREFIX}uuid")))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Bookkeeping entry `<kv>/data/<prefix>/<uuid>` as JSON, or None.
+pub async fn kv_entry(root: &VaultRoot, p: &Platform, prefix: &str, uuid: &str) -> Option<Value> {
+    let r = root
+        .request(
+            reqwest::Method::GET,
+            &format!("{}/data/{prefix}/{uuid}", p.var("VDBI_KV_MOUNT")),
+            None,
+        )
+        .await;
+    if r.status == 404 {
+        return None;
+    }
+    Some(r.ok("kv read")["data"]["data"].clone())
+}
+
+/// Keys under `<kv>/metadata/<prefix>`.
+pub async fn kv_keys(root: &VaultRoot, p: &Platform, prefix: &str) -> Vec<String> {
+    let r = root
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("{}/metadata/{prefix}", p.var("VDBI_KV_MOUNT")),
+            None,
+        )
+        .await;
+    if r.status == 404 {
+        return Vec::new();
+    }
+    r.ok("kv list")["data"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Lease ids Vault holds under `<mount>/creds/<role>/`.
+pub async fn leases(root: &VaultRoot, mount: &str, role: &str) -> Vec<String> {
+    let r = root
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("sys/leases/lookup/{mount}/creds/{role}"),
+            None,
+        )
+        .await;
+    if r.status == 404 {
+        return Vec::new();
+    }
+    r.ok("lease list")["data"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A DB role, its policy and a k8s-auth role, all named `name`, bound to SA `app` in `namespace`.
+pub async fn fresh_role(root: &VaultRoot, p: &Platform, name: &str, namespace: &str) {
+    let mount = p.var("VDBI_DB_MOUNT");
+    root.write(
+        &format!("{mount}/roles/{name}"),
+        &json!({
+            "db_name": "pg",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
+            "revocation_statements": ["DROP ROLE IF EXISTS \"{{name}}\";"],
+            "default_ttl": "1h",
+            "max_ttl": "24h"
+        }),
+    )
+    .await;
+    root.write(
+        &format!("sys/policies/acl/{name}"),
+        &json!({"policy": format!("path \"{mount}/creds/{name}\" {{ capabilities = [\"read\"] }}\npath \"auth/token/renew-self\" {{ capabilities = [\"update\"] }}\npath \"auth/token/lookup-self\" {{ capabilities = [\"read\"] }}\n")}),
+    )
+    .await;
+    root.write(
+        &format!("auth/{}/role/{name}", p.var("VDBI_K8S_AUTH_MOUNT")),
+        &json!({
+            "bound_service_account_names": ["app"],
+            "bound_service_account_namespaces": [namespace],
+            "token_policies": [name],
+            "token_period": "24h",
+            "audience": "vault",
+            "token_type": "service"
+        }),
+    )
+    .await;
+}
+
+/// Connects to the platform's PostgreSQL as `user`.
+pub async fn pg_connect(
+    p: &Platform,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conn_str = format!(
+        "host={} port={} dbname={} user={} password={} connect_timeout=5",
+        p.var("VDBI_PG_HOST"),
+        p.var("VDBI_PG_PORT"),
+        p.var("VDBI_PG_DATABASE"),
+        user,
+        password
+    );
+    let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
