@@ -211,9 +211,10 @@ pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &st
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut last = String::new();
     for i in 0..100 {
+        // Uses the `app` ServiceAccount every test creates (no `default` SA exists here).
         let probe = pod(
             &format!("probe-{i}"),
-            "default",
+            "app",
             &[
                 ("x.mode", "weird"),
                 ("x.role", "r"),
