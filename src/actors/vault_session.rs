@@ -15,7 +15,7 @@ use crate::http::HealthState;
 use crate::k8s::{self, ServiceAccountJwt};
 use crate::telemetry::Metrics;
 use crate::vault::{
-    DbCredentials, KubeAuthRole, LeaseTtl, LoginResult, TokenAuth, TokenInfo, TokenTtl,
+    DbCredentials, KubeAuthRole, LeaseInfo, LeaseTtl, LoginResult, TokenAuth, TokenInfo, TokenTtl,
     VaultClient, VaultError, VaultToken,
 };
 use actix::prelude::*;
@@ -502,6 +502,16 @@ own_token_op!(
     /// `sys/leases/revoke`; not-found counts as done.
     RevokeLease { lease_id: String } -> (),
     |client, token, msg, cfg| client.lease_revoke(&token, &msg.lease_id).await
+);
+
+own_token_op!(
+    /// `sys/leases/lookup`: the lease's times; `None` when Vault no longer holds it.
+    LookupLease { lease_id: String } -> Option<LeaseInfo>,
+    |client, token, msg, cfg| match client.lease_lookup(&token, &msg.lease_id).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) if e.is_invalid_lease() => Ok(None),
+        Err(e) => Err(e),
+    }
 );
 
 own_token_op!(
