@@ -578,3 +578,27 @@ impl Handler<RunCycle> for Renewer {
         self.cycle()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn renewal_is_due_within_the_horizon_or_past_half_the_granted_ttl() {
+        let h = Duration::from_secs(900);
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(due(None, h), "never renewed: due");
+        // 768 h granted, 700 h left: not due; 300 h left (< half): due.
+        assert!(!due(Some((now + 700 * hour, 768 * hour)), h));
+        assert!(due(Some((now + 300 * hour, 768 * hour)), h));
+        // Capped lease: 10 min left of 10 min granted, within the horizon: due.
+        assert!(due(
+            Some((now + Duration::from_secs(600), Duration::from_secs(600))),
+            h
+        ));
+        // Already expired: due.
+        assert!(due(Some((now - hour, hour)), h));
+    }
+}
