@@ -17,11 +17,13 @@
 //! `revokerUnseenGrace / 2`: entries of pods that never appeared are revoked within about a
 //! minute.
 //!
-//! Orphan-lease discovery (`orphanLeaseDiscovery`): the sweep also lists the leases Vault holds
-//! under the database roles this release uses (`orphanLeaseRoles`, else the roles of the leases
-//! recorded in its entries) and finds those no entry records — left by a crash between issuing
-//! and recording. Once older than `orphanLeaseGrace` they are counted and, in `revoke` mode,
-//! revoked.
+//! Orphan-lease discovery (`orphanLeaseDiscovery`), a separate pass after each sweep: it lists
+//! the leases Vault holds under the database roles this release uses (`orphanLeaseRoles`, else the
+//! roles of the leases recorded in its entries) and finds those no entry records — left by a crash
+//! between issuing and recording. Once older than `orphanLeaseGrace` they are counted and, in
+//! `revoke` mode, revoked. Entries are read once (at most [`ORPHAN_READS_PER_PASS`] per pass, so
+//! a large installation learns them over a few passes); nothing is decided before all are known.
+//! Without the permission to list leases it stops after the first refusal, until the next term.
 //!
 //! When the pod watch is broken the revoker gives up its lease ([`StepDown`]): a revoker that
 //! cannot see deletions must not keep the lease from a healthy peer.
@@ -54,6 +56,8 @@ use tokio::sync::Semaphore;
 /// [`PARK_FOR`]).
 const MAX_ATTEMPTS: u32 = 10;
 const PARK_FOR: Duration = Duration::from_secs(600);
+/// Bookkeeping entries orphan discovery reads per pass.
+pub const ORPHAN_READS_PER_PASS: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct RevokerConfig {
@@ -87,9 +91,22 @@ pub struct SweepReport {
     pub entries: usize,
     pub candidates: usize,
     pub revoked: usize,
-    /// Orphan leases older than the grace found by this sweep (not only new ones).
-    pub orphan_leases: usize,
-    pub orphan_leases_revoked: usize,
+}
+
+/// Run an orphan-lease discovery pass now (tests; it also runs after every sweep).
+#[derive(Message)]
+#[rtype(result = "Result<OrphanReport, String>")]
+pub struct DiscoverOrphans;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OrphanReport {
+    /// Leases listed under the examined roles.
+    pub leases: usize,
+    /// Entries whose lease is still unknown (nothing decided while > 0).
+    pub unknown_entries: usize,
+    /// Orphan leases older than the grace seen by this pass (not only new ones).
+    pub orphans: usize,
+    pub revoked: usize,
 }
 
 #[derive(Message)]
@@ -102,16 +119,19 @@ struct Done {
     since: Instant,
 }
 
-/// Completion of one pod's cleanup (`vdbi_pod_cleanup_count_success` once every uuid is done).
+/// Completion of one pod's cleanup: `vdbi_pod_cleanup_count_success` once every uuid is done,
+/// if the pod had entries of this release.
 struct PodCleanup {
     remaining: AtomicUsize,
     failed: AtomicBool,
+    found: AtomicBool,
 }
 
 /// What orphan discovery remembers between sweeps.
 #[derive(Default)]
 struct OrphanState {
-    /// uuid → lease id recorded in its entry ("" when none).
+    /// uuid → lease id recorded in its entry ("" when none yet: re-read every pass, an NRI
+    /// reservation gets its lease later).
     entry_leases: HashMap<String, String>,
     /// `(mount, role)` of the leases recorded in entries.
     roles: BTreeSet<(String, String)>,
@@ -119,8 +139,8 @@ struct OrphanState {
     issued: HashMap<String, SystemTime>,
     /// Orphan leases already counted.
     reported: HashSet<String>,
-    /// The permission problem was logged (once per leadership term).
-    denied_logged: bool,
+    /// Listing leases was refused: no discovery until the next leadership term.
+    denied: bool,
 }
 
 pub struct Revoker {
@@ -137,6 +157,7 @@ pub struct Revoker {
     /// Entries whose revocation failed [`MAX_ATTEMPTS`] times, until when they are left alone.
     parked: HashMap<String, Instant>,
     sweeping: bool,
+    /// `None` while a discovery pass runs.
     orphans: Option<OrphanState>,
     permits: Arc<Semaphore>,
     metrics: Metrics,
@@ -230,6 +251,7 @@ impl Revoker {
         let cleanup = Arc::new(PodCleanup {
             remaining: AtomicUsize::new(ids.len()),
             failed: AtomicBool::new(false),
+            found: AtomicBool::new(false),
         });
         for uuid in ids {
             self.start_revoke(uuid, path, since, 0, Some(cleanup.clone()), ctx);
@@ -274,10 +296,13 @@ impl Revoker {
                 }
             };
             if let Some(c) = cleanup {
-                if !ok {
-                    c.failed.store(true, Ordering::SeqCst);
+                match res {
+                    Ok(true) => c.found.store(true, Ordering::SeqCst),
+                    Ok(false) => {}
+                    Err(_) => c.failed.store(true, Ordering::SeqCst),
                 }
                 if c.remaining.fetch_sub(1, Ordering::SeqCst) == 1
+                    && c.found.load(Ordering::SeqCst)
                     && !c.failed.load(Ordering::SeqCst)
                 {
                     metrics.pod_cleanup_success.inc();
@@ -300,9 +325,6 @@ impl Revoker {
         if !self.leading || self.sweeping {
             return Box::pin(fut::ready(Ok(SweepReport::default())));
         }
-        let Some(mut orphans) = self.orphans.take() else {
-            return Box::pin(fut::ready(Ok(SweepReport::default())));
-        };
         self.sweeping = true;
         let now = Instant::now();
         self.parked.retain(|_, until| *until > now);
@@ -318,14 +340,10 @@ impl Revoker {
         };
         let unseen = self.unseen_since.clone();
         Box::pin(
-            async move {
-                let res = run_sweep(&env, unseen, &mut orphans).await;
-                (res, orphans)
-            }
+            async move { run_sweep(&env, unseen).await }
             .into_actor(self)
-            .map(|(res, orphans), act, ctx| {
+            .map(|res, act, ctx| {
                 act.sweeping = false;
-                act.orphans = Some(orphans);
                 match res {
                     Ok(out) => {
                         act.unseen_since = out.still_unseen;
@@ -337,6 +355,10 @@ impl Revoker {
                         if revoked > 0 {
                             info!(act.log, "sweep found credentials of gone pods"; "entries" => out.report.entries, "revoking" => revoked);
                         }
+                        if act.cfg.orphan_mode != OrphanLeaseMode::Off && act.orphans.is_some() {
+                            let f = act.discover();
+                            ctx.spawn(f.map(|_, _, _| ()));
+                        }
                         Ok(SweepReport {
                             revoked,
                             ..out.report
@@ -347,6 +369,42 @@ impl Revoker {
                         Err(e)
                     }
                 }
+            }),
+        )
+    }
+}
+
+impl Revoker {
+    fn env(&self) -> SweepEnv {
+        SweepEnv {
+            vault: self.vault.clone(),
+            pods: self.pods.clone(),
+            kube: self.kube.clone(),
+            cfg: self.cfg.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+            parked: HashSet::new(),
+            in_flight: HashSet::new(),
+        }
+    }
+
+    fn discover(&mut self) -> ResponseActFuture<Self, Result<OrphanReport, String>> {
+        if !self.leading || self.cfg.orphan_mode == OrphanLeaseMode::Off {
+            return Box::pin(fut::ready(Ok(OrphanReport::default())));
+        }
+        let Some(mut orphans) = self.orphans.take() else {
+            return Box::pin(fut::ready(Err("a discovery pass is running".to_string())));
+        };
+        let env = self.env();
+        Box::pin(
+            async move {
+                let res = discover_orphans(&env, &mut orphans).await;
+                (res, orphans)
+            }
+            .into_actor(self)
+            .map(|(res, orphans), act, _| {
+                act.orphans = Some(orphans);
+                res
             }),
         )
     }
@@ -397,7 +455,6 @@ enum PodState {
 async fn run_sweep(
     env: &SweepEnv,
     unseen: HashMap<String, Instant>,
-    orphans: &mut OrphanState,
 ) -> Result<SweepOutcome, String> {
     let snapshot: LiveSnapshot = env
         .pods
@@ -405,13 +462,6 @@ async fn run_sweep(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "pod index not synchronised yet".to_string())?;
-    // Orphan discovery lists Vault's leases *before* the bookkeeping entries: a lease issued
-    // and recorded meanwhile is then seen recorded.
-    let listed_leases = if env.cfg.orphan_mode != OrphanLeaseMode::Off {
-        list_managed_leases(env, orphans).await
-    } else {
-        None
-    };
     let uuids = env
         .vault
         .send(KvList {
@@ -458,12 +508,7 @@ async fn run_sweep(
             (Ok(None), _) => {
                 still_unseen.remove(&uuid);
             }
-            (Ok(Some(e)), Some(state)) => {
-                if !e.lease_id.is_empty() {
-                    orphans
-                        .entry_leases
-                        .insert(uuid.clone(), e.lease_id.clone());
-                }
+            (Ok(Some(_)), Some(state)) => {
                 let revoke = match state {
                     PodState::Gone => true,
                     PodState::Finished => env.cfg.revoke_finished_pods,
@@ -484,16 +529,11 @@ async fn run_sweep(
             }
         }
     }
-    let mut report = SweepReport {
+    let report = SweepReport {
         entries: uuids.len(),
         candidates: candidates.len(),
         ..Default::default()
     };
-    if let Some(listed) = listed_leases {
-        let (found, revoked) = discover_orphans(env, &uuids, listed, orphans).await;
-        report.orphan_leases = found;
-        report.orphan_leases_revoked = revoked;
-    }
     Ok(SweepOutcome {
         report,
         confirmed,
@@ -536,11 +576,9 @@ async fn list_managed_leases(env: &SweepEnv, orphans: &mut OrphanState) -> Optio
                     .map(|k| format!("{prefix}{k}")),
             ),
             Err(e) if e.vault().is_some_and(|v| v.is_permission_denied()) => {
-                if !orphans.denied_logged {
-                    orphans.denied_logged = true;
-                    warn!(env.log, "orphan-lease discovery needs `list` and `sudo` on sys/leases/lookup/<mount>/creds/* (and `update` on sys/leases/revoke to revoke); skipped";
-                        "prefix" => &prefix);
-                }
+                orphans.denied = true;
+                warn!(env.log, "orphan-lease discovery needs `list` and `sudo` on sys/leases/lookup/<mount>/creds/* (and `update` on sys/leases/revoke to revoke); off until the next leadership term";
+                    "prefix" => &prefix);
                 return None;
             }
             Err(e) => {
@@ -552,22 +590,39 @@ async fn list_managed_leases(env: &SweepEnv, orphans: &mut OrphanState) -> Optio
     Some(out)
 }
 
-/// Compares Vault's leases with the leases the entries record; counts (and in `revoke` mode
-/// revokes) the unrecorded ones older than the grace. Returns (found, revoked) for this sweep.
+/// One discovery pass: lists Vault's leases under the examined roles *before* the bookkeeping
+/// entries (a lease issued and recorded meanwhile is then seen recorded), learns the lease of
+/// entries not read yet, and counts (in `revoke` mode also revokes) the unrecorded leases older
+/// than the grace.
 async fn discover_orphans(
     env: &SweepEnv,
-    uuids: &[String],
-    listed: Vec<String>,
     orphans: &mut OrphanState,
-) -> (usize, usize) {
-    // Learn the lease of every entry not read yet.
+) -> Result<OrphanReport, String> {
+    if orphans.denied {
+        return Ok(OrphanReport::default());
+    }
+    let Some(listed) = list_managed_leases(env, orphans).await else {
+        return Ok(OrphanReport::default());
+    };
+    let uuids = env
+        .vault
+        .send(KvList {
+            deadline: env.deadline(),
+        })
+        .await
+        .map_err(ActorError::from)
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())?;
+    // Learn the lease of entries not read yet (and of those without one yet), within budget.
     let listed_uuids: HashSet<&String> = uuids.iter().collect();
     orphans.entry_leases.retain(|u, _| listed_uuids.contains(u));
-    let unknown: Vec<String> = uuids
+    let mut unknown: Vec<String> = uuids
         .iter()
-        .filter(|u| !orphans.entry_leases.contains_key(*u))
+        .filter(|u| orphans.entry_leases.get(*u).is_none_or(|l| l.is_empty()))
         .cloned()
         .collect();
+    let over_budget = unknown.len().saturating_sub(ORPHAN_READS_PER_PASS);
+    unknown.truncate(ORPHAN_READS_PER_PASS);
     let reads = futures::stream::iter(unknown)
         .map(|uuid| async move {
             let e = env.kv_get(&uuid).await;
@@ -576,27 +631,30 @@ async fn discover_orphans(
         .buffer_unordered(env.cfg.max_concurrent.max(1))
         .collect::<Vec<_>>()
         .await;
-    let mut complete = true;
+    let mut failed = 0;
     for (uuid, e) in reads {
         match e {
             Ok(Some(e)) => {
+                if let Some(r) = lease_role(&e.lease_id) {
+                    orphans.roles.insert(r);
+                }
                 orphans.entry_leases.insert(uuid, e.lease_id);
             }
             Ok(None) => {}
             Err(e) => {
-                complete = false;
+                failed += 1;
                 warn!(env.log, "orphan discovery cannot read entry"; "uuid" => &uuid, "error" => %e);
             }
         }
     }
-    for lease in orphans.entry_leases.values() {
-        if let Some(r) = lease_role(lease) {
-            orphans.roles.insert(r);
-        }
-    }
-    if !complete {
+    let mut report = OrphanReport {
+        leases: listed.len(),
+        unknown_entries: over_budget + failed,
+        ..Default::default()
+    };
+    if report.unknown_entries > 0 {
         // Some entries are unknown: any listed lease may be theirs. Decide nothing this time.
-        return (0, 0);
+        return Ok(report);
     }
     let recorded: HashSet<&String> = orphans.entry_leases.values().collect();
     let candidates: Vec<String> = listed
@@ -608,7 +666,6 @@ async fn discover_orphans(
     orphans.issued.retain(|l, _| listed_set.contains(l));
     orphans.reported.retain(|l| listed_set.contains(l));
     let now = SystemTime::now();
-    let (mut found, mut revoked) = (0, 0);
     for lease in candidates {
         let issued = match orphans.issued.get(&lease) {
             Some(t) => *t,
@@ -647,7 +704,7 @@ async fn discover_orphans(
         if age < env.cfg.orphan_grace {
             continue;
         }
-        found += 1;
+        report.orphans += 1;
         if orphans.reported.insert(lease.clone()) {
             env.metrics.orphan_leases_found.inc();
             warn!(env.log, "database lease without bookkeeping entry"; "lease" => &lease,
@@ -665,7 +722,7 @@ async fn discover_orphans(
                 .and_then(|r| r);
             match res {
                 Ok(()) => {
-                    revoked += 1;
+                    report.revoked += 1;
                     env.metrics.orphan_leases_revoked.inc();
                     orphans.issued.remove(&lease);
                     orphans.reported.remove(&lease);
@@ -677,7 +734,7 @@ async fn discover_orphans(
             }
         }
     }
-    (found, revoked)
+    Ok(report)
 }
 
 /// Where the pod named by the entry stands: a GET by name when the entry has one, else a search
@@ -851,6 +908,11 @@ async fn revoke_lease_if_held(
             if wait_gone(&[250, 500, 1000, 2000]).await? {
                 Ok(())
             } else {
+                // E.g. a revoker killed during revoke-orphan leaves the token half revoked
+                // (unusable, "not found" to revoke-orphan) and its lease alive: only an explicit
+                // lease revocation ends it before its TTL.
+                warn!(log, "lease still held after its token was revoked, and vdbi may not revoke leases: grant `update` on sys/leases/revoke; the entry is kept and retried until Vault drops the lease";
+                    "lease" => lease_id);
                 Err(e)
             }
         }
@@ -884,7 +946,7 @@ impl Handler<LeadershipChanged> for Revoker {
         if msg.leading {
             info!(self.log, "revoker active");
             if let Some(o) = self.orphans.as_mut() {
-                o.denied_logged = false;
+                o.denied = false;
             }
             // A broken watch means a blind revoker: leave the lease to a healthy peer.
             let pods = self.pods.clone();
@@ -929,6 +991,13 @@ impl Handler<RevokeEntry> for Revoker {
     type Result = ();
     fn handle(&mut self, msg: RevokeEntry, ctx: &mut Context<Self>) {
         self.start_revoke(msg.uuid, msg.path, msg.since, 0, None, ctx);
+    }
+}
+
+impl Handler<DiscoverOrphans> for Revoker {
+    type Result = ResponseActFuture<Self, Result<OrphanReport, String>>;
+    fn handle(&mut self, _: DiscoverOrphans, _: &mut Context<Self>) -> Self::Result {
+        self.discover()
     }
 }
 
