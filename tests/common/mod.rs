@@ -208,6 +208,19 @@ pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &st
         name,
         client: client.clone(),
     };
+    // The probe pods use ServiceAccount `default`, which no controller creates on the platform
+    // (the ServiceAccount admission plugin would refuse them before the webhook is called).
+    let sa = k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &sa)
+            .await;
     // The apiserver picks up webhook configurations asynchronously: probe until it calls us.
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut last = String::new();
