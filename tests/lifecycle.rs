@@ -1573,10 +1573,10 @@ async fn service_account_kubeconfig(
     path
 }
 
-/// A revoker whose pod watch cannot work (no RBAC on pods) gives up the lease: a healthy peer
-/// leads, the blind one stays standby and unready.
+/// A replica whose pod watch cannot work (no RBAC on pods) gives up the renewer and revoker
+/// leases: a healthy peer leads, the blind one stays standby and unready.
 #[actix_rt::test]
-async fn revoker_with_a_broken_watch_steps_down() {
+async fn replica_with_a_broken_watch_steps_down() {
     let p = Platform::get();
     let client = p.kube_client().await;
     let rel = Release::new(&client).await;
@@ -1626,53 +1626,67 @@ async fn revoker_with_a_broken_watch_steps_down() {
     let kubeconfig =
         service_account_kubeconfig(&p, &client, &lease_ns, "blind", env.dir.path()).await;
     let extra = "podWatchBrokenAfter: 3s\n";
-    let blind = env.spawn(&p, &rel, "blind", "revoker", extra, Some(&kubeconfig));
-    // Alone, it takes the lease, then gives it up once its watch is declared broken.
-    until(
-        &env,
-        "the blind replica acquires",
-        Duration::from_secs(30),
-        || async { blind.leads(REVOKER_LEASE).await },
-    )
-    .await;
-    until(
-        &env,
-        "the blind replica steps down",
-        Duration::from_secs(30),
-        || async { !blind.leads(REVOKER_LEASE).await },
-    )
-    .await;
+    let blind = env.spawn(&p, &rel, "blind", "all", extra, Some(&kubeconfig));
+    let both = [REVOKER_LEASE, RENEWER_LEASE];
+    // Alone, it takes the leases, then gives them up once its watch is declared broken.
+    for lease in both {
+        until(
+            &env,
+            &format!("the blind replica acquires {lease}"),
+            Duration::from_secs(30),
+            || async { blind.leads(lease).await },
+        )
+        .await;
+    }
+    for lease in both {
+        until(
+            &env,
+            &format!("the blind replica steps down from {lease}"),
+            Duration::from_secs(30),
+            || async { !blind.leads(lease).await },
+        )
+        .await;
+    }
     let (status, body) = blind.readyz().await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["pod-index"]["status"], "unhealthy", "{body}");
-    let healthy = env.spawn(&p, &rel, "healthy", "revoker", extra, None);
-    until(
-        &env,
-        "the healthy replica leads",
-        Duration::from_secs(30),
-        || async { healthy.leads(REVOKER_LEASE).await },
-    )
-    .await;
-    // The blind one campaigns again after its pause but never gets the lease back.
+    let healthy = env.spawn(&p, &rel, "healthy", "all", extra, None);
+    for lease in both {
+        until(
+            &env,
+            &format!("the healthy replica leads {lease}"),
+            Duration::from_secs(30),
+            || async { healthy.leads(lease).await },
+        )
+        .await;
+    }
+    // The blind one campaigns again after its pause but never gets a lease back.
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
-        assert!(
-            healthy.leads(REVOKER_LEASE).await,
-            "the healthy replica lost the lease:\n{}",
-            blind.log_tail()
-        );
-        assert!(!blind.leads(REVOKER_LEASE).await);
+        for lease in both {
+            assert!(
+                healthy.leads(lease).await,
+                "the healthy replica lost {lease}:\n{}",
+                env.log_tails()
+            );
+            assert!(!blind.leads(lease).await, "the blind replica leads {lease}");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(
-        blind
+    for lease in both {
+        let attempts = blind
             .metric(&format!(
-                "vdbi_leader_election_attempts_total{{lease_name=\"{REVOKER_LEASE}\"}}"
+                "vdbi_leader_election_attempts_total{{lease_name=\"{lease}\"}}"
             ))
             .await
-            .unwrap()
-            >= 2.0
-    );
+            .unwrap();
+        assert!(attempts >= 2.0, "{lease}: {attempts} campaigns");
+        assert!(
+            blind.leader_check(lease).await.contains("standby"),
+            "{}",
+            blind.leader_check(lease).await
+        );
+    }
     drop(blind);
     drop(healthy);
     let _ = bindings.delete("leases", &DeleteParams::default()).await;
