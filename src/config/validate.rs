@@ -200,6 +200,20 @@ pub(super) fn validate(c: &Config, out: &mut Vec<Problem>) {
             ));
         }
     }
+    if c.revoker_unseen_grace < Duration::from_secs(10) {
+        out.push(Problem::warning(
+            "revokerUnseenGrace",
+            "below 10s: the sweep may revoke the credentials of a pod admitted but not stored yet",
+        ));
+    }
+    if c.orphan_lease_discovery == super::OrphanLeaseMode::Revoke
+        && c.orphan_lease_grace < Duration::from_secs(60)
+    {
+        out.push(Problem::warning(
+            "orphanLeaseGrace",
+            "below 1m with orphanLeaseDiscovery: revoke: a lease whose admission is still recording it may be revoked",
+        ));
+    }
     if c.pod_watch_broken_after.is_zero() {
         out.push(Problem::error(
             "podWatchBrokenAfter",
