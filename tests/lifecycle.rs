@@ -549,7 +549,11 @@ async fn entry_of_a_pod_that_never_appeared_is_revoked_after_the_grace() {
         took.as_secs_f64()
     );
     assert!(took >= grace);
-    assert!(took < grace * 2 + Duration::from_secs(5), "took {took:?}");
+    // Sweep every grace/4: due 1 to 1.25 graces after the write (plus the confirmation).
+    assert!(
+        took < grace + grace / 4 + Duration::from_secs(3),
+        "took {took:?}"
+    );
     assert!(pg_connect(&p, &i.username, &i.password).await.is_err());
     inst.running.shutdown().await;
     ns.cleanup().await;

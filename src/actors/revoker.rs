@@ -14,8 +14,8 @@
 //! is being stored is not raced) and after a live read of the pod it names confirms the pod is
 //! really gone or finished (so a pod of another release, or one whose label was removed, keeps
 //! its credentials — two defects of vault-db-injector). The sweep runs every
-//! `revokerUnseenGrace / 2`: entries of pods that never appeared are revoked within about a
-//! minute.
+//! `revokerUnseenGrace / 4`: entries of pods that never appeared are revoked 60 to 75 s after
+//! they were written (default grace), not at a 5-minute sweep.
 //!
 //! Orphan-lease discovery (`orphanLeaseDiscovery`), a separate pass after each sweep: it lists
 //! the leases Vault holds under the database roles this release uses (`orphanLeaseRoles`, else the
@@ -58,6 +58,16 @@ const MAX_ATTEMPTS: u32 = 10;
 const PARK_FOR: Duration = Duration::from_secs(600);
 /// Bookkeeping entries orphan discovery reads per pass.
 pub const ORPHAN_READS_PER_PASS: usize = 256;
+
+impl RevokerConfig {
+    /// The sweep period: a quarter of the unseen grace (an entry whose pod never appeared is
+    /// revoked between 1 and 1.25 graces after it was written), at most `sweep_interval`.
+    pub fn sweep_every(&self) -> Duration {
+        (self.unseen_grace / 4)
+            .min(self.sweep_interval)
+            .max(Duration::from_secs(1))
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RevokerConfig {
@@ -462,6 +472,7 @@ async fn run_sweep(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "pod index not synchronised yet".to_string())?;
+    let now = Instant::now();
     let uuids = env
         .vault
         .send(KvList {
@@ -471,7 +482,6 @@ async fn run_sweep(
         .map_err(ActorError::from)
         .and_then(|r| r)
         .map_err(|e| e.to_string())?;
-    let now = Instant::now();
     let mut still_unseen = HashMap::new();
     let mut candidates = Vec::new();
     for uuid in &uuids {
@@ -482,7 +492,9 @@ async fn run_sweep(
         }
         let first = unseen.get(uuid).copied().unwrap_or(now);
         still_unseen.insert(uuid.clone(), first);
-        if now.duration_since(first) >= env.cfg.unseen_grace
+        // Sweeps are periodic: an entry first seen at one sweep is due exactly `grace` later,
+        // give or take the sweeps' own jitter (a tenth of a period of tolerance).
+        if now.duration_since(first) + env.cfg.sweep_every() / 10 >= env.cfg.unseen_grace
             && !env.parked.contains(uuid)
             && !env.in_flight.contains(uuid)
         {
@@ -924,9 +936,7 @@ impl Actor for Revoker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = (self.cfg.unseen_grace / 2)
-            .min(self.cfg.sweep_interval)
-            .max(Duration::from_secs(1));
+        let every = self.cfg.sweep_every();
         ctx.run_interval(every, |act, ctx| {
             if act.leading {
                 let f = act.sweep(ctx);
