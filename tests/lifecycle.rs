@@ -1544,9 +1544,13 @@ async fn revoker_killed_mid_revocation_leaks_nothing() {
         || r.log_tail(),
     )
     .await;
+    let log = std::fs::read_to_string(&r.log).unwrap_or_default();
     println!(
-        "after restart, everything revoked in {:.1} s",
-        took.as_secs_f64()
+        "after restart, everything revoked in {:.1} s ({} token(s) still valid after revoke-orphan, \
+         revoked with themselves; {} lease(s) outliving their token)",
+        took.as_secs_f64(),
+        log.matches("token still valid after revoke-orphan").count(),
+        log.matches("lease still held after its token").count(),
     );
     for i in issued.iter().take(3) {
         assert!(pg_connect(&p, &i.username, &i.password).await.is_err());

@@ -3,7 +3,8 @@
 //! While leading (see [`super::leadership`]) it revokes, for every pod the [`super::pod_index`]
 //! reports deleted — or finished (Succeeded/Failed), when `revokeTerminatedPods` is on — each of
 //! the pod's bookkeeping entries: the token (revoke-orphan, which also revokes the DB leases the
-//! token created), then the DB lease explicitly if Vault still holds it (a lease whose parent is
+//! token created; then checked dead with `lookup-self`), then the DB lease explicitly if Vault
+//! still holds it (a lease whose parent is
 //! another token, or whose revocation through the token failed), then the KV entry. "Not found"
 //! is success at every step, so a double revocation is harmless; a failure keeps the entry in KV
 //! and retries with backoff. A pod reported deleted that still exists (its label was removed) is
@@ -33,7 +34,8 @@ use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
 use super::supervision::RestartGuard;
 use super::vault_session::{
-    KvDelete, KvGet, KvList, ListLeases, LookupLease, RevokeLease, RevokeOrphan, VaultSession,
+    KvDelete, KvGet, KvList, ListLeases, LookupLease, LookupSelf, RevokeLease, RevokeOrphan,
+    RevokeSelf, VaultSession,
 };
 use super::ActorHandle;
 use crate::annotations::UUID_KEY;
@@ -813,6 +815,10 @@ pub async fn revoke_entry(
                 deadline: dl(),
             })
             .await?;
+        let res = match res {
+            Ok(()) => ensure_token_dead(vault, &entry.token_id, &dl, log).await,
+            Err(e) => Err(e),
+        };
         match res {
             Ok(()) => metrics.revoke_token_success.with_label_values(&[&ns]).inc(),
             Err(e) => {
@@ -849,6 +855,57 @@ pub async fn revoke_entry(
     metrics.forget_uuid(uuid, &ns);
     info!(log, "credentials revoked"; "uuid" => uuid, "namespace" => &ns, "pod" => &entry.pod_name);
     Ok(true)
+}
+
+/// `revoke-orphan` answered success (or "not found"), but is the token really unusable? A
+/// revoke-orphan cut short (its caller killed) can leave the token half revoked, and a second
+/// call then short-circuits. The token itself tells (`lookup-self` with it; every token may):
+/// if it still works, it revokes itself (`revoke-self`), and is checked again.
+async fn ensure_token_dead(
+    vault: &ActorHandle<VaultSession>,
+    token_id: &str,
+    dl: &impl Fn() -> tokio::time::Instant,
+    log: &Logger,
+) -> Result<(), ActorError> {
+    let alive = || async {
+        match vault
+            .send(LookupSelf {
+                token: VaultToken::new(token_id.to_string()),
+                deadline: dl(),
+            })
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.vault()
+                    .is_some_and(|v| v.is_permission_denied() || v.is_not_found()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    if !alive().await? {
+        return Ok(());
+    }
+    warn!(
+        log,
+        "token still valid after revoke-orphan; revoking it with itself"
+    );
+    vault
+        .send(RevokeSelf {
+            token: VaultToken::new(token_id.to_string()),
+            deadline: dl(),
+        })
+        .await??;
+    if alive().await? {
+        return Err(ActorError::Vault(
+            crate::vault::VaultError::InvalidResponse(
+                "token still valid after revoke-orphan and revoke-self".into(),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// After the token: is the lease still held? Vault revokes a token's leases asynchronously
