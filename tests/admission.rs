@@ -152,6 +152,7 @@ async fn refusals_say_why_and_leave_nothing_behind() {
     let wh = register_webhook(&client, &vdbi, &ns.name).await;
     let pods: Api<Pod> = ns.api();
 
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, &str, Vec<(&str, String)>, &str)> = vec![
         (
             "unknown-role",

@@ -6,6 +6,11 @@
 //! The watch resumes from its last resourceVersion and re-lists when that expires. A pod deleted
 //! while the watch was broken is not reported by the API as a deletion; the index diffs the
 //! re-list against what it knew and reports those pods as deleted too.
+//!
+//! Watch health: when the watch has failed continuously for `broken_after` (errors keep coming,
+//! no successful list or event in between), the index reports `PodEvent::WatchBroken` and fails
+//! its readiness check; the renewer and revoker then give up their lease (a duty acting on a
+//! view it cannot refresh must not hold it). `PodEvent::WatchRestored` follows recovery.
 
 use super::supervision::{RestartGuard, Subscriber};
 use crate::annotations::UUID_KEY;
@@ -20,6 +25,11 @@ use kube::{Api, Client};
 use slog::{info, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Errors further apart than this belong to separate failure runs (the watcher's backoff is at
+/// most 30 s, so a persistently failing watch errs more often than this).
+const FAILURE_RUN_GAP: Duration = Duration::from_secs(45);
 
 /// What vdbi needs to know of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,21 +91,34 @@ pub enum PodEvent {
     Finished(PodRecord),
     /// The index is (re)synchronised with the API.
     Synced,
+    /// The watch has failed continuously for `broken_after`: the view is stale.
+    WatchBroken(String),
+    /// The watch works again after [`PodEvent::WatchBroken`].
+    WatchRestored,
 }
 
 /// The live set, for sweeps.
 #[derive(Clone, Debug, Default)]
 pub struct LiveSnapshot {
     pub pods: Arc<HashMap<String, PodRecord>>,
-    /// Pod UIDs and `uuid` annotation entries of live (not finished) pods.
+    /// Pod UIDs and `uuid` annotation entries of every indexed pod (finished ones included, as
+    /// vault-db-injector's live set).
     pub live_ids: Arc<HashSet<String>>,
+    /// The ids of `live_ids` that belong to finished (Succeeded/Failed) pods.
+    pub finished_ids: Arc<HashSet<String>>,
     /// Bookkeeping id (uuid or pod UID) → pod UID, for every indexed pod.
     pub by_id: Arc<HashMap<String, String>>,
 }
 
 impl LiveSnapshot {
+    /// The id (uuid or pod UID) belongs to a pod the index knows (running or finished).
     pub fn is_live(&self, id: &str) -> bool {
         self.live_ids.contains(id)
+    }
+
+    /// The id belongs to a pod that reached Succeeded/Failed.
+    pub fn is_finished(&self, id: &str) -> bool {
+        self.finished_ids.contains(id)
     }
 
     /// The pod owning bookkeeping id `id` (a uuid or a pod UID).
@@ -116,6 +139,11 @@ pub struct Subscribe(pub Subscriber<PodEvent>);
 #[rtype(result = "Option<LiveSnapshot>")]
 pub struct Snapshot;
 
+/// `Some(reason)` while the watch is broken (see [`PodEvent::WatchBroken`]).
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct WatchStatus;
+
 /// Where and what to watch.
 #[derive(Clone)]
 pub struct PodIndexConfig {
@@ -123,6 +151,8 @@ pub struct PodIndexConfig {
     pub field_selector: Option<String>,
     /// Name of the readiness check this index feeds.
     pub health_check: String,
+    /// Continuous watch failure for this long means the watch is broken.
+    pub broken_after: Duration,
 }
 
 pub struct PodIndex {
@@ -133,6 +163,9 @@ pub struct PodIndex {
     init_buffer: Option<HashMap<String, PodRecord>>,
     synced: bool,
     snapshot: Option<LiveSnapshot>,
+    /// First and last error of the current failure run.
+    failing: Option<(Instant, Instant)>,
+    broken: Option<String>,
     subscribers: Subscribers,
     health: HealthState,
     metrics: Metrics,
@@ -157,6 +190,8 @@ impl PodIndex {
             init_buffer: None,
             synced: false,
             snapshot: None,
+            failing: None,
+            broken: None,
             subscribers,
             health,
             metrics,
@@ -178,6 +213,42 @@ impl PodIndex {
         self.pods.insert(rec.uid.clone(), rec);
         self.snapshot = None;
     }
+
+    /// A successful list page or event: the watch works.
+    fn healthy(&mut self) {
+        self.failing = None;
+        if self.broken.take().is_some() {
+            info!(self.log, "pod watch restored");
+            if self.synced {
+                self.health.set(
+                    &self.cfg.health_check,
+                    true,
+                    format!("{} pods indexed", self.pods.len()),
+                );
+            }
+            self.publish(PodEvent::WatchRestored);
+        }
+    }
+
+    fn failed(&mut self, error: String) {
+        let now = Instant::now();
+        let first = match self.failing {
+            Some((first, last)) if now.duration_since(last) < FAILURE_RUN_GAP => first,
+            _ => now,
+        };
+        self.failing = Some((first, now));
+        if self.broken.is_none() && now.duration_since(first) >= self.cfg.broken_after {
+            let reason = format!(
+                "pod watch failing for {}s: {error}",
+                now.duration_since(first).as_secs()
+            );
+            warn!(self.log, "pod watch broken"; "error" => &error);
+            self.health
+                .set(&self.cfg.health_check, false, reason.clone());
+            self.broken = Some(reason.clone());
+            self.publish(PodEvent::WatchBroken(reason));
+        }
+    }
 }
 
 impl Actor for PodIndex {
@@ -195,11 +266,25 @@ impl Actor for PodIndex {
         }
         let stream = watcher::watcher(api, wc).default_backoff().boxed();
         ctx.add_stream(stream);
+        // A failure run that stopped erring has recovered (a successful re-watch emits nothing).
+        ctx.run_interval(Duration::from_secs(5), |act, _| {
+            if let Some((_, last)) = act.failing {
+                if last.elapsed() >= FAILURE_RUN_GAP {
+                    act.healthy();
+                }
+            }
+        });
     }
 }
 
 impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
     fn handle(&mut self, item: Result<Event<Pod>, watcher::Error>, _ctx: &mut Context<Self>) {
+        if matches!(
+            item,
+            Ok(Event::Apply(_) | Event::Delete(_) | Event::InitApply(_) | Event::InitDone)
+        ) {
+            self.healthy();
+        }
         match item {
             Ok(Event::Apply(pod)) => {
                 if let Some(rec) = PodRecord::from_pod(&pod) {
@@ -252,6 +337,7 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
             Err(e) => {
                 self.metrics.fetch_pods_error.inc();
                 warn!(self.log, "pod watch error; retrying with backoff"; "error" => %e);
+                self.failed(e.to_string());
             }
         }
     }
@@ -281,23 +367,34 @@ impl Handler<Snapshot> for PodIndex {
         }
         if self.snapshot.is_none() {
             let mut ids = HashSet::new();
+            let mut finished = HashSet::new();
             let mut by_id = HashMap::new();
             for p in self.pods.values() {
                 by_id.insert(p.uid.clone(), p.uid.clone());
                 for u in &p.uuids {
                     by_id.insert(u.clone(), p.uid.clone());
                 }
-                if !p.finished {
-                    ids.insert(p.uid.clone());
-                    ids.extend(p.uuids.iter().cloned());
+                ids.insert(p.uid.clone());
+                ids.extend(p.uuids.iter().cloned());
+                if p.finished {
+                    finished.insert(p.uid.clone());
+                    finished.extend(p.uuids.iter().cloned());
                 }
             }
             self.snapshot = Some(LiveSnapshot {
                 pods: Arc::new(self.pods.clone()),
                 live_ids: Arc::new(ids),
+                finished_ids: Arc::new(finished),
                 by_id: Arc::new(by_id),
             });
         }
         self.snapshot.clone()
+    }
+}
+
+impl Handler<WatchStatus> for PodIndex {
+    type Result = Option<String>;
+    fn handle(&mut self, _: WatchStatus, _: &mut Context<Self>) -> Option<String> {
+        self.broken.clone()
     }
 }

@@ -4,15 +4,19 @@
 //! ones only: contents are remembered between cycles) and, for each entry whose pod is live in
 //! the [`super::pod_index`] snapshot, renews the token (`increment: tokenTTL`) and the DB lease
 //! (`increment: 432000`, as vault-db-injector) — but only when they would expire within
-//! `renewHorizonCycles` cycles (TTL-aware), with bounded concurrency under the Vault rate limit.
+//! `renewHorizonCycles` cycles or when less than half of the TTL granted at the last renewal is
+//! left (TTL-aware: far fewer calls than renewing everything every cycle, while Vault keeps at
+//! least half a TTL of margin should every renewer be down), with bounded concurrency under the
+//! Vault rate limit.
 //! Unrecoverable leases (400 `invalid lease` / `could not find role`) are purged (token revoked,
 //! entry deleted); missing `PodName`/`NodeName`/`ServiceAccountName` are backfilled. If the pod
 //! index has zero live pods while entries exist, the cycle touches nothing: that is almost
-//! certainly a broken view of the cluster, not a cluster without pods.
+//! certainly a broken view of the cluster, not a cluster without pods. When the pod watch is
+//! broken the renewer gives up its lease ([`StepDown`]), so that a peer with a working view renews.
 
 use super::error::ActorError;
-use super::leadership::LeadershipChanged;
-use super::pod_index::{LiveSnapshot, PodIndex, Snapshot};
+use super::leadership::{Leadership, LeadershipChanged, StepDown};
+use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, Snapshot, WatchStatus};
 use super::supervision::RestartGuard;
 use super::vault_session::{
     KvDelete, KvGet, KvList, KvPut, RenewLease, RenewToken, RevokeOrphan, VaultSession,
@@ -26,7 +30,7 @@ use futures::StreamExt;
 use slog::{info, warn, Logger};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// vault-db-injector's lease renew increment (5 days).
@@ -65,8 +69,9 @@ pub struct CycleReport {
 #[derive(Clone, Debug)]
 struct Known {
     entry: BookkeepingEntry,
-    token_expiry: Option<SystemTime>,
-    lease_expiry: Option<SystemTime>,
+    /// Expiry and TTL granted at the last renewal.
+    token: Option<(SystemTime, Duration)>,
+    lease: Option<(SystemTime, Duration)>,
 }
 
 pub struct Renewer {
@@ -74,6 +79,7 @@ pub struct Renewer {
     cfg: RenewerConfig,
     vault: ActorHandle<VaultSession>,
     pods: ActorHandle<PodIndex>,
+    leadership: Arc<OnceLock<ActorHandle<Leadership>>>,
     leading: bool,
     cycling: bool,
     known: Option<HashMap<String, Known>>,
@@ -88,6 +94,7 @@ impl Renewer {
         cfg: RenewerConfig,
         vault: ActorHandle<VaultSession>,
         pods: ActorHandle<PodIndex>,
+        leadership: Arc<OnceLock<ActorHandle<Leadership>>>,
         metrics: Metrics,
         log: Logger,
     ) -> Renewer {
@@ -96,12 +103,19 @@ impl Renewer {
             cfg,
             vault,
             pods,
+            leadership,
             leading: false,
             cycling: false,
             known: Some(HashMap::new()),
             timer: None,
             metrics,
             log,
+        }
+    }
+
+    fn step_down(&self, reason: String) {
+        if let Some(l) = self.leadership.get() {
+            l.do_send(StepDown { reason });
         }
     }
 
@@ -298,12 +312,14 @@ async fn run_cycle(
     (known, Ok(report))
 }
 
-fn due(expiry: Option<SystemTime>, horizon: Duration) -> bool {
-    match expiry {
+/// Renew when it would expire within `horizon`, or when less than half of the TTL granted at
+/// the last renewal is left (unknown: renew).
+fn due(last: Option<(SystemTime, Duration)>, horizon: Duration) -> bool {
+    match last {
         None => true,
-        Some(t) => t
+        Some((expiry, granted)) => expiry
             .duration_since(SystemTime::now())
-            .map(|left| left <= horizon)
+            .map(|left| left <= horizon || left < granted / 2)
             .unwrap_or(true),
     }
 }
@@ -317,6 +333,8 @@ async fn renew_one(
 ) -> (Option<Known>, Outcome) {
     let mut out = Outcome::default();
     let m = &ctx.metrics;
+    // An entry without token nor lease (an NRI reservation) is re-read until they are filled in.
+    let prior = prior.filter(|k| !(k.entry.token_id.is_empty() && k.entry.lease_id.is_empty()));
     let mut k = match prior {
         Some(k) => k,
         None => {
@@ -332,8 +350,8 @@ async fn renew_one(
             match got {
                 Ok(Some(entry)) => Known {
                     entry,
-                    token_expiry: None,
-                    lease_expiry: None,
+                    token: None,
+                    lease: None,
                 },
                 Ok(None) => return (None, out),
                 Err(e) => {
@@ -348,7 +366,7 @@ async fn renew_one(
     let label = m.uuid(uuid).to_string();
     // NRI reservations (no token or lease yet) have nothing to renew.
     if !k.entry.token_id.is_empty() {
-        if due(k.token_expiry, horizon) {
+        if due(k.token, horizon) {
             let res = ctx
                 .vault
                 .send(RenewToken {
@@ -362,7 +380,7 @@ async fn renew_one(
             match res {
                 Ok(ttl) => {
                     let exp = SystemTime::now() + ttl.ttl;
-                    k.token_expiry = Some(exp);
+                    k.token = Some((exp, ttl.ttl));
                     m.token_expiration
                         .with_label_values(&[&label, &ns])
                         .set(unix(exp));
@@ -388,7 +406,7 @@ async fn renew_one(
         }
     }
     if !k.entry.lease_id.is_empty() {
-        if due(k.lease_expiry, horizon) {
+        if due(k.lease, horizon) {
             let res = ctx
                 .vault
                 .send(RenewLease {
@@ -402,7 +420,7 @@ async fn renew_one(
             match res {
                 Ok(ttl) => {
                     let exp = SystemTime::now() + ttl.ttl;
-                    k.lease_expiry = Some(exp);
+                    k.lease = Some((exp, ttl.ttl));
                     m.lease_expiration
                         .with_label_values(&[&label, &ns])
                         .set(unix(exp));
@@ -521,8 +539,35 @@ impl Handler<LeadershipChanged> for Renewer {
             info!(self.log, "renewer active"; "interval_s" => self.cfg.interval.as_secs());
             let first = self.cfg.first_cycle_after;
             self.schedule(first, ctx);
-        } else if let Some(t) = self.timer.take() {
-            ctx.cancel_future(t);
+            // A broken watch means a stale view: leave the lease to a healthy peer.
+            let pods = self.pods.clone();
+            ctx.spawn(
+                async move { pods.send(WatchStatus).await.ok().flatten() }
+                    .into_actor(self)
+                    .map(|broken, act, _| {
+                        if let Some(reason) = broken {
+                            if act.leading {
+                                act.step_down(format!("pod watch broken: {reason}"));
+                            }
+                        }
+                    }),
+            );
+        } else {
+            info!(self.log, "renewer standing by");
+            if let Some(t) = self.timer.take() {
+                ctx.cancel_future(t);
+            }
+        }
+    }
+}
+
+impl Handler<PodEvent> for Renewer {
+    type Result = ();
+    fn handle(&mut self, msg: PodEvent, _: &mut Context<Self>) {
+        if let PodEvent::WatchBroken(reason) = msg {
+            if self.leading {
+                self.step_down(format!("pod watch broken: {reason}"));
+            }
         }
     }
 }
@@ -531,5 +576,29 @@ impl Handler<RunCycle> for Renewer {
     type Result = ResponseActFuture<Self, Result<CycleReport, String>>;
     fn handle(&mut self, _: RunCycle, _: &mut Context<Self>) -> Self::Result {
         self.cycle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn renewal_is_due_within_the_horizon_or_past_half_the_granted_ttl() {
+        let h = Duration::from_secs(900);
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(due(None, h), "never renewed: due");
+        // 768 h granted, 700 h left: not due; 300 h left (< half): due.
+        assert!(!due(Some((now + 700 * hour, 768 * hour)), h));
+        assert!(due(Some((now + 300 * hour, 768 * hour)), h));
+        // Capped lease: 10 min left of 10 min granted, within the horizon: due.
+        assert!(due(
+            Some((now + Duration::from_secs(600), Duration::from_secs(600))),
+            h
+        ));
+        // Already expired: due.
+        assert!(due(Some((now - hour, hour)), h));
     }
 }

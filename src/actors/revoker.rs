@@ -2,31 +2,74 @@
 //!
 //! While leading (see [`super::leadership`]) it revokes, for every pod the [`super::pod_index`]
 //! reports deleted — or finished (Succeeded/Failed), when `revokeTerminatedPods` is on — each of
-//! the pod's bookkeeping entries: the DB lease explicitly, then the token (revoke-orphan), then the
-//! KV entry. "Not found" is success at every step, so a double revocation is harmless; a failure
-//! keeps the entry in KV and retries with backoff.
+//! the pod's bookkeeping entries: the token (revoke-orphan, which also revokes the DB leases the
+//! token created; then checked dead with `lookup-self`), then the DB lease explicitly if Vault
+//! still holds it (a lease whose parent is
+//! another token, or whose revocation through the token failed), then the KV entry. "Not found"
+//! is success at every step, so a double revocation is harmless; a failure keeps the entry in KV
+//! and retries with backoff. A pod reported deleted that still exists (its label was removed) is
+//! left alone.
 //!
 //! A sweep catches what the watch missed: entries whose pod is not live. An entry is revoked only
 //! after it has been seen without a live pod for `revokerUnseenGrace` (so an admission whose pod
-//! is being stored is not raced) and after a live GET of the pod it names confirms the pod is
-//! really gone (so a pod of another release, or one whose label was removed, keeps its
-//! credentials — two defects of vault-db-injector). The sweep runs every `revokerUnseenGrace / 2`:
-//! entries of pods that never appeared are revoked within about a minute.
+//! is being stored is not raced) and after a live read of the pod it names confirms the pod is
+//! really gone or finished (so a pod of another release, or one whose label was removed, keeps
+//! its credentials — two defects of vault-db-injector). The sweep runs every
+//! `revokerUnseenGrace / 4`: entries of pods that never appeared are revoked 60 to 75 s after
+//! they were written (default grace), not at a 5-minute sweep.
+//!
+//! Orphan-lease discovery (`orphanLeaseDiscovery`), a separate pass after each sweep: it lists
+//! the leases Vault holds under the database roles this release uses (`orphanLeaseRoles`, else the
+//! roles of the leases recorded in its entries) and finds those no entry records — left by a crash
+//! between issuing and recording. Once older than `orphanLeaseGrace` they are counted and, in
+//! `revoke` mode, revoked. Entries are read once (at most [`ORPHAN_READS_PER_PASS`] per pass, so
+//! a large installation learns them over a few passes); nothing is decided before all are known.
+//! Without the permission to list leases it stops after the first refusal, until the next term.
+//!
+//! When the pod watch is broken the revoker gives up its lease ([`StepDown`]): a revoker that
+//! cannot see deletions must not keep the lease from a healthy peer.
 
 use super::error::ActorError;
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
-use super::pod_index::{PodEvent, PodIndex, PodRecord, Snapshot};
+use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
 use super::supervision::RestartGuard;
-use super::vault_session::{KvDelete, KvGet, KvList, RevokeLease, RevokeOrphan, VaultSession};
+use super::vault_session::{
+    KvDelete, KvGet, KvList, ListLeases, LookupLease, LookupSelf, RevokeLease, RevokeOrphan,
+    RevokeSelf, VaultSession,
+};
 use super::ActorHandle;
+use crate::annotations::UUID_KEY;
 use crate::bookkeeping::BookkeepingEntry;
+use crate::config::OrphanLeaseMode;
 use crate::telemetry::Metrics;
 use crate::vault::VaultToken;
 use actix::prelude::*;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use slog::{debug, info, warn, Logger};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Semaphore;
+
+/// Attempts before an entry's revocation is parked (it stays in KV; the sweep retries it after
+/// [`PARK_FOR`]).
+const MAX_ATTEMPTS: u32 = 10;
+const PARK_FOR: Duration = Duration::from_secs(600);
+/// Bookkeeping entries orphan discovery reads per pass.
+pub const ORPHAN_READS_PER_PASS: usize = 256;
+
+impl RevokerConfig {
+    /// The sweep period: a quarter of the unseen grace (an entry whose pod never appeared is
+    /// revoked between 1 and 1.25 graces after it was written), at most `sweep_interval`.
+    pub fn sweep_every(&self) -> Duration {
+        (self.unseen_grace / 4)
+            .min(self.sweep_interval)
+            .max(Duration::from_secs(1))
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RevokerConfig {
@@ -35,6 +78,10 @@ pub struct RevokerConfig {
     pub sweep_interval: Duration,
     pub call_timeout: Duration,
     pub max_concurrent: usize,
+    pub orphan_mode: OrphanLeaseMode,
+    pub orphan_grace: Duration,
+    /// `(mount, role)` pairs configured by `orphanLeaseRoles`; empty = roles seen in entries.
+    pub orphan_roles: Vec<(String, String)>,
 }
 
 /// Revoke one bookkeeping entry now (also used by tests and the sweep).
@@ -58,6 +105,22 @@ pub struct SweepReport {
     pub revoked: usize,
 }
 
+/// Run an orphan-lease discovery pass now (tests; it also runs after every sweep).
+#[derive(Message)]
+#[rtype(result = "Result<OrphanReport, String>")]
+pub struct DiscoverOrphans;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OrphanReport {
+    /// Leases listed under the examined roles.
+    pub leases: usize,
+    /// Entries whose lease is still unknown (nothing decided while > 0).
+    pub unknown_entries: usize,
+    /// Orphan leases older than the grace seen by this pass (not only new ones).
+    pub orphans: usize,
+    pub revoked: usize,
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Done {
@@ -66,6 +129,30 @@ struct Done {
     attempt: u32,
     path: &'static str,
     since: Instant,
+}
+
+/// Completion of one pod's cleanup: `vdbi_pod_cleanup_count_success` once every uuid is done,
+/// if the pod had entries of this release.
+struct PodCleanup {
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+    found: AtomicBool,
+}
+
+/// What orphan discovery remembers between sweeps.
+#[derive(Default)]
+struct OrphanState {
+    /// uuid → lease id recorded in its entry ("" when none yet: re-read every pass, an NRI
+    /// reservation gets its lease later).
+    entry_leases: HashMap<String, String>,
+    /// `(mount, role)` of the leases recorded in entries.
+    roles: BTreeSet<(String, String)>,
+    /// Issue time of leases without entry (looked up once).
+    issued: HashMap<String, SystemTime>,
+    /// Orphan leases already counted.
+    reported: HashSet<String>,
+    /// Listing leases was refused: no discovery until the next leadership term.
+    denied: bool,
 }
 
 pub struct Revoker {
@@ -79,7 +166,12 @@ pub struct Revoker {
     in_flight: HashSet<String>,
     /// First time the sweep saw each entry without a live pod.
     unseen_since: HashMap<String, Instant>,
+    /// Entries whose revocation failed [`MAX_ATTEMPTS`] times, until when they are left alone.
+    parked: HashMap<String, Instant>,
     sweeping: bool,
+    /// `None` while a discovery pass runs.
+    orphans: Option<OrphanState>,
+    permits: Arc<Semaphore>,
     metrics: Metrics,
     log: Logger,
 }
@@ -96,6 +188,7 @@ impl Revoker {
         metrics: Metrics,
         log: Logger,
     ) -> Revoker {
+        let permits = Arc::new(Semaphore::new(cfg.max_concurrent.max(1)));
         Revoker {
             _guard: guard,
             cfg,
@@ -106,20 +199,74 @@ impl Revoker {
             leading: false,
             in_flight: HashSet::new(),
             unseen_since: HashMap::new(),
+            parked: HashMap::new(),
             sweeping: false,
+            orphans: Some(OrphanState::default()),
+            permits,
             metrics,
             log,
         }
     }
 
-    fn revoke_pod(&mut self, rec: &PodRecord, path: &'static str, ctx: &mut Context<Self>) {
+    fn step_down(&self, reason: String) {
+        if let Some(l) = self.leadership.get() {
+            l.do_send(StepDown { reason });
+        }
+    }
+
+    /// A pod the index reports deleted: confirm with a live read (a pod whose label was removed
+    /// is reported deleted too, but keeps its credentials), then revoke.
+    fn pod_deleted(&mut self, rec: PodRecord, ctx: &mut Context<Self>) {
+        let kube = self.kube.clone();
+        let since = Instant::now();
+        let revoke_finished = self.cfg.revoke_finished_pods;
+        ctx.spawn(
+            async move {
+                match crate::k8s::get_pod(&kube, &rec.namespace, &rec.name).await {
+                    Ok(Some(p)) if p.metadata.uid.as_deref() == Some(rec.uid.as_str()) => {
+                        let finished = PodRecord::from_pod(&p).is_some_and(|r| r.finished);
+                        if finished && revoke_finished {
+                            (rec, true)
+                        } else {
+                            (rec, false)
+                        }
+                    }
+                    // Gone (or replaced by a new pod of the same name), or cannot tell: the API
+                    // reported the deletion, act on it.
+                    _ => (rec, true),
+                }
+            }
+            .into_actor(self)
+            .map(move |(rec, gone), act, ctx| {
+                if gone {
+                    act.revoke_pod(&rec, "watch", since, ctx);
+                } else {
+                    info!(act.log, "pod left the watched set but still exists (label removed?): credentials kept";
+                        "namespace" => &rec.namespace, "pod" => &rec.name);
+                }
+            }),
+        );
+    }
+
+    fn revoke_pod(
+        &mut self,
+        rec: &PodRecord,
+        path: &'static str,
+        since: Instant,
+        ctx: &mut Context<Self>,
+    ) {
         let ids: Vec<String> = if rec.uuids.is_empty() {
             vec![rec.uid.clone()]
         } else {
             rec.uuids.clone()
         };
+        let cleanup = Arc::new(PodCleanup {
+            remaining: AtomicUsize::new(ids.len()),
+            failed: AtomicBool::new(false),
+            found: AtomicBool::new(false),
+        });
         for uuid in ids {
-            self.start_revoke(uuid, path, Instant::now(), 0, ctx);
+            self.start_revoke(uuid, path, since, 0, Some(cleanup.clone()), ctx);
         }
     }
 
@@ -129,6 +276,7 @@ impl Revoker {
         path: &'static str,
         since: Instant,
         attempt: u32,
+        cleanup: Option<Arc<PodCleanup>>,
         ctx: &mut Context<Self>,
     ) {
         if !self.leading || !self.in_flight.insert(uuid.clone()) {
@@ -138,8 +286,10 @@ impl Revoker {
         let metrics = self.metrics.clone();
         let log = self.log.clone();
         let timeout = self.cfg.call_timeout;
+        let permits = self.permits.clone();
         let me = ctx.address();
         tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
             let res = revoke_entry(&vault, &uuid, timeout, &metrics, &log).await;
             let ok = match &res {
                 Ok(found) => {
@@ -157,6 +307,19 @@ impl Revoker {
                     false
                 }
             };
+            if let Some(c) = cleanup {
+                match res {
+                    Ok(true) => c.found.store(true, Ordering::SeqCst),
+                    Ok(false) => {}
+                    Err(_) => c.failed.store(true, Ordering::SeqCst),
+                }
+                if c.remaining.fetch_sub(1, Ordering::SeqCst) == 1
+                    && c.found.load(Ordering::SeqCst)
+                    && !c.failed.load(Ordering::SeqCst)
+                {
+                    metrics.pod_cleanup_success.inc();
+                }
+            }
             me.do_send(Done {
                 uuid,
                 ok,
@@ -169,86 +332,49 @@ impl Revoker {
 
     fn sweep(
         &mut self,
-        ctx: &mut Context<Self>,
+        _ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<SweepReport, String>> {
         if !self.leading || self.sweeping {
             return Box::pin(fut::ready(Ok(SweepReport::default())));
         }
         self.sweeping = true;
-        let vault = self.vault.clone();
-        let pods = self.pods.clone();
-        let kube = self.kube.clone();
-        let timeout = self.cfg.call_timeout;
-        let grace = self.cfg.unseen_grace;
-        let log = self.log.clone();
-        let unseen = std::mem::take(&mut self.unseen_since);
-        let _ = ctx;
+        let now = Instant::now();
+        self.parked.retain(|_, until| *until > now);
+        let env = SweepEnv {
+            vault: self.vault.clone(),
+            pods: self.pods.clone(),
+            kube: self.kube.clone(),
+            cfg: self.cfg.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+            parked: self.parked.keys().cloned().collect(),
+            in_flight: self.in_flight.clone(),
+        };
+        let unseen = self.unseen_since.clone();
         Box::pin(
-            async move {
-                let snapshot = pods.send(Snapshot).await.map_err(|e| e.to_string())?;
-                let Some(snapshot) = snapshot else {
-                    return Err("pod index not synchronised yet".to_string());
-                };
-                let deadline = tokio::time::Instant::now() + timeout;
-                let uuids = vault
-                    .send(KvList { deadline })
-                    .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r)
-                    .map_err(|e| e.to_string())?;
-                let now = Instant::now();
-                let mut still_unseen = HashMap::new();
-                let mut candidates = Vec::new();
-                for uuid in &uuids {
-                    if snapshot.is_live(uuid) {
-                        continue;
-                    }
-                    let first = unseen.get(uuid).copied().unwrap_or(now);
-                    still_unseen.insert(uuid.clone(), first);
-                    if now.duration_since(first) >= grace {
-                        candidates.push(uuid.clone());
-                    }
-                }
-                // Confirm with a live GET of the named pod before revoking.
-                let mut confirmed = Vec::new();
-                for uuid in &candidates {
-                    let entry = vault
-                        .send(KvGet { uuid: uuid.clone(), deadline: tokio::time::Instant::now() + timeout })
-                        .await
-                        .map_err(ActorError::from)
-                        .and_then(|r| r);
-                    match entry {
-                        Ok(None) => {
-                            still_unseen.remove(uuid);
-                        }
-                        Ok(Some(e)) => {
-                            if pod_still_exists(&kube, &e).await {
-                                debug!(log, "entry's pod exists outside this release's view; kept"; "uuid" => uuid);
-                                still_unseen.remove(uuid);
-                            } else {
-                                confirmed.push(uuid.clone());
-                            }
-                        }
-                        Err(e) => warn!(log, "sweep cannot read entry"; "uuid" => uuid, "error" => %e),
-                    }
-                }
-                Ok((uuids.len(), candidates.len(), confirmed, still_unseen))
-            }
+            async move { run_sweep(&env, unseen).await }
             .into_actor(self)
             .map(|res, act, ctx| {
                 act.sweeping = false;
                 match res {
-                    Ok((entries, candidates, confirmed, still_unseen)) => {
-                        act.unseen_since = still_unseen;
-                        let revoked = confirmed.len();
-                        for uuid in confirmed {
+                    Ok(out) => {
+                        act.unseen_since = out.still_unseen;
+                        let revoked = out.confirmed.len();
+                        for uuid in out.confirmed {
                             act.unseen_since.remove(&uuid);
-                            act.start_revoke(uuid, "sweep", Instant::now(), 0, ctx);
+                            act.start_revoke(uuid, "sweep", Instant::now(), 0, None, ctx);
                         }
                         if revoked > 0 {
-                            info!(act.log, "sweep found credentials of gone pods"; "entries" => entries, "revoking" => revoked);
+                            info!(act.log, "sweep found credentials of gone pods"; "entries" => out.report.entries, "revoking" => revoked);
                         }
-                        Ok(SweepReport { entries, candidates, revoked })
+                        if act.cfg.orphan_mode != OrphanLeaseMode::Off && act.orphans.is_some() {
+                            let f = act.discover();
+                            ctx.spawn(f.map(|_, _, _| ()));
+                        }
+                        Ok(SweepReport {
+                            revoked,
+                            ..out.report
+                        })
                     }
                     Err(e) => {
                         warn!(act.log, "sweep skipped"; "error" => &e);
@@ -260,19 +386,409 @@ impl Revoker {
     }
 }
 
-/// True when the pod named by the entry still exists (any labels), or cannot be checked.
-async fn pod_still_exists(kube: &kube::Client, e: &BookkeepingEntry) -> bool {
-    if e.namespace.is_empty() || e.pod_name.is_empty() {
-        return false;
+impl Revoker {
+    fn env(&self) -> SweepEnv {
+        SweepEnv {
+            vault: self.vault.clone(),
+            pods: self.pods.clone(),
+            kube: self.kube.clone(),
+            cfg: self.cfg.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+            parked: HashSet::new(),
+            in_flight: HashSet::new(),
+        }
     }
-    match crate::k8s::get_pod(kube, &e.namespace, &e.pod_name).await {
-        Ok(Some(_)) => true,
-        Ok(None) => false,
-        Err(_) => true, // cannot confirm: keep, retry at the next sweep
+
+    fn discover(&mut self) -> ResponseActFuture<Self, Result<OrphanReport, String>> {
+        if !self.leading || self.cfg.orphan_mode == OrphanLeaseMode::Off {
+            return Box::pin(fut::ready(Ok(OrphanReport::default())));
+        }
+        let Some(mut orphans) = self.orphans.take() else {
+            return Box::pin(fut::ready(Err("a discovery pass is running".to_string())));
+        };
+        let env = self.env();
+        Box::pin(
+            async move {
+                let res = discover_orphans(&env, &mut orphans).await;
+                (res, orphans)
+            }
+            .into_actor(self)
+            .map(|(res, orphans), act, _| {
+                act.orphans = Some(orphans);
+                res
+            }),
+        )
     }
 }
 
-/// Revokes one entry: lease, token, then KV entry. `Ok(false)` when there was nothing to do.
+struct SweepEnv {
+    vault: ActorHandle<VaultSession>,
+    pods: ActorHandle<PodIndex>,
+    kube: kube::Client,
+    cfg: RevokerConfig,
+    metrics: Metrics,
+    log: Logger,
+    parked: HashSet<String>,
+    in_flight: HashSet<String>,
+}
+
+impl SweepEnv {
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.cfg.call_timeout
+    }
+
+    async fn kv_get(&self, uuid: &str) -> Result<Option<BookkeepingEntry>, ActorError> {
+        self.vault
+            .send(KvGet {
+                uuid: uuid.to_string(),
+                deadline: self.deadline(),
+            })
+            .await?
+    }
+}
+
+struct SweepOutcome {
+    report: SweepReport,
+    confirmed: Vec<String>,
+    still_unseen: HashMap<String, Instant>,
+}
+
+/// Where the pod an entry names stands.
+#[derive(Debug, PartialEq, Eq)]
+enum PodState {
+    Running,
+    Finished,
+    Gone,
+    /// The API could not tell: keep the entry, look again at the next sweep.
+    Unknown,
+}
+
+async fn run_sweep(
+    env: &SweepEnv,
+    unseen: HashMap<String, Instant>,
+) -> Result<SweepOutcome, String> {
+    let snapshot: LiveSnapshot = env
+        .pods
+        .send(Snapshot)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "pod index not synchronised yet".to_string())?;
+    let now = Instant::now();
+    let uuids = env
+        .vault
+        .send(KvList {
+            deadline: env.deadline(),
+        })
+        .await
+        .map_err(ActorError::from)
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())?;
+    let mut still_unseen = HashMap::new();
+    let mut candidates = Vec::new();
+    for uuid in &uuids {
+        let gone = !snapshot.is_live(uuid);
+        let finished = env.cfg.revoke_finished_pods && snapshot.is_finished(uuid);
+        if !gone && !finished {
+            continue;
+        }
+        let first = unseen.get(uuid).copied().unwrap_or(now);
+        still_unseen.insert(uuid.clone(), first);
+        // Sweeps are periodic: an entry first seen at one sweep is due exactly `grace` later,
+        // give or take the sweeps' own jitter (a tenth of a period of tolerance).
+        if now.duration_since(first) + env.cfg.sweep_every() / 10 >= env.cfg.unseen_grace
+            && !env.parked.contains(uuid)
+            && !env.in_flight.contains(uuid)
+        {
+            candidates.push(uuid.clone());
+        }
+    }
+    // Confirm with a live read of the pod each entry names before revoking.
+    let checks = futures::stream::iter(candidates.iter().cloned())
+        .map(|uuid| async move {
+            let entry = env.kv_get(&uuid).await;
+            let state = match &entry {
+                Ok(Some(e)) => Some(pod_state(&env.kube, e, &uuid).await),
+                _ => None,
+            };
+            (uuid, entry, state)
+        })
+        .buffer_unordered(env.cfg.max_concurrent.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut confirmed = Vec::new();
+    for (uuid, entry, state) in checks {
+        match (entry, state) {
+            (Ok(None), _) => {
+                still_unseen.remove(&uuid);
+            }
+            (Ok(Some(_)), Some(state)) => {
+                let revoke = match state {
+                    PodState::Gone => true,
+                    PodState::Finished => env.cfg.revoke_finished_pods,
+                    PodState::Running | PodState::Unknown => false,
+                };
+                if revoke {
+                    confirmed.push(uuid);
+                } else {
+                    debug!(env.log, "entry's pod exists outside this release's view; kept"; "uuid" => &uuid, "state" => ?state);
+                    if state == PodState::Running {
+                        still_unseen.remove(&uuid);
+                    }
+                }
+            }
+            (Ok(Some(_)), None) => {}
+            (Err(e), _) => {
+                warn!(env.log, "sweep cannot read entry"; "uuid" => &uuid, "error" => %e)
+            }
+        }
+    }
+    let report = SweepReport {
+        entries: uuids.len(),
+        candidates: candidates.len(),
+        ..Default::default()
+    };
+    Ok(SweepOutcome {
+        report,
+        confirmed,
+        still_unseen,
+    })
+}
+
+/// `(mount, role)` of a lease id `<mount>/creds/<role>/<id>` (the mount may contain `/`).
+pub fn lease_role(lease_id: &str) -> Option<(String, String)> {
+    let (path, _id) = lease_id.rsplit_once('/')?;
+    let (mount_creds, role) = path.rsplit_once('/')?;
+    let mount = mount_creds.strip_suffix("/creds")?;
+    (!mount.is_empty() && !role.is_empty()).then(|| (mount.to_string(), role.to_string()))
+}
+
+/// Lists the lease ids Vault holds under the roles orphan discovery examines. `None` when the
+/// listing is impossible (not permitted: logged once per leadership term).
+async fn list_managed_leases(env: &SweepEnv, orphans: &mut OrphanState) -> Option<Vec<String>> {
+    let roles: BTreeSet<(String, String)> = if env.cfg.orphan_roles.is_empty() {
+        orphans.roles.clone()
+    } else {
+        env.cfg.orphan_roles.iter().cloned().collect()
+    };
+    let mut out = Vec::new();
+    for (mount, role) in roles {
+        let prefix = format!("{mount}/creds/{role}/");
+        let res = env
+            .vault
+            .send(ListLeases {
+                prefix: prefix.clone(),
+                deadline: env.deadline(),
+            })
+            .await
+            .map_err(ActorError::from)
+            .and_then(|r| r);
+        match res {
+            Ok(keys) => out.extend(
+                keys.into_iter()
+                    .filter(|k| !k.ends_with('/'))
+                    .map(|k| format!("{prefix}{k}")),
+            ),
+            Err(e) if e.vault().is_some_and(|v| v.is_permission_denied()) => {
+                orphans.denied = true;
+                warn!(env.log, "orphan-lease discovery needs `list` and `sudo` on sys/leases/lookup/<mount>/creds/* (and `update` on sys/leases/revoke to revoke); off until the next leadership term";
+                    "prefix" => &prefix);
+                return None;
+            }
+            Err(e) => {
+                warn!(env.log, "cannot list leases; orphan discovery skipped this sweep"; "prefix" => &prefix, "error" => %e);
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// One discovery pass: lists Vault's leases under the examined roles *before* the bookkeeping
+/// entries (a lease issued and recorded meanwhile is then seen recorded), learns the lease of
+/// entries not read yet, and counts (in `revoke` mode also revokes) the unrecorded leases older
+/// than the grace.
+async fn discover_orphans(
+    env: &SweepEnv,
+    orphans: &mut OrphanState,
+) -> Result<OrphanReport, String> {
+    if orphans.denied {
+        return Ok(OrphanReport::default());
+    }
+    let Some(listed) = list_managed_leases(env, orphans).await else {
+        return Ok(OrphanReport::default());
+    };
+    let uuids = env
+        .vault
+        .send(KvList {
+            deadline: env.deadline(),
+        })
+        .await
+        .map_err(ActorError::from)
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())?;
+    // Learn the lease of entries not read yet (and of those without one yet), within budget.
+    let listed_uuids: HashSet<&String> = uuids.iter().collect();
+    orphans.entry_leases.retain(|u, _| listed_uuids.contains(u));
+    let mut unknown: Vec<String> = uuids
+        .iter()
+        .filter(|u| orphans.entry_leases.get(*u).is_none_or(|l| l.is_empty()))
+        .cloned()
+        .collect();
+    let over_budget = unknown.len().saturating_sub(ORPHAN_READS_PER_PASS);
+    unknown.truncate(ORPHAN_READS_PER_PASS);
+    let reads = futures::stream::iter(unknown)
+        .map(|uuid| async move {
+            let e = env.kv_get(&uuid).await;
+            (uuid, e)
+        })
+        .buffer_unordered(env.cfg.max_concurrent.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut failed = 0;
+    for (uuid, e) in reads {
+        match e {
+            Ok(Some(e)) => {
+                if let Some(r) = lease_role(&e.lease_id) {
+                    orphans.roles.insert(r);
+                }
+                orphans.entry_leases.insert(uuid, e.lease_id);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failed += 1;
+                warn!(env.log, "orphan discovery cannot read entry"; "uuid" => &uuid, "error" => %e);
+            }
+        }
+    }
+    let mut report = OrphanReport {
+        leases: listed.len(),
+        unknown_entries: over_budget + failed,
+        ..Default::default()
+    };
+    if report.unknown_entries > 0 {
+        // Some entries are unknown: any listed lease may be theirs. Decide nothing this time.
+        return Ok(report);
+    }
+    let recorded: HashSet<&String> = orphans.entry_leases.values().collect();
+    let candidates: Vec<String> = listed
+        .iter()
+        .filter(|l| !recorded.contains(l))
+        .cloned()
+        .collect();
+    let listed_set: HashSet<&String> = listed.iter().collect();
+    orphans.issued.retain(|l, _| listed_set.contains(l));
+    orphans.reported.retain(|l| listed_set.contains(l));
+    let now = SystemTime::now();
+    for lease in candidates {
+        let issued = match orphans.issued.get(&lease) {
+            Some(t) => *t,
+            None => {
+                let info = env
+                    .vault
+                    .send(LookupLease {
+                        lease_id: lease.clone(),
+                        deadline: env.deadline(),
+                    })
+                    .await
+                    .map_err(ActorError::from)
+                    .and_then(|r| r);
+                match info {
+                    Ok(Some(info)) => {
+                        let Some(t) = info
+                            .issue_time
+                            .as_deref()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(SystemTime::from)
+                        else {
+                            continue;
+                        };
+                        orphans.issued.insert(lease.clone(), t);
+                        t
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(env.log, "cannot look up lease"; "lease" => &lease, "error" => %e);
+                        continue;
+                    }
+                }
+            }
+        };
+        let age = now.duration_since(issued).unwrap_or_default();
+        if age < env.cfg.orphan_grace {
+            continue;
+        }
+        report.orphans += 1;
+        if orphans.reported.insert(lease.clone()) {
+            env.metrics.orphan_leases_found.inc();
+            warn!(env.log, "database lease without bookkeeping entry"; "lease" => &lease,
+                "age_s" => age.as_secs(), "action" => env.cfg.orphan_mode.as_str());
+        }
+        if env.cfg.orphan_mode == OrphanLeaseMode::Revoke {
+            let res = env
+                .vault
+                .send(RevokeLease {
+                    lease_id: lease.clone(),
+                    deadline: env.deadline(),
+                })
+                .await
+                .map_err(ActorError::from)
+                .and_then(|r| r);
+            match res {
+                Ok(()) => {
+                    report.revoked += 1;
+                    env.metrics.orphan_leases_revoked.inc();
+                    orphans.issued.remove(&lease);
+                    orphans.reported.remove(&lease);
+                    info!(env.log, "orphan database lease revoked"; "lease" => &lease);
+                }
+                Err(e) => {
+                    warn!(env.log, "cannot revoke orphan lease"; "lease" => &lease, "error" => %e)
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Where the pod named by the entry stands: a GET by name when the entry has one, else a search
+/// of the entry's namespace for a pod carrying the uuid.
+async fn pod_state(kube: &kube::Client, e: &BookkeepingEntry, uuid: &str) -> PodState {
+    if e.namespace.is_empty() {
+        return PodState::Gone;
+    }
+    let state_of = |p: &Pod| match PodRecord::from_pod(p) {
+        Some(r) if r.finished => PodState::Finished,
+        _ => PodState::Running,
+    };
+    if !e.pod_name.is_empty() {
+        return match crate::k8s::get_pod(kube, &e.namespace, &e.pod_name).await {
+            Ok(Some(p)) => state_of(&p),
+            Ok(None) => PodState::Gone,
+            Err(_) => PodState::Unknown,
+        };
+    }
+    let api: Api<Pod> = Api::namespaced(kube.clone(), &e.namespace);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .find(|p| {
+                p.metadata.uid.as_deref() == Some(uuid)
+                    || p.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(UUID_KEY))
+                        .is_some_and(|v| v.split(',').any(|x| x.trim() == uuid))
+            })
+            .map(state_of)
+            .unwrap_or(PodState::Gone),
+        Err(_) => PodState::Unknown,
+    }
+}
+
+/// Revokes one entry: token, lease (if Vault still holds it), then the KV entry. `Ok(false)`
+/// when there was nothing to do.
 pub async fn revoke_entry(
     vault: &ActorHandle<VaultSession>,
     uuid: &str,
@@ -291,21 +807,18 @@ pub async fn revoke_entry(
         return Ok(false);
     };
     let ns = entry.namespace.clone();
-    if !entry.lease_id.is_empty() {
-        vault
-            .send(RevokeLease {
-                lease_id: entry.lease_id.clone(),
-                deadline: dl(),
-            })
-            .await??;
-    }
     if !entry.token_id.is_empty() {
+        // Revoking the token revokes the leases it created (the DB user is dropped).
         let res = vault
             .send(RevokeOrphan {
                 target: VaultToken::new(entry.token_id.clone()),
                 deadline: dl(),
             })
             .await?;
+        let res = match res {
+            Ok(()) => ensure_token_dead(vault, &entry.token_id, &dl, log).await,
+            Err(e) => Err(e),
+        };
         match res {
             Ok(()) => metrics.revoke_token_success.with_label_values(&[&ns]).inc(),
             Err(e) => {
@@ -316,6 +829,9 @@ pub async fn revoke_entry(
                 return Err(e);
             }
         }
+    }
+    if !entry.lease_id.is_empty() {
+        revoke_lease_if_held(vault, &entry.lease_id, dl, log).await?;
     }
     match vault
         .send(KvDelete {
@@ -341,13 +857,143 @@ pub async fn revoke_entry(
     Ok(true)
 }
 
+/// `revoke-orphan` answered success (or "not found"), but is the token really unusable? A
+/// revoke-orphan cut short (its caller killed) can leave the token half revoked, and a second
+/// call then short-circuits. The token itself tells (`lookup-self` with it; every token may):
+/// if it still works, it revokes itself (`revoke-self`), and is checked again.
+async fn ensure_token_dead(
+    vault: &ActorHandle<VaultSession>,
+    token_id: &str,
+    dl: &impl Fn() -> tokio::time::Instant,
+    log: &Logger,
+) -> Result<(), ActorError> {
+    let alive = || async {
+        match vault
+            .send(LookupSelf {
+                token: VaultToken::new(token_id.to_string()),
+                deadline: dl(),
+            })
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.vault()
+                    .is_some_and(|v| v.is_permission_denied() || v.is_not_found()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    if !alive().await? {
+        return Ok(());
+    }
+    warn!(
+        log,
+        "token still valid after revoke-orphan; revoking it with itself"
+    );
+    vault
+        .send(RevokeSelf {
+            token: VaultToken::new(token_id.to_string()),
+            deadline: dl(),
+        })
+        .await??;
+    if alive().await? {
+        return Err(ActorError::Vault(
+            crate::vault::VaultError::InvalidResponse(
+                "token still valid after revoke-orphan and revoke-self".into(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// After the token: is the lease still held? Vault revokes a token's leases asynchronously
+/// (they are marked expired and revoked by its expiration manager, usually within milliseconds),
+/// so the lease is looked up until it is gone. If it stays (its parent is another token, or its
+/// revocation through the token failed), it is revoked explicitly. vault-db-injector's
+/// documented policy grants neither `sys/leases/revoke` nor always `sys/leases/lookup`: without
+/// them vdbi relies on the token revocation, as vault-db-injector did.
+async fn revoke_lease_if_held(
+    vault: &ActorHandle<VaultSession>,
+    lease_id: &str,
+    dl: impl Fn() -> tokio::time::Instant,
+    log: &Logger,
+) -> Result<(), ActorError> {
+    let denied = |e: &ActorError| e.vault().is_some_and(|v| v.is_permission_denied());
+    // Ok(true): still held; Ok(false): gone; Err: cannot tell.
+    let held = || async {
+        vault
+            .send(LookupLease {
+                lease_id: lease_id.to_string(),
+                deadline: dl(),
+            })
+            .await?
+            .map(|info| info.is_some())
+    };
+    let wait_gone = |delays: &'static [u64]| async move {
+        for ms in delays {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            if !held().await? {
+                return Ok::<bool, ActorError>(true);
+            }
+        }
+        Ok(false)
+    };
+    match held().await {
+        Ok(false) => return Ok(()),
+        Ok(true) => {
+            if wait_gone(&[10, 20, 40, 80, 160]).await? {
+                return Ok(());
+            }
+        }
+        Err(e) if denied(&e) => {
+            // Cannot verify: try the explicit revocation, else trust the token revocation.
+            return match vault
+                .send(RevokeLease {
+                    lease_id: lease_id.to_string(),
+                    deadline: dl(),
+                })
+                .await?
+            {
+                Err(e) if denied(&e) => {
+                    debug!(log, "cannot look up nor revoke the lease; relying on the token revocation"; "lease" => lease_id);
+                    Ok(())
+                }
+                other => other,
+            };
+        }
+        Err(e) => return Err(e),
+    }
+    match vault
+        .send(RevokeLease {
+            lease_id: lease_id.to_string(),
+            deadline: dl(),
+        })
+        .await?
+    {
+        Ok(()) => Ok(()),
+        Err(e) if denied(&e) => {
+            if wait_gone(&[250, 500, 1000, 2000]).await? {
+                Ok(())
+            } else {
+                // E.g. a revoker killed during revoke-orphan leaves the token half revoked
+                // (unusable, "not found" to revoke-orphan) and its lease alive: only an explicit
+                // lease revocation ends it before its TTL.
+                warn!(log, "lease still held after its token was revoked, and vdbi may not revoke leases: grant `update` on sys/leases/revoke; the entry is kept and retried until Vault drops the lease";
+                    "lease" => lease_id);
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Actor for Revoker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = (self.cfg.unseen_grace / 2)
-            .min(self.cfg.sweep_interval)
-            .max(Duration::from_secs(1));
+        let every = self.cfg.sweep_every();
         ctx.run_interval(every, |act, ctx| {
             if act.leading {
                 let f = act.sweep(ctx);
@@ -366,9 +1012,26 @@ impl Handler<LeadershipChanged> for Revoker {
         self.leading = msg.leading;
         if msg.leading {
             info!(self.log, "revoker active");
-            let f = self.sweep(ctx);
-            ctx.spawn(f.map(|_, _, _| ()));
+            if let Some(o) = self.orphans.as_mut() {
+                o.denied = false;
+            }
+            // A broken watch means a blind revoker: leave the lease to a healthy peer.
+            let pods = self.pods.clone();
+            ctx.spawn(
+                async move { pods.send(WatchStatus).await.ok().flatten() }
+                    .into_actor(self)
+                    .map(|broken, act, ctx| match broken {
+                        Some(reason) if act.leading => {
+                            act.step_down(format!("pod watch broken: {reason}"))
+                        }
+                        _ => {
+                            let f = act.sweep(ctx);
+                            ctx.spawn(f.map(|_, _, _| ()));
+                        }
+                    }),
+            );
         } else {
+            info!(self.log, "revoker standing by");
             self.unseen_since.clear();
         }
     }
@@ -381,10 +1044,11 @@ impl Handler<PodEvent> for Revoker {
             return;
         }
         match msg {
-            PodEvent::Deleted(rec) => self.revoke_pod(&rec, "watch", ctx),
+            PodEvent::Deleted(rec) => self.pod_deleted(rec, ctx),
             PodEvent::Finished(rec) if self.cfg.revoke_finished_pods => {
-                self.revoke_pod(&rec, "finished", ctx)
+                self.revoke_pod(&rec, "finished", Instant::now(), ctx)
             }
+            PodEvent::WatchBroken(reason) => self.step_down(format!("pod watch broken: {reason}")),
             _ => {}
         }
     }
@@ -393,7 +1057,14 @@ impl Handler<PodEvent> for Revoker {
 impl Handler<RevokeEntry> for Revoker {
     type Result = ();
     fn handle(&mut self, msg: RevokeEntry, ctx: &mut Context<Self>) {
-        self.start_revoke(msg.uuid, msg.path, msg.since, 0, ctx);
+        self.start_revoke(msg.uuid, msg.path, msg.since, 0, None, ctx);
+    }
+}
+
+impl Handler<DiscoverOrphans> for Revoker {
+    type Result = ResponseActFuture<Self, Result<OrphanReport, String>>;
+    fn handle(&mut self, _: DiscoverOrphans, _: &mut Context<Self>) -> Self::Result {
+        self.discover()
     }
 }
 
@@ -409,22 +1080,43 @@ impl Handler<Done> for Revoker {
     fn handle(&mut self, msg: Done, ctx: &mut Context<Self>) {
         self.in_flight.remove(&msg.uuid);
         if msg.ok {
+            self.parked.remove(&msg.uuid);
             return;
         }
         let attempt = msg.attempt + 1;
-        let delay = Duration::from_secs(1)
-            .saturating_mul(2u32.saturating_pow(attempt.min(6)))
-            .min(Duration::from_secs(60));
-        if attempt >= 10 {
-            // Something is persistently wrong (Vault policy?): let a healthy peer try.
-            if let Some(l) = self.leadership.get() {
-                l.do_send(StepDown {
-                    reason: format!("revocation of {} failed {attempt} times", msg.uuid),
-                });
-            }
+        if attempt >= MAX_ATTEMPTS {
+            // Persistently failing (irrevocable lease? Vault policy?): the entry stays in KV and
+            // the sweep tries again later; the other entries are not held up.
+            warn!(self.log, "revocation keeps failing; parked"; "uuid" => &msg.uuid,
+                "attempts" => attempt, "retry_in_s" => PARK_FOR.as_secs());
+            self.parked.insert(msg.uuid, Instant::now() + PARK_FOR);
+            return;
         }
+        let delay = Duration::from_millis(500)
+            .saturating_mul(2u32.saturating_pow(attempt.min(7)))
+            .min(Duration::from_secs(60));
         ctx.run_later(delay, move |act, ctx| {
-            act.start_revoke(msg.uuid, msg.path, msg.since, attempt, ctx);
+            act.start_revoke(msg.uuid, msg.path, msg.since, attempt, None, ctx);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_role;
+
+    #[test]
+    fn lease_roles_are_parsed_from_lease_ids() {
+        assert_eq!(
+            lease_role("databases/creds/app-rw/AbC123"),
+            Some(("databases".into(), "app-rw".into()))
+        );
+        assert_eq!(
+            lease_role("team/db/creds/reporting/x"),
+            Some(("team/db".into(), "reporting".into()))
+        );
+        assert_eq!(lease_role("kv/data/x"), None);
+        assert_eq!(lease_role("creds/role/x"), None);
+        assert_eq!(lease_role(""), None);
     }
 }

@@ -213,6 +213,7 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
                 label_selector: format!("{}=true", config.injector_label),
                 field_selector: None,
                 health_check: "pod-index".into(),
+                broken_after: config.pod_watch_broken_after,
             };
             let subs: crate::actors::pod_index::Subscribers = Default::default();
             supervise("pod-index", &log, &metrics, Backoff::default(), move |g| {
@@ -235,6 +236,16 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
                 sweep_interval: config.revoker_sweep_interval,
                 call_timeout,
                 max_concurrent: 32,
+                orphan_mode: config.orphan_lease_discovery,
+                orphan_grace: config.orphan_lease_grace,
+                orphan_roles: config
+                    .orphan_lease_roles
+                    .iter()
+                    .filter_map(|r| {
+                        r.rsplit_once('/')
+                            .map(|(m, role)| (m.to_string(), role.to_string()))
+                    })
+                    .collect(),
             };
             let (v, p, k, m, l) = (
                 vault.clone(),
@@ -281,12 +292,24 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
                 metrics.clone(),
                 log.new(slog::o!("component" => "renewer")),
             );
+            let leader_slot = Arc::new(std::sync::OnceLock::new());
+            let slot = leader_slot.clone();
             let handle = supervise("renewer", &log, &metrics, Backoff::default(), move |g| {
-                Renewer::new(g, cfg.clone(), v.clone(), p.clone(), m.clone(), l.clone())
+                Renewer::new(
+                    g,
+                    cfg.clone(),
+                    v.clone(),
+                    p.clone(),
+                    slot.clone(),
+                    m.clone(),
+                    l.clone(),
+                )
             });
+            index.do_send(crate::actors::pod_index::Subscribe(handle.subscriber()));
             let lcfg = LeadershipConfig::standard(RENEWER_LEASE, &lease_ns, &identity);
             let leader =
                 start_leadership(&log, &metrics, &health, &kube, lcfg, handle.subscriber());
+            let _ = leader_slot.set(leader.clone());
             leaders.push(leader);
             renewer = Some(handle);
         }

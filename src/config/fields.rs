@@ -4,7 +4,7 @@
 
 use super::duration::{format_go_duration, parse_go_duration};
 use super::validate::Problem;
-use super::{Config, LogLevel, Mode};
+use super::{Config, LogLevel, Mode, OrphanLeaseMode};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -447,6 +447,27 @@ pub(super) static FIELDS: &[Field] = &[
         false,
         |c, r| c.orphan_lease_grace = parse_dur(r)?,
         |c| format_go_duration(c.orphan_lease_grace)
+    ),
+    field!(
+        "orphanLeaseDiscovery",
+        "INJECTOR_ORPHAN_LEASE_DISCOVERY",
+        false,
+        |c, r| c.orphan_lease_discovery = OrphanLeaseMode::parse(&scalar(r)?)?,
+        |c| c.orphan_lease_discovery.as_str().into()
+    ),
+    field!(
+        "orphanLeaseRoles",
+        "INJECTOR_ORPHAN_LEASE_ROLES",
+        false,
+        |c, r| c.orphan_lease_roles = list(r),
+        |c| c.orphan_lease_roles.join(",")
+    ),
+    field!(
+        "podWatchBrokenAfter",
+        "INJECTOR_POD_WATCH_BROKEN_AFTER",
+        false,
+        |c, r| c.pod_watch_broken_after = parse_dur(r)?,
+        |c| format_go_duration(c.pod_watch_broken_after)
     ),
     field!(
         "renewerConcurrency",

@@ -19,6 +19,39 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What the revoker's sweep does with database leases that have no bookkeeping entry
+/// (`orphanLeaseDiscovery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OrphanLeaseMode {
+    /// Do not look at Vault's leases.
+    Off,
+    /// Count and log them (`vdbi_orphan_leases_found_total`), revoke nothing.
+    Report,
+    /// Count them and revoke them once older than `orphanLeaseGrace`.
+    Revoke,
+}
+
+impl OrphanLeaseMode {
+    pub fn parse(s: &str) -> Result<OrphanLeaseMode, String> {
+        match s {
+            "off" | "false" => Ok(OrphanLeaseMode::Off),
+            "report" => Ok(OrphanLeaseMode::Report),
+            "revoke" => Ok(OrphanLeaseMode::Revoke),
+            other => Err(format!(
+                "invalid value {other:?}: must be one of off, report, revoke"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanLeaseMode::Off => "off",
+            OrphanLeaseMode::Report => "report",
+            OrphanLeaseMode::Revoke => "revoke",
+        }
+    }
+}
+
 /// The component(s) a process runs, from the `mode` key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -164,8 +197,15 @@ pub struct Config {
     pub revoker_sweep_interval: Duration,
     /// Admitted-but-never-stored pods are cleaned after this delay (fast sweep).
     pub revoker_unseen_grace: Duration,
-    /// Leases with no bookkeeping entry are revoked once older than this.
+    /// Leases with no bookkeeping entry are reported/revoked once older than this.
     pub orphan_lease_grace: Duration,
+    /// Orphan-lease discovery: off, report (default) or revoke.
+    pub orphan_lease_discovery: OrphanLeaseMode,
+    /// `<mount>/<role>` whose leases orphan discovery examines; empty = the roles seen in this
+    /// release's bookkeeping entries.
+    pub orphan_lease_roles: Vec<String>,
+    /// The renewer and revoker give up their lease after the pod watch failed this long.
+    pub pod_watch_broken_after: Duration,
     /// Concurrent Vault operations of one renewer cycle.
     pub renewer_concurrency: usize,
     /// Renew only what would expire within this many sync intervals (TTL-aware renewal).
@@ -233,6 +273,9 @@ impl Default for Config {
             revoker_sweep_interval: Duration::from_secs(300),
             revoker_unseen_grace: Duration::from_secs(60),
             orphan_lease_grace: Duration::from_secs(600),
+            orphan_lease_discovery: OrphanLeaseMode::Report,
+            orphan_lease_roles: Vec::new(),
+            pod_watch_broken_after: Duration::from_secs(60),
             renewer_concurrency: 16,
             renew_horizon_cycles: 3,
             per_uuid_metrics: true,

@@ -185,3 +185,51 @@ fn listen_clash_is_refused() {
     let errs = errors(Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap_err());
     assert!(errs.iter().any(|p| p.key == "healthListen"));
 }
+
+#[test]
+fn lifecycle_keys_parse_and_validate() {
+    let e = env(&[
+        ("INJECTOR_ORPHAN_LEASE_DISCOVERY", "revoke"),
+        (
+            "INJECTOR_ORPHAN_LEASE_ROLES",
+            "databases/app-rw, team/db/reporting",
+        ),
+        ("INJECTOR_POD_WATCH_BROKEN_AFTER", "30s"),
+    ]);
+    let l = Config::from_sources(Some(MINIMAL), &e).unwrap();
+    let c = &l.config;
+    assert_eq!(c.orphan_lease_discovery, OrphanLeaseMode::Revoke);
+    assert_eq!(
+        c.orphan_lease_roles,
+        vec!["databases/app-rw", "team/db/reporting"]
+    );
+    assert_eq!(c.pod_watch_broken_after, std::time::Duration::from_secs(30));
+    assert_eq!(
+        Config::default().orphan_lease_discovery,
+        OrphanLeaseMode::Report
+    );
+
+    let yaml = format!(
+        "{MINIMAL}orphanLeaseDiscovery: sometimes\norphanLeaseRoles: [app-rw]\npodWatchBrokenAfter: 0s\n"
+    );
+    let errs = errors(Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap_err());
+    for key in [
+        "orphanLeaseDiscovery",
+        "orphanLeaseRoles",
+        "podWatchBrokenAfter",
+    ] {
+        assert!(errs.iter().any(|p| p.key == key), "{key}: {errs:?}");
+    }
+
+    let yaml = format!(
+        "{MINIMAL}revokerUnseenGrace: 2s\norphanLeaseDiscovery: revoke\norphanLeaseGrace: 10s\n"
+    );
+    let l = Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap();
+    for key in ["revokerUnseenGrace", "orphanLeaseGrace"] {
+        assert!(
+            l.warnings.iter().any(|p| p.key == key),
+            "{key}: {:?}",
+            l.warnings
+        );
+    }
+}

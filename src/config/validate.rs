@@ -189,6 +189,37 @@ pub(super) fn validate(c: &Config, out: &mut Vec<Problem>) {
             "must be greater than zero",
         ));
     }
+    for r in &c.orphan_lease_roles {
+        let ok = r
+            .rsplit_once('/')
+            .is_some_and(|(m, role)| !m.is_empty() && !role.is_empty());
+        if !ok {
+            out.push(Problem::error(
+                "orphanLeaseRoles",
+                format!("{r:?} is not <mount>/<role>"),
+            ));
+        }
+    }
+    if c.revoker_unseen_grace < Duration::from_secs(10) {
+        out.push(Problem::warning(
+            "revokerUnseenGrace",
+            "below 10s: the sweep may revoke the credentials of a pod admitted but not stored yet",
+        ));
+    }
+    if c.orphan_lease_discovery == super::OrphanLeaseMode::Revoke
+        && c.orphan_lease_grace < Duration::from_secs(60)
+    {
+        out.push(Problem::warning(
+            "orphanLeaseGrace",
+            "below 1m with orphanLeaseDiscovery: revoke: a lease whose admission is still recording it may be revoked",
+        ));
+    }
+    if c.pod_watch_broken_after.is_zero() {
+        out.push(Problem::error(
+            "podWatchBrokenAfter",
+            "must be greater than zero",
+        ));
+    }
     if c.renewer_concurrency == 0 {
         out.push(Problem::error("renewerConcurrency", "must be at least 1"));
     }

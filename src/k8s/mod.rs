@@ -7,6 +7,8 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use std::fmt;
 
+pub mod lease;
+
 /// The Kubernetes layer's error.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {

@@ -159,6 +159,13 @@ impl VaultError {
         self.contains("lease not found")
     }
 
+    /// `sys/leases/lookup` of a lease Vault no longer holds (400 `invalid lease`, or 404).
+    pub fn is_invalid_lease(&self) -> bool {
+        self.is_not_found()
+            || (matches!(self, VaultError::Api { status: 400, .. })
+                && self.contains("invalid lease"))
+    }
+
     /// Compat §3.5: HTTP 400 whose body contains `invalid lease` or `could not find role`. The
     /// renewer then revokes the token, deletes the KV entry and forgets the uuid.
     pub fn is_unrecoverable_lease(&self) -> bool {
