@@ -382,11 +382,31 @@ impl NriCore {
             .map_err(|e| format!("credential cache unavailable: {e}"))
     }
 
-    async fn synchronize(&self, pods: Vec<PodSandboxInfo>) -> Result<(), NriError> {
+    /// Synchronize: cached pods without a sandbox are evicted — except pods the node watch knows
+    /// (scheduled here, sandbox not created yet: prewarmed). Right after a (re)start the watch may
+    /// not have listed yet, so the eviction waits for its first list (at most a minute) instead
+    /// of dropping what it would have protected.
+    async fn synchronize(self: &Arc<Self>, pods: Vec<PodSandboxInfo>) -> Result<(), NriError> {
         let before = self.cached_uids().await.map_err(NriError::handler)?;
         let live: HashSet<String> = pods.into_iter().map(|p| p.uid).collect();
-        let evicted = self.evict_dead(before, &live).await;
-        info!(self.deps.log, "synchronized with the runtime"; "sandboxes" => live.len(), "evicted" => evicted);
+        info!(self.deps.log, "synchronizing with the runtime"; "sandboxes" => live.len(), "cached" => before.len());
+        let me = self.clone();
+        tokio::spawn(async move {
+            if !me.config().node_name.is_empty() {
+                let waited = Instant::now();
+                while lock(&me.node_pods).is_none() {
+                    if waited.elapsed() > Duration::from_secs(60) {
+                        warn!(me.deps.log, "node pod watch not listed after 60 s: synchronize evicts without it");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let evicted = me.evict_dead(before, &live).await;
+            if evicted > 0 {
+                info!(me.deps.log, "synchronize evicted pods without a sandbox"; "evicted" => evicted);
+            }
+        });
         Ok(())
     }
 
@@ -806,16 +826,8 @@ impl NriCore {
                 Err(e) => debug!(self.deps.log, "lookup-self failed"; "error" => %e),
             }
         }
-        let creds = vault
-            .send(ReadDbCredentials {
-                token: Some(token.clone()),
-                mount: spec.engine.clone(),
-                role: db.role.clone(),
-                deadline,
-            })
+        let creds = read_creds(vault, &token, &spec.engine, &db.role, deadline)
             .await
-            .map_err(ActorError::from)
-            .and_then(|r| r)
             .map_err(|e| {
                 vault_failure(
                     db,
@@ -1053,6 +1065,43 @@ fn entry_keys(spec: &PodDbSpec, pod_uid: &str) -> Result<Vec<String>, Failure> {
     Ok(keys)
 }
 
+/// `<mount>/creds/<role>` with `token`, retried (twice, briefly) when Vault answers HTTP 500: the
+/// database refused the role's creation statements for a transient reason, typically
+/// PostgreSQL's "tuple concurrently updated" when several roles are granted on one database at
+/// once (concurrent fetches, the prewarmer). A 500 means nothing was created, so a retry cannot
+/// leak a credential.
+async fn read_creds(
+    vault: &ActorHandle<VaultSession>,
+    token: &VaultToken,
+    mount: &str,
+    role: &str,
+    deadline: Deadline,
+) -> Result<crate::vault::DbCredentials, ActorError> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let res = vault
+            .send(ReadDbCredentials {
+                token: Some(token.clone()),
+                mount: mount.to_string(),
+                role: role.to_string(),
+                deadline,
+            })
+            .await
+            .map_err(ActorError::from)
+            .and_then(|r| r);
+        let transient = matches!(
+            &res,
+            Err(ActorError::Vault(crate::vault::VaultError::Api { status: 500, .. }))
+        );
+        let pause = Duration::from_millis(20 * u64::from(attempt) + rand::random::<u64>() % 30);
+        if !transient || attempt >= 3 || Deadline::now() + pause >= deadline {
+            return res;
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Turns a session/actor error into the refusal message.
 fn vault_failure(db: &DbConfig, step: &str, e: &ActorError) -> Failure {
     let what = match e {
@@ -1079,8 +1128,8 @@ impl NriHandler for PluginHandler {
     async fn configure(&self, info: RuntimeInfo) -> Result<(), NriError> {
         let cfg = self.core.config();
         let runtime = info.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        if cfg.nri.fetch_timeout >= runtime.mul_f64(self.core.deadline_fraction) {
-            warn!(self.core.deps.log, "nri.fetchTimeout is not below the runtime's request timeout: a slow fetch is cut short earlier";
+        if cfg.nri.fetch_timeout > runtime.mul_f64(self.core.deadline_fraction) {
+            warn!(self.core.deps.log, "nri.fetchTimeout exceeds what the runtime's request timeout leaves: refusals come earlier";
                 "fetch_timeout_ms" => cfg.nri.fetch_timeout.as_millis() as u64,
                 "runtime_request_timeout_ms" => runtime.as_millis() as u64);
         }
