@@ -471,10 +471,21 @@ impl NriCore {
         }
         match tokio::time::timeout(wait, fetch).await {
             Ok(r) => r,
-            Err(_) => Err(Failure::fetch(format!(
-                "no credentials within {} ms (Vault or the apiserver is slow); the fetch goes on and a retry will use its result",
-                wait.as_millis()
-            ))),
+            Err(_) => {
+                let session = self
+                    .deps
+                    .health
+                    .check(super::vault_session::HEALTH_CHECK)
+                    .filter(|c| !c.ready)
+                    .map(|c| format!(": vdbi has no Vault session ({})", c.message))
+                    .unwrap_or_else(|| {
+                        " (Vault or the apiserver is slow); the fetch goes on and a retry will use its result".into()
+                    });
+                Err(Failure::fetch(format!(
+                    "no credentials within {} ms{session}",
+                    wait.as_millis()
+                )))
+            }
         }
     }
 
