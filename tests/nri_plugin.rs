@@ -7,17 +7,16 @@
 
 mod common;
 
+use common::nri::{start_nri, NriOptions};
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-use vdbi::actors::credential_cache::{Flush, Uids};
+use vdbi::actors::credential_cache::Flush;
 use vdbi::actors::nri_plugin::{Status, Sweep};
-use vdbi::app::runtime::{start, Running};
-use vdbi::config::Mode;
 use vdbi::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
 use vdbi::nri::{ContainerInfo, EnvAdjustment, NriError, PodSandboxInfo};
 use vdbi::placeholder;
@@ -25,64 +24,6 @@ use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
-
-struct NriOptions {
-    prefix: String,
-    node: String,
-    projected: bool,
-    vault_address: Option<String>,
-    prewarm: bool,
-}
-
-impl NriOptions {
-    fn new(prefix: &str, node: &str) -> NriOptions {
-        NriOptions {
-            prefix: prefix.to_string(),
-            node: node.to_string(),
-            projected: false,
-            vault_address: None,
-            prewarm: true,
-        }
-    }
-}
-
-/// vdbi in `mode: nri`, plugged into a runtime-side peer listening in `dir`.
-struct NriVdbi {
-    running: Running,
-    cache_path: PathBuf,
-    _jwt: tempfile::NamedTempFile,
-}
-
-async fn start_nri(p: &Platform, o: NriOptions, dir: &Path) -> NriVdbi {
-    vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
-    let jwt = own_jwt(p, "vdbi-nri").await;
-    let mut c = base_config(p, &o.prefix);
-    c.mode = Mode::Nri;
-    c.nri.enabled = true;
-    c.nri.socket_path = dir.join("nri/nri.sock");
-    c.nri.cache_path = dir.join("cache/cache.json");
-    c.nri.prewarmer.enabled = o.prewarm;
-    c.node_name = o.node;
-    c.kube_token_path = jwt.path().to_path_buf();
-    c.use_projected_sa = o.projected;
-    c.token_request_audiences = vec!["vault".into()];
-    if o.projected {
-        c.kube_role_nri = "vdbi-nri".into();
-    }
-    if let Some(a) = o.vault_address {
-        c.vault_address = a;
-    }
-    let cache_path = c.nri.cache_path.clone();
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi (nri) starts");
-    NriVdbi {
-        running,
-        cache_path,
-        _jwt: jwt,
-    }
-}
 
 fn peer_config(dir: &Path) -> RuntimePeerConfig {
     let mut c = RuntimePeerConfig::new(dir.join("nri/nri.sock"));
@@ -96,38 +37,6 @@ async fn accept(peer: &RuntimePeer) -> PluginConnection {
         .await
         .expect("the plugin connects within 15 s")
         .expect("registration, configure and synchronize")
-}
-
-impl NriVdbi {
-    async fn uids(&self) -> Vec<String> {
-        self.running
-            .credential_cache
-            .as_ref()
-            .unwrap()
-            .send(Uids)
-            .await
-            .unwrap()
-    }
-
-    fn metric(&self, f: impl Fn(&vdbi::telemetry::Metrics) -> f64) -> f64 {
-        f(&self.running.metrics)
-    }
-
-    fn failures(&self, reason: &str) -> f64 {
-        self.running
-            .metrics
-            .nri_unwrap_failures
-            .with_label_values(&[reason])
-            .get()
-    }
-
-    fn hits(&self, source: &str) -> f64 {
-        self.running
-            .metrics
-            .nri_cache_hit
-            .with_label_values(&[source])
-            .get()
-    }
 }
 
 /// A labelled pod as the webhook writes it in NRI mode: one classic dbConfig per `(db, role)`,
@@ -271,69 +180,6 @@ async fn force_delete_pods(ns: &TestNamespace) {
         .await;
 }
 
-async fn revoke_role_leases(root: &VaultRoot, role: &str) {
-    root.request(
-        reqwest::Method::PUT,
-        &format!("sys/leases/revoke-prefix/databases/creds/{role}"),
-        None,
-    )
-    .await;
-}
-
-/// A DB role `name` on its own connection (the platform's `pg` connection only allows its own
-/// roles), with the k8s-auth role and policy of `fresh_role`. With `special`, the connection's
-/// password policy puts URI-reserved characters (`@ : / % ? # & +`) in every password.
-async fn own_role(root: &VaultRoot, p: &Platform, name: &str, namespace: &str, special: bool) {
-    fresh_role(root, p, name, namespace).await;
-    let mut config = json!({
-        "plugin_name": "postgresql-database-plugin",
-        "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@{}:{}/{}?sslmode=disable",
-            p.var("VDBI_PG_HOST"), p.var("VDBI_PG_PORT"), p.var("VDBI_PG_DATABASE")),
-        "username": p.var("VDBI_PG_ADMIN_USER"),
-        "password": p.var("VDBI_PG_ADMIN_PASSWORD"),
-        "allowed_roles": [name],
-        "verify_connection": true
-    });
-    if special {
-        let policy = r#"length = 24
-rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" min-chars = 1 }
-rule "charset" { charset = "ABCDEFGHIJKLMNOPQRSTUVWXYZ" min-chars = 1 }
-rule "charset" { charset = "0123456789" min-chars = 1 }
-rule "charset" { charset = "@:/%?#&+" min-chars = 4 }
-"#;
-        root.write(
-            &format!("sys/policies/password/{name}"),
-            &json!({ "policy": policy }),
-        )
-        .await;
-        config["password_policy"] = json!(name);
-    }
-    let mount = p.var("VDBI_DB_MOUNT");
-    root.write(&format!("{mount}/config/{name}"), &config).await;
-    root.write(
-        &format!("{mount}/roles/{name}"),
-        &json!({
-            "db_name": name,
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
-            "revocation_statements": ["REVOKE ALL PRIVILEGES ON DATABASE app FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"],
-            "default_ttl": "1h",
-            "max_ttl": "24h"
-        }),
-    )
-    .await;
-}
-
-async fn drop_role(root: &VaultRoot, p: &Platform, name: &str) {
-    revoke_role_leases(root, name).await;
-    let mount = p.var("VDBI_DB_MOUNT");
-    for path in [
-        format!("{mount}/roles/{name}"),
-        format!("{mount}/config/{name}"),
-    ] {
-        root.request(reqwest::Method::DELETE, &path, None).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -366,9 +212,9 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     let dir = tempfile::tempdir().unwrap();
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
     let node = unique_name("node");
-    let mut o = NriOptions::new(&injector.prefix, &node);
+    let mut o = NriOptions::new(&injector.prefix, &node, dir.path());
     o.prewarm = false; // this test counts hits and misses of CreateContainer itself
-    let nri = start_nri(&p, o, dir.path()).await;
+    let nri = start_nri(&p, o).await;
     let conn = accept(&peer).await;
     assert_eq!(conn.registration.plugin_name, "vault-db-injector");
     assert_eq!(conn.registration.plugin_idx, "10");
@@ -594,9 +440,9 @@ async fn concurrent_misses_for_one_pod_share_one_fetch() {
 
     let dir = tempfile::tempdir().unwrap();
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
-    let mut o = NriOptions::new(&prefix, &node);
+    let mut o = NriOptions::new(&prefix, &node, dir.path());
     o.prewarm = false;
-    let nri = start_nri(&p, o, dir.path()).await;
+    let nri = start_nri(&p, o).await;
     let conn = accept(&peer).await;
 
     let n = 8;
@@ -659,9 +505,9 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
     let mut pc = peer_config(dir.path());
     pc.runtime.nri_version = String::new(); // a runtime before NRI v0.12: no args adjustment
     let peer = RuntimePeer::bind(pc).unwrap();
-    let mut o = NriOptions::new(&prefix, &node);
+    let mut o = NriOptions::new(&prefix, &node, dir.path());
     o.prewarm = false;
-    let nri = start_nri(&p, o, dir.path()).await;
+    let nri = start_nri(&p, o).await;
     let conn = accept(&peer).await;
 
     // 1. Unknown Vault role.
@@ -776,10 +622,10 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
     // 6. Vault unreachable: a plugin pointed at a dead address refuses within fetchTimeout.
     let dir2 = tempfile::tempdir().unwrap();
     let peer2 = RuntimePeer::bind(peer_config(dir2.path())).unwrap();
-    let mut o = NriOptions::new(&prefix, &node);
+    let mut o = NriOptions::new(&prefix, &node, dir2.path());
     o.prewarm = false;
     o.vault_address = Some("http://127.0.0.1:1".into());
-    let dead = start_nri(&p, o, dir2.path()).await;
+    let dead = start_nri(&p, o).await;
     let conn2 = accept(&peer2).await;
     let id6 = new_uuid();
     let (pod6, _) = webhook_like_pod("novault", "app", &node, &[("db", &good)], &[id6.clone()]);
@@ -832,7 +678,7 @@ async fn cache_prewarm_eviction_and_reconnect() {
     std::fs::create_dir_all(cache_file.parent().unwrap()).unwrap();
     std::fs::write(&cache_file, "{ not json").unwrap();
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
-    let nri = start_nri(&p, NriOptions::new(&prefix, &node), dir.path()).await;
+    let nri = start_nri(&p, NriOptions::new(&prefix, &node, dir.path())).await;
     let conn = accept(&peer).await;
     assert!(nri.uids().await.is_empty());
     assert_eq!(
@@ -986,9 +832,9 @@ async fn cache_prewarm_eviction_and_reconnect() {
     conn.close();
     nri.running.shutdown().await;
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
-    let mut o = NriOptions::new(&prefix, &node);
+    let mut o = NriOptions::new(&prefix, &node, dir.path());
     o.prewarm = false;
-    let again = start_nri(&p, o, dir.path()).await;
+    let again = start_nri(&p, o).await;
     let conn = accept(&peer).await;
     conn.create_container(&sandbox(&here), &runtime_container(&here, "sidecar"))
         .await
@@ -1017,10 +863,10 @@ async fn projected_mode_logs_in_as_the_pod() {
     let node = unique_name("node");
     let dir = tempfile::tempdir().unwrap();
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
-    let mut o = NriOptions::new(&prefix, &node);
+    let mut o = NriOptions::new(&prefix, &node, dir.path());
     o.projected = true;
     o.prewarm = false;
-    let nri = start_nri(&p, o, dir.path()).await;
+    let nri = start_nri(&p, o).await;
     let conn = accept(&peer).await;
 
     let id = new_uuid();
