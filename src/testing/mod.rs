@@ -3,3 +3,4 @@
 //! Nothing here is used by the daemon itself.
 
 pub mod platform;
+pub mod vault;

@@ -149,22 +149,43 @@ pub(crate) fn parse_json<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result
 }
 
 /// The `errors` of an error body. A body that is not Vault's `{"errors":[…]}` (a proxy's page)
-/// is summed up as its first 200 characters.
-fn error_strings(body: &[u8]) -> Vec<String> {
+/// is summed up as its first 200 characters. `secret` (the token sent) is masked first.
+fn error_strings(body: &[u8], secret: Option<&str>) -> Vec<String> {
     #[derive(Deserialize)]
     struct ErrBody {
         #[serde(default)]
         errors: Option<Vec<String>>,
     }
+    // Belt and braces: Vault does not echo tokens, but a proxy's error page might.
+    let mask = |text: String| match secret.filter(|s| s.len() >= 4) {
+        Some(s) if text.contains(s) => text.replace(s, "***"),
+        _ => text,
+    };
     match serde_json::from_slice::<ErrBody>(body) {
-        Ok(b) => b.errors.unwrap_or_default(),
+        Ok(b) => b.errors.unwrap_or_default().into_iter().map(mask).collect(),
         Err(_) if body.iter().all(|b| b.is_ascii_whitespace()) => Vec::new(),
         Err(_) => {
-            let text = String::from_utf8_lossy(body);
+            let text = mask(String::from_utf8_lossy(body).into_owned());
             let text: String = text.chars().take(200).collect();
             vec![format!("non-JSON body: {}", text.trim())]
         }
     }
+}
+
+/// Follows at most 3 redirects (Vault standbys answer 307 to the active node), never from
+/// https to http: the `X-Vault-Token` header travels with a redirect.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
+            && attempt.url().scheme() != "https";
+        if downgrade {
+            attempt.error("refusing a redirect from https to http")
+        } else if attempt.previous().len() > 3 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Maps a reqwest failure. The URL is dropped (it is in the caller's context anyway).
@@ -211,6 +232,7 @@ impl VaultClient {
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
+            .redirect(redirect_policy())
             .user_agent(concat!("vdbi/", env!("CARGO_PKG_VERSION")));
         if !https {
             // Plain HTTP: no root store needed (and none must be loaded).
@@ -301,7 +323,9 @@ impl VaultClient {
             .header("X-Vault-Request", "true");
         if let Some(t) = token {
             let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
-                VaultError::Config("the token holds characters not allowed in a header".into())
+                VaultError::InvalidRequest(
+                    "the token holds characters not allowed in a header".into(),
+                )
             })?;
             v.set_sensitive(true);
             req = req.header("X-Vault-Token", v);
@@ -333,10 +357,8 @@ impl VaultClient {
         if (200..300).contains(&reply.status) {
             Ok(reply)
         } else {
-            Err(VaultError::from_status(
-                reply.status,
-                error_strings(&reply.body),
-            ))
+            let errors = error_strings(&reply.body, token.map(VaultToken::expose));
+            Err(VaultError::from_status(reply.status, errors))
         }
     }
 
@@ -419,15 +441,21 @@ mod tests {
     #[test]
     fn error_bodies() {
         assert_eq!(
-            error_strings(br#"{"errors":["permission denied"]}"#),
+            error_strings(br#"{"errors":["permission denied"]}"#, None),
             vec!["permission denied"]
         );
-        assert!(error_strings(br#"{"errors":[]}"#).is_empty());
-        assert!(error_strings(b"").is_empty());
+        assert!(error_strings(br#"{"errors":[]}"#, None).is_empty());
+        assert!(error_strings(b"", None).is_empty());
         assert_eq!(
-            error_strings(b"<html>bad gateway</html>"),
+            error_strings(b"<html>bad gateway</html>", None),
             vec!["non-JSON body: <html>bad gateway</html>"]
         );
+        // the token is masked before the 200-character cut, so no half token survives
+        let page = format!("{}s.secret-token-value", "x".repeat(190));
+        let e = error_strings(page.as_bytes(), Some("s.secret-token-value"));
+        assert!(!e[0].contains("s.secr"), "{e:?}");
+        let e = error_strings(br#"{"errors":["bad s.tok1 here"]}"#, Some("s.tok1"));
+        assert_eq!(e, vec!["bad *** here"]);
     }
 
     #[test]
