@@ -210,9 +210,10 @@ impl SubstitutionError {
 
 /// True when the container's env or args hold the placeholder marker.
 pub fn container_has_marker(env: &[String], args: &[String]) -> bool {
-    env.iter()
-        .any(|kv| kv.split_once('=').is_some_and(|(_, v)| placeholder::contains_marker(v)))
-        || args.iter().any(|a| placeholder::contains_marker(a))
+    env.iter().any(|kv| {
+        kv.split_once('=')
+            .is_some_and(|(_, v)| placeholder::contains_marker(v))
+    }) || args.iter().any(|a| placeholder::contains_marker(a))
 }
 
 /// Substitutes every known placeholder in every `KEY=VALUE` line and every argument; returns only
@@ -410,7 +411,10 @@ mod tests {
             out.env,
             vec![
                 ("DB_PASSWORD".to_string(), "s3cret".to_string()),
-                ("DERIVED".to_string(), "postgres://user:s3cret@h/db".to_string()),
+                (
+                    "DERIVED".to_string(),
+                    "postgres://user:s3cret@h/db".to_string()
+                ),
             ]
         );
         assert_eq!(

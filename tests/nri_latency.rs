@@ -114,7 +114,12 @@ async fn measure(p: &Platform, projected: bool) -> Vec<String> {
         .expect("registered");
     // vdbi's own Vault login happens once at start; not part of any request.
     for _ in 0..100 {
-        if nri.running.health.check("vault-session").is_some_and(|c| c.ready) {
+        if nri
+            .running
+            .health
+            .check("vault-session")
+            .is_some_and(|c| c.ready)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

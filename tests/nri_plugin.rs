@@ -47,7 +47,7 @@ fn webhook_like_pod(
     service_account: &str,
     node: &str,
     dbs: &[(&str, &str)],
-    uuids: &[String],
+    uuids: &[&str],
 ) -> (Pod, Vec<(String, String)>) {
     let mut annotations = BTreeMap::new();
     let mut env = Vec::new();
@@ -219,10 +219,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     assert_eq!(conn.registration.plugin_name, "vault-db-injector");
     assert_eq!(conn.registration.plugin_idx, "10");
     eventually("readiness check nri", Duration::from_secs(5), || async {
-        nri.running
-            .health
-            .check("nri")
-            .is_some_and(|c| c.ready)
+        nri.running.health.check("nri").is_some_and(|c| c.ready)
     })
     .await;
 
@@ -351,7 +348,10 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     let text = serde_json::to_string(&live).unwrap();
     assert!(!text.contains(&set["DB_PASSWORD"]));
     assert!(!text.contains(&raw_password));
-    assert_eq!(env_map(&live, "app")["DB_PASSWORD"], spec_env["DB_PASSWORD"]);
+    assert_eq!(
+        env_map(&live, "app")["DB_PASSWORD"],
+        spec_env["DB_PASSWORD"]
+    );
 
     // An unlabelled pod and a container without placeholders are left alone.
     let mut unlabelled = sandbox(&stored);
@@ -372,14 +372,16 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     // The cache reaches the file.
     let cache = nri.running.credential_cache.as_ref().unwrap();
     cache.send(Flush).await.unwrap().unwrap();
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(&nri.cache_path).unwrap())
-        .unwrap();
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(&nri.cache_path).unwrap()).unwrap();
     assert_eq!(file["version"], 1);
     assert!(file["pods"][stored.metadata.uid.as_deref().unwrap()].is_object());
 
     // RemovePodSandbox evicts; a new sandbox of the pod gets new credentials and the previous
     // ones (no container of the old sandbox is left) are revoked, not left unmanaged.
-    let old_lease = kv_entry(&root, &p, &injector.prefix, &ids[0]).await.unwrap()["LeaseId"]
+    let old_lease = kv_entry(&root, &p, &injector.prefix, &ids[0])
+        .await
+        .unwrap()["LeaseId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -390,7 +392,9 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
         .await
         .expect("new sandbox, new credentials");
     assert_ne!(adjusted(&again)["DB_PASSWORD"], set["DB_PASSWORD"]);
-    let new_lease = kv_entry(&root, &p, &injector.prefix, &ids[0]).await.unwrap()["LeaseId"]
+    let new_lease = kv_entry(&root, &p, &injector.prefix, &ids[0])
+        .await
+        .unwrap()["LeaseId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -434,7 +438,7 @@ async fn concurrent_misses_for_one_pod_share_one_fetch() {
     let prefix = unique_name("t");
     let node = unique_name("node");
     let id = new_uuid();
-    let (pod, _) = webhook_like_pod("burst", "app", &node, &[("db", &role)], &[id.clone()]);
+    let (pod, _) = webhook_like_pod("burst", "app", &node, &[("db", &role)], &[&id]);
     let stored = create_pod(&ns, &pod).await;
     reserve(&root, &p, &prefix, &id, &ns.name, "burst").await;
 
@@ -457,7 +461,11 @@ async fn concurrent_misses_for_one_pod_share_one_fetch() {
         .into_iter()
         .map(|r| adjusted(&r.expect("served"))["DB_PASSWORD"].clone())
         .collect();
-    assert_eq!(passwords.len(), 1, "every container got the same credentials");
+    assert_eq!(
+        passwords.len(),
+        1,
+        "every container got the same credentials"
+    );
     assert_eq!(
         leases(&root, "databases", &role).await.len(),
         1,
@@ -516,7 +524,7 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
         "app",
         &node,
         &[("db", "no-such-role")],
-        &[new_uuid()],
+        &[&new_uuid()],
     );
     let pod1 = create_pod(&ns, &pod1).await;
     let msg = refusal(
@@ -528,7 +536,7 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
     assert_eq!(nri.failures("fetch_error"), 1.0);
 
     // 2. Sandbox UID ≠ API UID (a pod name reused): refused before any Vault call.
-    let (pod2, _) = webhook_like_pod("reused", "app", &node, &[("db", &good)], &[new_uuid()]);
+    let (pod2, _) = webhook_like_pod("reused", "app", &node, &[("db", &good)], &[&new_uuid()]);
     let pod2 = create_pod(&ns, &pod2).await;
     let mut sb = sandbox(&pod2);
     sb.uid = uuid::Uuid::new_v4().to_string();
@@ -546,7 +554,7 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
         "app",
         &node,
         &[("a", &good), ("b", &ghost)],
-        &[id_a.clone(), id_b.clone()],
+        &[&id_a, &id_b],
     );
     let pod3 = create_pod(&ns, &pod3).await;
     reserve(&root, &p, &prefix, &id_a, &ns.name, "half").await;
@@ -562,20 +570,17 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
         || async { leases(&root, "databases", &good).await.is_empty() },
     )
     .await;
-    eventually(
-        "reservations restored",
-        Duration::from_secs(10),
-        || async {
-            let a = kv_entry(&root, &p, &prefix, &id_a).await.unwrap();
-            let b = kv_entry(&root, &p, &prefix, &id_b).await.unwrap();
-            a["TokenId"] == "" && a["LeaseId"] == "" && b["TokenId"] == ""
-        },
-    )
+    eventually("reservations restored", Duration::from_secs(10), || async {
+        let a = kv_entry(&root, &p, &prefix, &id_a).await.unwrap();
+        let b = kv_entry(&root, &p, &prefix, &id_b).await.unwrap();
+        a["TokenId"] == "" && a["LeaseId"] == "" && b["TokenId"] == ""
+    })
     .await;
     assert!(nri.uids().await.is_empty(), "failures are not cached");
 
     // 4. Placeholders, but none under a name the annotations map: empty mapping.
-    let mut pod4: Pod = webhook_like_pod("unmapped", "app", &node, &[("db", &good)], &[new_uuid()]).0;
+    let mut pod4: Pod =
+        webhook_like_pod("unmapped", "app", &node, &[("db", &good)], &[&new_uuid()]).0;
     for c in pod4.spec.as_mut().unwrap().containers.iter_mut() {
         for e in c.env.iter_mut().flatten() {
             e.name = format!("X_{}", e.name);
@@ -593,7 +598,7 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
     // 5. A good pod: served; then a container carrying a foreign placeholder besides its own
     //    (residual) and one with only a foreign placeholder (no change).
     let id5 = new_uuid();
-    let (pod5, _) = webhook_like_pod("good", "app", &node, &[("db", &good)], &[id5.clone()]);
+    let (pod5, _) = webhook_like_pod("good", "app", &node, &[("db", &good)], &[&id5]);
     let pod5 = create_pod(&ns, &pod5).await;
     reserve(&root, &p, &prefix, &id5, &ns.name, "good").await;
     conn.create_container(&sandbox(&pod5), &runtime_container(&pod5, "app"))
@@ -628,7 +633,7 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
     let dead = start_nri(&p, o).await;
     let conn2 = accept(&peer2).await;
     let id6 = new_uuid();
-    let (pod6, _) = webhook_like_pod("novault", "app", &node, &[("db", &good)], &[id6.clone()]);
+    let (pod6, _) = webhook_like_pod("novault", "app", &node, &[("db", &good)], &[&id6]);
     let pod6 = create_pod(&ns, &pod6).await;
     reserve(&root, &p, &prefix, &id6, &ns.name, "novault").await;
     let started = Instant::now();
@@ -697,7 +702,7 @@ async fn cache_prewarm_eviction_and_reconnect() {
 
     // Prewarm: a labelled pod with placeholders scheduled here is fetched before its sandbox.
     let id = new_uuid();
-    let (warm, _) = webhook_like_pod("warm", "app", &node, &[("db", &role)], &[id.clone()]);
+    let (warm, _) = webhook_like_pod("warm", "app", &node, &[("db", &role)], &[&id]);
     reserve(&root, &p, &prefix, &id, &ns.name, "warm").await;
     let warm = create_pod(&ns, &warm).await;
     eventually("prewarm", Duration::from_secs(15), || async {
@@ -710,9 +715,13 @@ async fn cache_prewarm_eviction_and_reconnect() {
         .await
         .expect("served from the prewarmed cache");
     assert_eq!(nri.hits("prewarm"), 1.0);
-    pg_connect(&p, &adjusted(&adj)["DB_USER"], &adjusted(&adj)["DB_PASSWORD"])
-        .await
-        .expect("prewarmed credentials log in");
+    pg_connect(
+        &p,
+        &adjusted(&adj)["DB_USER"],
+        &adjusted(&adj)["DB_PASSWORD"],
+    )
+    .await
+    .expect("prewarmed credentials log in");
 
     // A labelled pod admitted without NRI (real values, a real KV entry) is never prewarmed:
     // its KV entry is not overwritten.
@@ -724,7 +733,8 @@ async fn cache_prewarm_eviction_and_reconnect() {
         &json!({ "data": legacy_entry }),
     )
     .await;
-    let mut legacy: Pod = webhook_like_pod("legacy", "app", &node, &[("db", &role)], &[legacy_id.clone()]).0;
+    let mut legacy: Pod =
+        webhook_like_pod("legacy", "app", &node, &[("db", &role)], &[&legacy_id]).0;
     for c in legacy.spec.as_mut().unwrap().containers.iter_mut() {
         for e in c.env.iter_mut().flatten() {
             e.value = Some("real-value".into());
@@ -764,7 +774,7 @@ async fn cache_prewarm_eviction_and_reconnect() {
         "app",
         "some-other-node",
         &[("db", &role)],
-        &[other_id.clone()],
+        &[&other_id],
     );
     reserve(&root, &p, &prefix, &other_id, &ns.name, "elsewhere").await;
     let elsewhere = create_pod(&ns, &elsewhere).await;
@@ -780,13 +790,15 @@ async fn cache_prewarm_eviction_and_reconnect() {
     // backoff restarts) and its Synchronize evicts cached pods without a sandbox that the node
     // watch does not know, keeping the ones it does.
     let id7 = new_uuid();
-    let (here, _) = webhook_like_pod("here", "app", &node, &[("db", &role)], &[id7.clone()]);
+    let (here, _) = webhook_like_pod("here", "app", &node, &[("db", &role)], &[&id7]);
     reserve(&root, &p, &prefix, &id7, &ns.name, "here").await;
     let here = create_pod(&ns, &here).await;
     let here_uid = here.metadata.uid.clone().unwrap();
-    eventually("prewarm of the second pod", Duration::from_secs(15), || async {
-        nri.uids().await.contains(&here_uid)
-    })
+    eventually(
+        "prewarm of the second pod",
+        Duration::from_secs(15),
+        || async { nri.uids().await.contains(&here_uid) },
+    )
     .await;
     conn.create_container(&sandbox(&elsewhere), &runtime_container(&elsewhere, "app"))
         .await
@@ -795,9 +807,11 @@ async fn cache_prewarm_eviction_and_reconnect() {
     conn.close();
     drop(conn);
     drop(peer);
-    eventually("unready without the runtime", Duration::from_secs(5), || async {
-        !nri.running.health.check("nri").unwrap().ready
-    })
+    eventually(
+        "unready without the runtime",
+        Duration::from_secs(5),
+        || async { !nri.running.health.check("nri").unwrap().ready },
+    )
     .await;
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
     let conn = accept(&peer).await;
@@ -821,7 +835,10 @@ async fn cache_prewarm_eviction_and_reconnect() {
         || async { !nri.uids().await.contains(&elsewhere_uid) },
     )
     .await;
-    assert!(nri.uids().await.contains(&here_uid), "kept: the node watch knows it");
+    assert!(
+        nri.uids().await.contains(&here_uid),
+        "kept: the node watch knows it"
+    );
     let adj = conn
         .create_container(&sandbox(&here), &runtime_container(&here, "app"))
         .await
@@ -870,7 +887,7 @@ async fn projected_mode_logs_in_as_the_pod() {
     let conn = accept(&peer).await;
 
     let id = new_uuid();
-    let (pod, _) = webhook_like_pod("proj", "app", &node, &[("db", &role)], &[id.clone()]);
+    let (pod, _) = webhook_like_pod("proj", "app", &node, &[("db", &role)], &[&id]);
     reserve(&root, &p, &prefix, &id, &ns.name, "proj").await;
     let pod = create_pod(&ns, &pod).await;
     let adj = conn
@@ -898,7 +915,8 @@ async fn projected_mode_logs_in_as_the_pod() {
     assert_ne!(look["data"]["period"], 0, "periodic pod token");
 
     // A pod whose service account the role does not bind: Vault refuses the login.
-    let (intruder, _) = webhook_like_pod("intr", "intruder", &node, &[("db", &role)], &[new_uuid()]);
+    let (intruder, _) =
+        webhook_like_pod("intr", "intruder", &node, &[("db", &role)], &[&new_uuid()]);
     let intruder = create_pod(&ns, &intruder).await;
     let msg = refusal(
         conn.create_container(&sandbox(&intruder), &runtime_container(&intruder, "app"))

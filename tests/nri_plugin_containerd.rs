@@ -190,7 +190,10 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     let id = uuid::Uuid::new_v4().to_string();
     let pods = ns.api::<Pod>();
     let pod = pods
-        .create(&PostParams::default(), &nri_pod("app", &node_name, &role, &id))
+        .create(
+            &PostParams::default(),
+            &nri_pod("app", &node_name, &role, &id),
+        )
         .await
         .expect("pod object");
     let placeholders = kubelet_env(&pod);
@@ -217,7 +220,10 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     let env = strings(&inspect["env"]);
     let user = env_value(&env, "DB_USER");
     let password = env_value(&env, "DB_PASSWORD");
-    assert!(!env.iter().any(|e| e.contains("__VDBI_PH_")), "OCI env has no placeholder");
+    assert!(
+        !env.iter().any(|e| e.contains("__VDBI_PH_")),
+        "OCI env has no placeholder"
+    );
     assert_eq!(env_value(&env, "PLAIN"), "keep");
     let oci_args = strings(&inspect["args"]);
     assert!(
@@ -238,7 +244,10 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     let out = node
         .cri_ok(&["exec", &ctr, "--", "sh", "-c", "echo \"$DB_PASSWORD\""])
         .await;
-    assert_eq!(out["stdout"].as_str(), Some(format!("{password}\n").as_str()));
+    assert_eq!(
+        out["stdout"].as_str(),
+        Some(format!("{password}\n").as_str())
+    );
 
     // The pod object never holds them; the bookkeeping entry does hold the token and lease.
     let live = pods.get("app").await.unwrap();
@@ -259,7 +268,11 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     let started = Instant::now();
     let second = node.cri_ok(&argv).await;
     let hit = started.elapsed();
-    let env2 = strings(&node.cri_ok(&["inspect", second["id"].as_str().unwrap()]).await["env"]);
+    let env2 = strings(
+        &node
+            .cri_ok(&["inspect", second["id"].as_str().unwrap()])
+            .await["env"],
+    );
     assert_eq!(env_value(&env2, "DB_PASSWORD"), password);
     assert_eq!(nri.hits("sync"), 1.0);
     assert_eq!(leases(&root, "databases", &role).await.len(), 1);
@@ -274,7 +287,10 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     dead.wait_registered().await;
     let id2 = uuid::Uuid::new_v4().to_string();
     let pod2 = pods
-        .create(&PostParams::default(), &nri_pod("app2", &node_name, &role, &id2))
+        .create(
+            &PostParams::default(),
+            &nri_pod("app2", &node_name, &role, &id2),
+        )
         .await
         .expect("pod object");
     let sandbox2 = Sandbox::run(&node, &pod2).await;

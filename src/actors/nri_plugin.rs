@@ -320,7 +320,11 @@ impl NriCore {
             "keys" => keys.join(","), "args" => sub.args.is_some(),
             "cache" => resolved.hit.map_or("miss", CacheSource::as_str),
             "duration_ms" => started.elapsed().as_secs_f64() * 1e3);
-        let result = if resolved.hit.is_some() { "hit" } else { "miss" };
+        let result = if resolved.hit.is_some() {
+            "hit"
+        } else {
+            "miss"
+        };
         (
             result,
             Ok(EnvAdjustment {
@@ -341,7 +345,14 @@ impl NriCore {
     }
 
     async fn remove_pod_sandbox(&self, pod: PodSandboxInfo) {
-        match self.deps.cache.send(Evict { uid: pod.uid.clone() }).await {
+        match self
+            .deps
+            .cache
+            .send(Evict {
+                uid: pod.uid.clone(),
+            })
+            .await
+        {
             Ok(true) => {
                 debug!(self.deps.log, "pod removed: cache entry evicted"; "pod_uid" => &pod.uid)
             }
@@ -396,7 +407,10 @@ impl NriCore {
                 let waited = Instant::now();
                 while lock(&me.node_pods).is_none() {
                     if waited.elapsed() > Duration::from_secs(60) {
-                        warn!(me.deps.log, "node pod watch not listed after 60 s: synchronize evicts without it");
+                        warn!(
+                            me.deps.log,
+                            "node pod watch not listed after 60 s: synchronize evicts without it"
+                        );
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -455,7 +469,14 @@ impl NriCore {
         source: CacheSource,
         wait: Duration,
     ) -> Result<Resolved, Failure> {
-        match self.deps.cache.send(Get { uid: pod.uid.clone() }).await {
+        match self
+            .deps
+            .cache
+            .send(Get {
+                uid: pod.uid.clone(),
+            })
+            .await
+        {
             Ok(Some(hit)) => {
                 return Ok(Resolved {
                     values: hit.values,
@@ -519,7 +540,14 @@ impl NriCore {
         source: CacheSource,
     ) -> Result<Resolved, Failure> {
         // A fetch that ended just before this one started has filled the cache.
-        if let Ok(Some(hit)) = self.deps.cache.send(Get { uid: pod.uid.clone() }).await {
+        if let Ok(Some(hit)) = self
+            .deps
+            .cache
+            .send(Get {
+                uid: pod.uid.clone(),
+            })
+            .await
+        {
             return Ok(Resolved {
                 values: hit.values,
                 hit: Some(hit.source),
@@ -557,10 +585,7 @@ impl NriCore {
                     let log = log.clone();
                     tokio::spawn(async move { me.revoke_superseded(superseded, &log).await });
                 }
-                Ok(Resolved {
-                    values,
-                    hit: None,
-                })
+                Ok(Resolved { values, hit: None })
             }
             Err(f) => {
                 let created = tracker.take();
@@ -611,11 +636,9 @@ impl NriCore {
         let annotations = api_pod.metadata.annotations.clone().unwrap_or_default();
         let spec = match annotations::parse(&annotations, &cfg.default_engine) {
             Ok(PodContract::Databases(s)) => s,
-            Ok(PodContract::NoDatabases { .. }) => {
-                return Err(Failure::fetch(
-                    "the pod has placeholders but no db-creds-injector.numberly.io/<db>.* annotation",
-                ))
-            }
+            Ok(PodContract::NoDatabases { .. }) => return Err(Failure::fetch(
+                "the pod has placeholders but no db-creds-injector.numberly.io/<db>.* annotation",
+            )),
             Ok(PodContract::LegacyV1) => {
                 return Err(Failure::fetch(
                     "the pod carries a v1 revoke-ttl annotation: not handled in NRI mode",
@@ -981,7 +1004,10 @@ impl NriCore {
             } else {
                 self.deps
                     .vault
-                    .send(RevokeOrphan { target: t, deadline })
+                    .send(RevokeOrphan {
+                        target: t,
+                        deadline,
+                    })
                     .await
             };
             if let Err(e) = res.map_err(ActorError::from).and_then(|r| r) {
@@ -1036,7 +1062,9 @@ impl NriCore {
                 Ok(r) if r.hit.is_none() => m.nri_prewarm_success.inc(),
                 Ok(_) => {}
                 Err(f) => {
-                    m.nri_prewarm_error.with_label_values(&["vault_fetch"]).inc();
+                    m.nri_prewarm_error
+                        .with_label_values(&["vault_fetch"])
+                        .inc();
                     warn!(me.deps.log, "prewarm failed"; "namespace" => &pod.namespace,
                         "pod" => &pod.name, "reason" => f.reason, "error" => &f.message);
                 }
@@ -1058,11 +1086,11 @@ fn entry_keys(spec: &PodDbSpec, pod_uid: &str) -> Result<Vec<String>, Failure> {
             None if i == 0 => pod_uid.to_string(),
             None => {
                 return Err(Failure::fetch(format!(
-                    "the uuid annotation has no entry for dbConfig {:?} ({} entries for {} dbConfigs)",
-                    db.name,
-                    spec.uuids.len(),
-                    spec.configs.len()
-                )))
+                "the uuid annotation has no entry for dbConfig {:?} ({} entries for {} dbConfigs)",
+                db.name,
+                spec.uuids.len(),
+                spec.configs.len()
+            )))
             }
         };
         if !bookkeeping::is_valid_key(&key) || keys.contains(&key) {
@@ -1103,7 +1131,10 @@ async fn read_creds(
             .and_then(|r| r);
         let transient = matches!(
             &res,
-            Err(ActorError::Vault(crate::vault::VaultError::Api { status: 500, .. }))
+            Err(ActorError::Vault(crate::vault::VaultError::Api {
+                status: 500,
+                ..
+            }))
         );
         let pause = Duration::from_millis(20 * u64::from(attempt) + rand::random::<u64>() % 30);
         if !transient || attempt >= 3 || Deadline::now() + pause >= deadline {
@@ -1339,7 +1370,10 @@ impl Actor for NriPlugin {
         ctx.spawn(connection_loop(self.core.clone()).into_actor(self));
 
         if cfg.node_name.is_empty() {
-            warn!(deps.log, "NODE_NAME is not set: the node sweep and the prewarmer are disabled");
+            warn!(
+                deps.log,
+                "NODE_NAME is not set: the node sweep and the prewarmer are disabled"
+            );
             return;
         }
         ctx.run_interval(cfg.nri.sweep_interval, |act, ctx| {

@@ -294,38 +294,36 @@ impl Handler<IsLoggedIn> for VaultSession {
 
 /// Runs `op` with vdbi's own token under `deadline`; if Vault refuses the token as invalid, logs
 /// in again and retries once.
-fn with_own_token<T, F, Fut>(
+async fn with_own_token<T, F, Fut>(
     me: Addr<VaultSession>,
     client: VaultClient,
     metrics: Metrics,
     name: &'static str,
     deadline: Deadline,
     op: F,
-) -> impl Future<Output = Result<T, ActorError>>
+) -> Result<T, ActorError>
 where
     F: Fn(VaultClient, VaultToken) -> Fut,
     Fut: Future<Output = Result<T, VaultError>>,
 {
-    async move {
-        for attempt in 0..2 {
-            let token = me.send(CurrentToken { deadline }).await??;
-            match timed(&metrics, name, deadline, op(client.clone(), token.clone())).await {
-                Err(ActorError::Vault(e)) if attempt == 0 && e.is_permission_denied() => {
-                    // Is our token still valid? A real policy denial keeps it valid.
-                    let valid = tokio::time::timeout_at(deadline, client.token_lookup_self(&token))
-                        .await
-                        .map(|r| r.is_ok())
-                        .unwrap_or(true);
-                    if valid {
-                        return Err(ActorError::Vault(e));
-                    }
-                    me.do_send(TokenRejected { token });
+    for attempt in 0..2 {
+        let token = me.send(CurrentToken { deadline }).await??;
+        match timed(&metrics, name, deadline, op(client.clone(), token.clone())).await {
+            Err(ActorError::Vault(e)) if attempt == 0 && e.is_permission_denied() => {
+                // Is our token still valid? A real policy denial keeps it valid.
+                let valid = tokio::time::timeout_at(deadline, client.token_lookup_self(&token))
+                    .await
+                    .map(|r| r.is_ok())
+                    .unwrap_or(true);
+                if valid {
+                    return Err(ActorError::Vault(e));
                 }
-                other => return other,
+                me.do_send(TokenRejected { token });
             }
+            other => return other,
         }
-        Err(ActorError::NoSession("token rejected twice".into()))
     }
+    Err(ActorError::NoSession("token rejected twice".into()))
 }
 
 /// Bounds `fut` by `deadline` and records its latency.

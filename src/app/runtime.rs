@@ -5,10 +5,10 @@
 
 use crate::actors::admission::{Admission, AdmissionDeps};
 use crate::actors::credential_cache::{CredentialCache, Flush};
-use crate::actors::nri_plugin::{NriDeps, NriPlugin, Stop};
 use crate::actors::leadership::{
     Leadership, LeadershipConfig, Release, RENEWER_LEASE, REVOKER_LEASE,
 };
+use crate::actors::nri_plugin::{NriDeps, NriPlugin, Stop};
 use crate::actors::pod_index::{PodIndex, PodIndexConfig};
 use crate::actors::renewer::{Renewer, RenewerConfig};
 use crate::actors::revoker::{Revoker, RevokerConfig};
@@ -381,7 +381,9 @@ impl Running {
         if let Some(c) = &self.credential_cache {
             match tokio::time::timeout(Duration::from_secs(5), c.send(Flush)).await {
                 Ok(Ok(Ok(()))) => {}
-                other => warn!(self.log, "NRI credential cache not flushed at shutdown"; "result" => ?other.map(|r| r.map(|_| ()))),
+                other => {
+                    warn!(self.log, "NRI credential cache not flushed at shutdown"; "result" => ?other.map(|r| r.map(|_| ())))
+                }
             }
             c.shutdown();
         }

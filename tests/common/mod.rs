@@ -96,18 +96,19 @@ pub async fn own_jwt(p: &Platform, sa: &str) -> tempfile::NamedTempFile {
 }
 
 pub fn base_config(p: &Platform, prefix: &str) -> Config {
-    let mut c = Config::default();
-    c.vault_address = p.vault_addr();
-    c.vault_auth_path = p.var("VDBI_K8S_AUTH_MOUNT");
-    c.kube_role = "vdbi".into();
-    c.vault_secret_name = p.var("VDBI_KV_MOUNT");
-    c.vault_secret_prefix = prefix.to_string();
-    c.vault_rate_limit = 0;
-    c.webhook_listen = "127.0.0.1:0".parse().unwrap();
-    c.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    c.health_listen = "127.0.0.1:0".parse().unwrap();
-    c.cert_reload_interval = Duration::from_millis(200);
-    c
+    Config {
+        vault_address: p.vault_addr(),
+        vault_auth_path: p.var("VDBI_K8S_AUTH_MOUNT"),
+        kube_role: "vdbi".into(),
+        vault_secret_name: p.var("VDBI_KV_MOUNT"),
+        vault_secret_prefix: prefix.to_string(),
+        vault_rate_limit: 0,
+        webhook_listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        cert_reload_interval: Duration::from_millis(200),
+        ..Config::default()
+    }
 }
 
 pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {

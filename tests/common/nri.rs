@@ -112,16 +112,14 @@ impl NriVdbi {
     /// Waits until the plugin is registered with the runtime (readiness check `nri`).
     pub async fn wait_registered(&self) {
         for _ in 0..200 {
-            if self
-                .running
-                .health
-                .check("nri")
-                .is_some_and(|c| c.ready)
-            {
+            if self.running.health.check("nri").is_some_and(|c| c.ready) {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("the NRI plugin did not register: {:?}", self.running.health.check("nri"));
+        panic!(
+            "the NRI plugin did not register: {:?}",
+            self.running.health.check("nri")
+        );
     }
 }
