@@ -193,7 +193,6 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     let client = p.kube_client().await;
     let ns = TestNamespace::create(&client, "nri-e2e").await;
     ns.service_account("app").await;
-    ns.service_account("default").await; // the webhook probe's pods use it
     let classic_role = unique_name("nri-c");
     let uri_role = unique_name("nri-u");
     own_role(&root, &p, &classic_role, &ns.name, false).await;

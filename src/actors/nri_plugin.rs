@@ -588,6 +588,8 @@ impl NriCore {
                 Ok(Resolved { values, hit: None })
             }
             Err(f) => {
+                warn!(log, "credential fetch failed"; "reason" => f.reason, "error" => &f.message,
+                    "duration_ms" => started.elapsed().as_secs_f64() * 1e3);
                 let created = tracker.take();
                 if !created.is_empty() {
                     let me = self.clone();

@@ -5,7 +5,7 @@
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -211,6 +211,18 @@ pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &st
         name,
         client: client.clone(),
     };
+    // The probe pods run as `default`, which the platform (no controller-manager) never creates,
+    // and the ServiceAccount admission plugin refuses pods of a missing ServiceAccount.
+    let default_sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &default_sa)
+        .await;
     // The apiserver picks up webhook configurations asynchronously: probe until it calls us.
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut last = String::new();
