@@ -1,8 +1,8 @@
 //! vdbi: per-pod, short-lived database credentials from Vault/OpenBao for Kubernetes.
 //!
 //! Layers (see `docs/architecture.md`):
-//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`bookkeeping`],
-//!    [`cache_file`]
+//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`nri_mapping`],
+//!    [`bookkeeping`], [`cache_file`]
 //! 2. clients and protocols: [`vault`], [`k8s`], [`nri`]
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`], [`app`] and the `vdbi` binary.
@@ -17,6 +17,7 @@ pub mod http;
 pub mod k8s;
 pub mod mutation;
 pub mod nri;
+pub mod nri_mapping;
 pub mod placeholder;
 pub mod telemetry;
 pub mod testing;

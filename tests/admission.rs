@@ -152,8 +152,9 @@ async fn refusals_say_why_and_leave_nothing_behind() {
     let wh = register_webhook(&client, &vdbi, &ns.name).await;
     let pods: Api<Pod> = ns.api();
 
-    #[allow(clippy::type_complexity)]
-    let cases: Vec<(&str, &str, Vec<(&str, String)>, &str)> = vec![
+    // (pod name, service account, annotations, expected message part)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "unknown-role",
             "app",

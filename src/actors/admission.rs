@@ -88,13 +88,13 @@ pub struct RoleCache {
 const ROLE_CACHE_TTL: Duration = Duration::from_secs(30);
 
 impl RoleCache {
-    fn get(&self, role: &str) -> Option<KubeAuthRole> {
+    pub fn get(&self, role: &str) -> Option<KubeAuthRole> {
         let g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         g.get(role)
             .filter(|(t, _)| t.elapsed() < ROLE_CACHE_TTL)
             .map(|(_, r)| r.clone())
     }
-    fn put(&self, role: &str, value: KubeAuthRole) {
+    pub fn put(&self, role: &str, value: KubeAuthRole) {
         let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         g.insert(role.to_string(), (Instant::now(), value));
     }

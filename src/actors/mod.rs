@@ -5,6 +5,7 @@ pub mod admission;
 pub mod credential_cache;
 pub mod error;
 pub mod leadership;
+pub mod nri_plugin;
 pub mod pod_index;
 pub mod renewer;
 pub mod revoker;

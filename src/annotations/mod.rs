@@ -323,17 +323,24 @@ fn check_template(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the connection URI of a uri-mode dbConfig: `{{user}}`/`{{password}}` markers are
-/// replaced when present (percent-encoded), otherwise the URL's userinfo is replaced.
-pub fn render_uri(template: &str, username: &str, password: &str) -> Result<String, String> {
+/// Percent-encodes a username or password for a URI (everything but ASCII alphanumerics and
+/// `-._~`), as [`render_uri`] does. Placeholders contain only such characters, so they pass
+/// through unchanged.
+pub fn encode_userinfo(value: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')
         .remove(b'_')
         .remove(b'~');
-    let user = utf8_percent_encode(username, USERINFO).to_string();
-    let pass = utf8_percent_encode(password, USERINFO).to_string();
+    utf8_percent_encode(value, USERINFO).to_string()
+}
+
+/// Builds the connection URI of a uri-mode dbConfig: `{{user}}`/`{{password}}` markers are
+/// replaced when present (percent-encoded), otherwise the URL's userinfo is replaced.
+pub fn render_uri(template: &str, username: &str, password: &str) -> Result<String, String> {
+    let user = encode_userinfo(username);
+    let pass = encode_userinfo(password);
     if template.contains("{{user}}") || template.contains("{{password}}") {
         return Ok(template
             .replace("{{user}}", &user)

@@ -4,15 +4,17 @@
 //! finish within a deadline, release leases, revoke vdbi's own Vault token, exit 0.
 
 use crate::actors::admission::{Admission, AdmissionDeps};
+use crate::actors::credential_cache::{CredentialCache, Flush};
 use crate::actors::leadership::{
     Leadership, LeadershipConfig, Release, RENEWER_LEASE, REVOKER_LEASE,
 };
+use crate::actors::nri_plugin::{NriDeps, NriPlugin, Stop};
 use crate::actors::pod_index::{PodIndex, PodIndexConfig};
 use crate::actors::renewer::{Renewer, RenewerConfig};
 use crate::actors::revoker::{Revoker, RevokerConfig};
 use crate::actors::vault_session::{RevokeOwnToken, SessionConfig, VaultSession};
 use crate::actors::{supervise, ActorHandle, Backoff};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::http::{probes, tls, webhook, HealthState};
 use crate::telemetry::Metrics;
 use crate::vault::{VaultClient, VaultSettings};
@@ -44,6 +46,8 @@ pub struct Running {
     pub renewer: Option<ActorHandle<Renewer>>,
     pub revoker: Option<ActorHandle<Revoker>>,
     pub pod_index: Option<ActorHandle<PodIndex>>,
+    pub nri_plugin: Option<ActorHandle<NriPlugin>>,
+    pub credential_cache: Option<ActorHandle<CredentialCache>>,
     leaders: Vec<ActorHandle<Leadership>>,
     /// Actual addresses bound (useful with port 0).
     pub webhook_addr: Option<std::net::SocketAddr>,
@@ -93,9 +97,15 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
         rate_limit_per_sec: config.vault_rate_limit,
         rate_burst: config.vault_rate_burst,
     })?;
+    // The NRI plugin's own login in projected mode is only for bookkeeping (`kubeRoleNri`).
+    let session_role = if mode == Mode::Nri && config.use_projected_sa {
+        config.nri_kube_role().to_string()
+    } else {
+        config.kube_role.clone()
+    };
     let session_cfg = SessionConfig {
         auth_mount: config.vault_auth_path.clone(),
-        role: config.kube_role.clone(),
+        role: session_role,
         jwt_path: config.kube_token_path.clone(),
         kv_mount: config.vault_secret_name.clone(),
         kv_prefix: config.vault_secret_prefix.clone(),
@@ -315,6 +325,46 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
         }
         pod_index = Some(index);
     }
+    // ---- NRI plugin: the credential cache and the plugin actor ----
+    let mut nri_plugin = None;
+    let mut credential_cache = None;
+    if mode.runs_nri() && config.nri.enabled {
+        let kube = kube.clone().expect("kube client for the NRI plugin");
+        let cache = {
+            let (path, m, l) = (
+                config.nri.cache_path.clone(),
+                metrics.clone(),
+                log.new(slog::o!("component" => "nri-cache")),
+            );
+            supervise(
+                "credential-cache",
+                &log,
+                &metrics,
+                Backoff::default(),
+                move |g| CredentialCache::new(g, Some(path.clone()), l.clone(), m.clone()),
+            )
+        };
+        let deps = Arc::new(NriDeps {
+            config: config.clone(),
+            vault: vault.clone(),
+            cache: cache.clone(),
+            kube,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            log: log.new(slog::o!("component" => "nri")),
+            reconnect_schedule: NriDeps::default_schedule(),
+        });
+        let handle = supervise("nri-plugin", &log, &metrics, Backoff::default(), move |g| {
+            NriPlugin::new(g, deps.clone())
+        });
+        nri_plugin = Some(handle);
+        credential_cache = Some(cache);
+    } else if mode == Mode::Nri {
+        warn!(
+            log,
+            "mode nri with nri.enabled=false: the NRI plugin is idle until shutdown"
+        );
+    }
     servers.shrink_to_fit();
     Ok(Running {
         config,
@@ -325,6 +375,8 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
         renewer,
         revoker,
         pod_index,
+        nri_plugin,
+        credential_cache,
         leaders,
         webhook_addr,
         metrics_addr,
@@ -343,6 +395,20 @@ impl Running {
         if let Some(w) = &self.webhook {
             // Graceful: in-flight admissions finish (bounded by actix's shutdown timeout).
             w.stop(true).await;
+        }
+        if let Some(p) = &self.nri_plugin {
+            // The runtime sees the plugin go; the cache reaches the disk before exit.
+            p.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.send(Stop)).await;
+        }
+        if let Some(c) = &self.credential_cache {
+            match tokio::time::timeout(Duration::from_secs(5), c.send(Flush)).await {
+                Ok(Ok(Ok(()))) => {}
+                other => {
+                    warn!(self.log, "NRI credential cache not flushed at shutdown"; "result" => ?other.map(|r| r.map(|_| ())))
+                }
+            }
+            c.shutdown();
         }
         for l in &self.leaders {
             let _ = tokio::time::timeout(Duration::from_secs(6), l.send(Release)).await;

@@ -196,7 +196,9 @@ impl api_ttrpc::Plugin for PluginService {
         if adjustment.is_empty() {
             return Ok(api::CreateContainerResponse::default());
         }
-        debug!(log, "adjusting container environment"; "keys" => adjustment.keys().collect::<Vec<_>>().join(","));
+        debug!(log, "adjusting container environment";
+            "keys" => adjustment.keys().collect::<Vec<_>>().join(","),
+            "args_replaced" => adjustment.args.is_some());
         Ok(api::CreateContainerResponse {
             adjust: Some(api::ContainerAdjustment::from(&adjustment)).into(),
             ..Default::default()

@@ -87,15 +87,20 @@ impl fmt::Debug for ContainerInfo {
     }
 }
 
-/// Environment changes the plugin asks for on a container being created.
+/// Environment (and argument) changes the plugin asks for on a container being created.
 ///
 /// Each entry sets (or replaces in place) one variable. Only emit variables whose value really
 /// changes: the runtime records the plugin as owner of every key it sets, and two owners of one
 /// key (another plugin, or a stale connection of this one) make container creation fail.
+///
+/// `args`, when set, replaces the whole process argument list (`ContainerAdjustment.args`,
+/// NRI v0.10+; older runtimes silently ignore it, so only send it to runtimes known to apply it).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct EnvAdjustment {
     /// `(key, value)` pairs to set.
     pub set: Vec<(String, String)>,
+    /// Replacement process arguments (`None`: leave them alone).
+    pub args: Option<Vec<String>>,
 }
 
 impl EnvAdjustment {
@@ -111,7 +116,7 @@ impl EnvAdjustment {
 
     /// True when nothing is to be changed.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.set.is_empty() && self.args.is_none()
     }
 
     /// Keys that are set (for logging: never log the values).
@@ -126,7 +131,12 @@ impl EnvAdjustment {
                 return Err(format!("invalid environment key {key:?} in adjustment"));
             }
         }
-        Ok(())
+        match &self.args {
+            Some(args) if args.is_empty() || args[0].is_empty() => {
+                Err("replacement args must be non-empty and start with the program".into())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -134,6 +144,10 @@ impl fmt::Debug for EnvAdjustment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnvAdjustment")
             .field("keys", &self.keys().collect::<Vec<_>>())
+            .field(
+                "args",
+                &self.args.as_ref().map(|a| format!("[{} args]", a.len())),
+            )
             .finish()
     }
 }
@@ -271,6 +285,7 @@ impl From<&EnvAdjustment> for api::ContainerAdjustment {
                     ..Default::default()
                 })
                 .collect(),
+            args: adj.args.clone().unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -280,6 +295,7 @@ impl From<api::ContainerAdjustment> for EnvAdjustment {
     fn from(adj: api::ContainerAdjustment) -> Self {
         Self {
             set: adj.env.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            args: (!adj.args.is_empty()).then_some(adj.args),
         }
     }
 }
@@ -297,6 +313,7 @@ mod tests {
         };
         let mut adj = EnvAdjustment::none();
         adj.push("DB_PASSWORD", "hunter2");
+        adj.args = Some(vec!["/app".into(), "--password=hunter2".into()]);
         let text = format!("{container:?} {adj:?}");
         assert!(text.contains("DB_PASSWORD"), "{text}");
         assert!(text.contains("EMPTY"), "{text}");
@@ -315,13 +332,22 @@ mod tests {
     fn adjustment_keys_are_validated() {
         let ok = EnvAdjustment {
             set: vec![("A".into(), "x=y".into())],
+            args: Some(vec!["/bin/app".into(), String::new()]),
         };
         assert!(ok.validate().is_ok());
         for bad in ["", "-A", "A=B", "A\0"] {
             let adj = EnvAdjustment {
                 set: vec![(bad.into(), "v".into())],
+                args: None,
             };
             assert!(adj.validate().is_err(), "{bad:?} accepted");
+        }
+        for bad_args in [vec![], vec![String::new(), "x".into()]] {
+            let adj = EnvAdjustment {
+                set: vec![],
+                args: Some(bad_args),
+            };
+            assert!(adj.validate().is_err());
         }
     }
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -16,6 +16,9 @@ use std::time::Duration;
 use vdbi::app::runtime::{start, Running};
 use vdbi::config::{Config, Mode};
 use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
+
+pub mod node;
+pub mod nri;
 
 pub const LABEL: &str = "vault-db-injector";
 pub const PREFIX: &str = "db-creds-injector.numberly.io/";
@@ -208,19 +211,18 @@ pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &st
         name,
         client: client.clone(),
     };
-    // The probe pods use ServiceAccount `default`, which no controller creates on the platform
-    // (the ServiceAccount admission plugin would refuse them before the webhook is called).
-    let sa = k8s_openapi::api::core::v1::ServiceAccount {
+    // The probe pods run as `default`, which the platform (no controller-manager) never creates,
+    // and the ServiceAccount admission plugin refuses pods of a missing ServiceAccount.
+    let default_sa = ServiceAccount {
         metadata: ObjectMeta {
             name: Some("default".into()),
             ..Default::default()
         },
         ..Default::default()
     };
-    let _ =
-        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), namespace)
-            .create(&PostParams::default(), &sa)
-            .await;
+    let _ = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &default_sa)
+        .await;
     // The apiserver picks up webhook configurations asynchronously: probe until it calls us.
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut last = String::new();
@@ -417,4 +419,67 @@ pub async fn pg_connect(
         let _ = conn.await;
     });
     Ok(client)
+}
+
+pub async fn revoke_role_leases(root: &VaultRoot, role: &str) {
+    root.request(
+        reqwest::Method::PUT,
+        &format!("sys/leases/revoke-prefix/databases/creds/{role}"),
+        None,
+    )
+    .await;
+}
+
+/// A DB role `name` on its own connection (the platform's `pg` connection only allows its own
+/// roles), with the k8s-auth role and policy of `fresh_role`. With `special`, the connection's
+/// password policy puts URI-reserved characters (`@ : / % ? # & +`) in every password.
+pub async fn own_role(root: &VaultRoot, p: &Platform, name: &str, namespace: &str, special: bool) {
+    fresh_role(root, p, name, namespace).await;
+    let mut config = json!({
+        "plugin_name": "postgresql-database-plugin",
+        "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@{}:{}/{}?sslmode=disable",
+            p.var("VDBI_PG_HOST"), p.var("VDBI_PG_PORT"), p.var("VDBI_PG_DATABASE")),
+        "username": p.var("VDBI_PG_ADMIN_USER"),
+        "password": p.var("VDBI_PG_ADMIN_PASSWORD"),
+        "allowed_roles": [name],
+        "verify_connection": true
+    });
+    if special {
+        let policy = r#"length = 24
+rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" min-chars = 1 }
+rule "charset" { charset = "ABCDEFGHIJKLMNOPQRSTUVWXYZ" min-chars = 1 }
+rule "charset" { charset = "0123456789" min-chars = 1 }
+rule "charset" { charset = "@:/%?#&+" min-chars = 4 }
+"#;
+        root.write(
+            &format!("sys/policies/password/{name}"),
+            &json!({ "policy": policy }),
+        )
+        .await;
+        config["password_policy"] = json!(name);
+    }
+    let mount = p.var("VDBI_DB_MOUNT");
+    root.write(&format!("{mount}/config/{name}"), &config).await;
+    root.write(
+        &format!("{mount}/roles/{name}"),
+        &json!({
+            "db_name": name,
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
+            "revocation_statements": ["REVOKE ALL PRIVILEGES ON DATABASE app FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"],
+            "default_ttl": "1h",
+            "max_ttl": "24h"
+        }),
+    )
+    .await;
+}
+
+pub async fn drop_role(root: &VaultRoot, p: &Platform, name: &str) {
+    revoke_role_leases(root, name).await;
+    let mount = p.var("VDBI_DB_MOUNT");
+    for path in [
+        format!("{mount}/roles/{name}"),
+        format!("{mount}/config/{name}"),
+    ] {
+        root.request(reqwest::Method::DELETE, &path, None).await;
+    }
 }

@@ -10,6 +10,7 @@
 //	inspect ID          container state and the OCI process env of the created container
 //	start ID | stop ID | rm ID | stopp ID | rmp ID
 //	exec ID -- CMD...   ExecSync, prints stdout/stderr/exit code
+//	ps [-sandbox ID]    containers (of one sandbox): [{"id", "name", "state"}]
 //	image REF           image status ({"present": bool})
 //	build-image -busybox PATH -out TAR -ref REF [-cmd ARG]...
 //	                    writes an OCI image archive (one layer: busybox + applet links) for
@@ -89,6 +90,8 @@ func run(args []string) error {
 		return c.exec(rest)
 	case "image":
 		return c.withID(rest, c.image)
+	case "ps":
+		return c.ps(rest)
 	default:
 		return fmt.Errorf("unknown command %q", cmd)
 	}
@@ -344,6 +347,33 @@ func (c client) exec(args []string) error {
 		"stderr":   string(resp.Stderr),
 		"exitCode": resp.ExitCode,
 	})
+}
+
+func (c client) ps(args []string) error {
+	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
+	sandbox := fs.String("sandbox", "", "only containers of this pod sandbox")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	req := &cri.ListContainersRequest{}
+	if *sandbox != "" {
+		req.Filter = &cri.ContainerFilter{PodSandboxId: *sandbox}
+	}
+	resp, err := c.rt.ListContainers(ctx, req)
+	if err != nil {
+		return fmt.Errorf("ListContainers: %w", err)
+	}
+	out := []map[string]string{}
+	for _, ctr := range resp.Containers {
+		out = append(out, map[string]string{
+			"id":    ctr.Id,
+			"name":  ctr.GetMetadata().GetName(),
+			"state": ctr.State.String(),
+		})
+	}
+	return printJSON(out)
 }
 
 func (c client) image(ref string) error {
