@@ -449,13 +449,11 @@ async fn issue_one(
             None => {
                 let r = deps
                     .vault
-                    .send(ReadAuthRole {
+                    .call(ReadAuthRole {
                         role: db.role.clone(),
                         deadline,
                     })
                     .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r)
                     .map_err(|e| {
                         if e.is_not_found() {
                             Denial::new(
@@ -499,15 +497,13 @@ async fn issue_one(
         } else {
             let orphan = deps
                 .vault
-                .send(CreateOrphanToken {
+                .call(CreateOrphanToken {
                     policies: vec![db.role.clone()],
                     period: cfg.token_ttl,
                     display_name: "injector-orphan-token".into(),
                     deadline,
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             let orphan = match orphan {
                 Ok(t) => {
                     m.orphan_ticket_success.inc();
@@ -524,15 +520,13 @@ async fn issue_one(
             }
             let creds = deps
                 .vault
-                .send(ReadDbCredentials {
+                .call(ReadDbCredentials {
                     token: Some(orphan.clone()),
                     mount: spec.engine.clone(),
                     role: db.role.clone(),
                     deadline,
                 })
                 .await
-                .map_err(ActorError::from)
-                .and_then(|r| r)
                 .map_err(|e| {
                     vault_denial(
                         db,
@@ -585,14 +579,12 @@ async fn issue_one(
         })?;
         let login = deps
             .vault
-            .send(LoginKubernetes {
+            .call(LoginKubernetes {
                 role: db.role.clone(),
                 jwt,
                 deadline,
             })
             .await
-            .map_err(ActorError::from)
-            .and_then(|r| r)
             .map_err(|e| {
                 if let Some(v) = e.vault() {
                     m.vault_login_errors
@@ -608,13 +600,11 @@ async fn issue_one(
         }
         match deps
             .vault
-            .send(LookupSelf {
+            .call(LookupSelf {
                 token: pod_token.clone(),
                 deadline,
             })
             .await
-            .map_err(ActorError::from)
-            .and_then(|r| r)
         {
             Ok(info) if info.period.is_zero() => {
                 m.projected_role_misconfigured
@@ -639,15 +629,13 @@ async fn issue_one(
         } else {
             let creds = deps
                 .vault
-                .send(ReadDbCredentials {
+                .call(ReadDbCredentials {
                     token: Some(pod_token.clone()),
                     mount: spec.engine.clone(),
                     role: db.role.clone(),
                     deadline,
                 })
                 .await
-                .map_err(ActorError::from)
-                .and_then(|r| r)
                 .map_err(|e| {
                     vault_denial(
                         db,
@@ -666,14 +654,12 @@ async fn issue_one(
     // ---- bookkeeping, before answering ----
     let stored = deps
         .vault
-        .send(KvPut {
+        .call(KvPut {
             uuid: uuid.clone(),
             entry,
             deadline,
         })
-        .await
-        .map_err(ActorError::from)
-        .and_then(|r| r);
+        .await;
     match stored {
         Ok(()) => m.store_data_success.inc(),
         Err(e) => {
@@ -705,16 +691,12 @@ async fn cleanup(deps: &AdmissionDeps, created: Vec<Created>, log: &Logger) {
         let res = match c {
             Created::OrphanToken(t) => deps
                 .vault
-                .send(RevokeOrphan { target: t, deadline })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r),
+                .call(RevokeOrphan { target: t, deadline })
+.await,
             Created::PodToken(t) => deps
                 .vault
-                .send(RevokeSelf { token: t, deadline })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r),
+                .call(RevokeSelf { token: t, deadline })
+.await,
             Created::Entry(_) => Ok(()),
         };
         if let Err(e) = &res {
@@ -733,13 +715,11 @@ async fn cleanup(deps: &AdmissionDeps, created: Vec<Created>, log: &Logger) {
         if let Created::Entry(uuid) = c {
             let res = deps
                 .vault
-                .send(KvDelete {
+                .call(KvDelete {
                     uuid: uuid.clone(),
                     deadline,
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             match res {
                 Ok(()) => {
                     debug!(log, "removed a failed admission's bookkeeping entry"; "uuid" => &uuid)

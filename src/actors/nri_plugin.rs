@@ -734,13 +734,11 @@ impl NriCore {
                 Some(r) => r,
                 None => {
                     let r = vault
-                        .send(ReadAuthRole {
+                        .call(ReadAuthRole {
                             role: db.role.clone(),
                             deadline,
                         })
-                        .await
-                        .map_err(ActorError::from)
-                        .and_then(|r| r)
+.await
                         .map_err(|e| {
                             if e.is_not_found() {
                                 Failure::fetch(format!(
@@ -776,15 +774,13 @@ impl NriCore {
             }
             m.sa_authorized.inc();
             let orphan = vault
-                .send(CreateOrphanToken {
+                .call(CreateOrphanToken {
                     policies: vec![db.role.clone()],
                     period: cfg.token_ttl,
                     display_name: "injector-orphan-token".into(),
                     deadline,
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             token = match orphan {
                 Ok(t) => {
                     m.orphan_ticket_success.inc();
@@ -825,14 +821,12 @@ impl NriCore {
                 ))
             })?;
             let login = vault
-                .send(LoginKubernetes {
+                .call(LoginKubernetes {
                     role: db.role.clone(),
                     jwt,
                     deadline,
                 })
                 .await
-                .map_err(ActorError::from)
-                .and_then(|r| r)
                 .map_err(|e| {
                     if let Some(v) = e.vault() {
                         m.vault_login_errors
@@ -844,13 +838,11 @@ impl NriCore {
             token = login.token;
             tracker.record(Created::PodToken(token.clone()));
             match vault
-                .send(LookupSelf {
+                .call(LookupSelf {
                     token: token.clone(),
                     deadline,
                 })
                 .await
-                .map_err(ActorError::from)
-                .and_then(|r| r)
             {
                 Ok(info) if info.period.is_zero() => {
                     m.projected_role_misconfigured
@@ -885,13 +877,11 @@ impl NriCore {
             (Restore::Reservation(reservation), None)
         } else {
             let previous = vault
-                .send(KvGet {
+                .call(KvGet {
                     uuid: uuid.to_string(),
                     deadline,
                 })
                 .await
-                .map_err(ActorError::from)
-                .and_then(|r| r)
                 .map_err(|e| vault_failure(db, "reading the bookkeeping entry", &e))?;
             let superseded = previous
                 .as_ref()
@@ -900,14 +890,12 @@ impl NriCore {
             (previous.map_or(Restore::Delete, Restore::Entry), superseded)
         };
         let stored = vault
-            .send(KvPut {
+            .call(KvPut {
                 uuid: uuid.to_string(),
                 entry,
                 deadline,
             })
-            .await
-            .map_err(ActorError::from)
-            .and_then(|r| r);
+            .await;
         if let Err(e) = stored {
             m.store_data_error
                 .with_label_values(&[m.uuid(uuid), &pod.namespace])
@@ -938,15 +926,11 @@ impl NriCore {
         let revocations = tokens.into_iter().map(|c| async move {
             let res = match c {
                 Created::OrphanToken(t) => vault
-                    .send(RevokeOrphan { target: t, deadline })
-                    .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r),
+                    .call(RevokeOrphan { target: t, deadline })
+.await,
                 Created::PodToken(t) => vault
-                    .send(RevokeSelf { token: t, deadline })
-                    .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r),
+                    .call(RevokeSelf { token: t, deadline })
+.await,
                 Created::Entry { .. } => Ok(()),
             };
             if let Err(e) = &res {
@@ -966,23 +950,23 @@ impl NriCore {
                 continue;
             };
             let res = match restore {
-                Restore::Entry(entry) | Restore::Reservation(entry) => vault
-                    .send(KvPut {
-                        uuid: uuid.clone(),
-                        entry,
-                        deadline,
-                    })
-                    .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r),
-                Restore::Delete => vault
-                    .send(KvDelete {
-                        uuid: uuid.clone(),
-                        deadline,
-                    })
-                    .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r),
+                Restore::Entry(entry) | Restore::Reservation(entry) => {
+                    vault
+                        .call(KvPut {
+                            uuid: uuid.clone(),
+                            entry,
+                            deadline,
+                        })
+                        .await
+                }
+                Restore::Delete => {
+                    vault
+                        .call(KvDelete {
+                            uuid: uuid.clone(),
+                            deadline,
+                        })
+                        .await
+                }
             };
             if let Err(e) = res {
                 warn!(log, "could not restore a failed fetch's bookkeeping entry"; "uuid" => &uuid, "error" => %e);
@@ -1122,15 +1106,13 @@ async fn read_creds(
     loop {
         attempt += 1;
         let res = vault
-            .send(ReadDbCredentials {
+            .call(ReadDbCredentials {
                 token: Some(token.clone()),
                 mount: mount.to_string(),
                 role: role.to_string(),
                 deadline,
             })
-            .await
-            .map_err(ActorError::from)
-            .and_then(|r| r);
+            .await;
         let transient = matches!(
             &res,
             Err(ActorError::Vault(crate::vault::VaultError::Api {

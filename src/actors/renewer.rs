@@ -14,7 +14,6 @@
 //! certainly a broken view of the cluster, not a cluster without pods. When the pod watch is
 //! broken the renewer gives up its lease ([`StepDown`]), so that a peer with a working view renews.
 
-use super::error::ActorError;
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, Snapshot, WatchStatus};
 use super::supervision::RestartGuard;
@@ -237,12 +236,10 @@ async fn run_cycle(
     };
     let listed = ctx
         .vault
-        .send(KvList {
+        .call(KvList {
             deadline: ctx.deadline(),
         })
-        .await
-        .map_err(ActorError::from)
-        .and_then(|r| r);
+        .await;
     let uuids = match listed {
         Ok(u) => u,
         Err(e) => return (known, Err(format!("cannot list bookkeeping entries: {e}"))),
@@ -340,13 +337,11 @@ async fn renew_one(
         None => {
             let got = ctx
                 .vault
-                .send(KvGet {
+                .call(KvGet {
                     uuid: uuid.to_string(),
                     deadline: ctx.deadline(),
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             match got {
                 Ok(Some(entry)) => Known {
                     entry,
@@ -369,14 +364,12 @@ async fn renew_one(
         if due(k.token, horizon) {
             let res = ctx
                 .vault
-                .send(RenewToken {
+                .call(RenewToken {
                     target: VaultToken::new(k.entry.token_id.clone()),
                     increment: ctx.cfg.token_increment,
                     deadline: ctx.deadline(),
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             match res {
                 Ok(ttl) => {
                     let exp = SystemTime::now() + ttl.ttl;
@@ -409,14 +402,12 @@ async fn renew_one(
         if due(k.lease, horizon) {
             let res = ctx
                 .vault
-                .send(RenewLease {
+                .call(RenewLease {
                     lease_id: k.entry.lease_id.clone(),
                     increment: LEASE_INCREMENT,
                     deadline: ctx.deadline(),
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             match res {
                 Ok(ttl) => {
                     let exp = SystemTime::now() + ttl.ttl;
@@ -443,13 +434,11 @@ async fn renew_one(
                     }
                     let deleted = ctx
                         .vault
-                        .send(KvDelete {
+                        .call(KvDelete {
                             uuid: uuid.to_string(),
                             deadline: ctx.deadline(),
                         })
-                        .await
-                        .map_err(ActorError::from)
-                        .and_then(|r| r);
+                        .await;
                     match deleted {
                         Ok(()) => {
                             m.delete_data_success
@@ -500,14 +489,12 @@ async fn renew_one(
             }
             let res = ctx
                 .vault
-                .send(KvPut {
+                .call(KvPut {
                     uuid: uuid.to_string(),
                     entry: entry.clone(),
                     deadline: ctx.deadline(),
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             match res {
                 Ok(()) => {
                     m.store_data_success.inc();

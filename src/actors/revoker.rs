@@ -477,12 +477,10 @@ async fn run_sweep(
     let now = Instant::now();
     let uuids = env
         .vault
-        .send(KvList {
+        .call(KvList {
             deadline: env.deadline(),
         })
         .await
-        .map_err(ActorError::from)
-        .and_then(|r| r)
         .map_err(|e| e.to_string())?;
     let mut still_unseen = HashMap::new();
     let mut candidates = Vec::new();
@@ -576,13 +574,11 @@ async fn list_managed_leases(env: &SweepEnv, orphans: &mut OrphanState) -> Optio
         let prefix = format!("{mount}/creds/{role}/");
         let res = env
             .vault
-            .send(ListLeases {
+            .call(ListLeases {
                 prefix: prefix.clone(),
                 deadline: env.deadline(),
             })
-            .await
-            .map_err(ActorError::from)
-            .and_then(|r| r);
+            .await;
         match res {
             Ok(keys) => out.extend(
                 keys.into_iter()
@@ -620,12 +616,10 @@ async fn discover_orphans(
     };
     let uuids = env
         .vault
-        .send(KvList {
+        .call(KvList {
             deadline: env.deadline(),
         })
         .await
-        .map_err(ActorError::from)
-        .and_then(|r| r)
         .map_err(|e| e.to_string())?;
     // Learn the lease of entries not read yet (and of those without one yet), within budget.
     let listed_uuids: HashSet<&String> = uuids.iter().collect();
@@ -686,13 +680,11 @@ async fn discover_orphans(
             None => {
                 let info = env
                     .vault
-                    .send(LookupLease {
+                    .call(LookupLease {
                         lease_id: lease.clone(),
                         deadline: env.deadline(),
                     })
-                    .await
-                    .map_err(ActorError::from)
-                    .and_then(|r| r);
+                    .await;
                 match info {
                     Ok(Some(info)) => {
                         let Some(t) = info
@@ -727,13 +719,11 @@ async fn discover_orphans(
         if env.cfg.orphan_mode == OrphanLeaseMode::Revoke {
             let res = env
                 .vault
-                .send(RevokeLease {
+                .call(RevokeLease {
                     lease_id: lease.clone(),
                     deadline: env.deadline(),
                 })
-                .await
-                .map_err(ActorError::from)
-                .and_then(|r| r);
+                .await;
             match res {
                 Ok(()) => {
                     report.revoked += 1;

@@ -8,6 +8,7 @@
 //! serving meanwhile. Callers reach the current instance through an [`ActorHandle`], which is
 //! `Send + Sync` and survives restarts.
 
+use super::error::ActorError;
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message};
 use arc_swap::ArcSwap;
@@ -99,6 +100,17 @@ impl<A: Actor<Context = Context<A>>> ActorHandle<A> {
         A: Handler<M>,
     {
         self.addr().send(msg).await
+    }
+
+    /// Sends a request whose reply is a `Result<T, ActorError>` and flattens a mailbox failure
+    /// into the same error, so callers write `handle.call(msg).await?`.
+    pub async fn call<M, T>(&self, msg: M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        A: Handler<M>,
+    {
+        self.addr().send(msg).await?
     }
 
     /// Fire-and-forget send (no backpressure; use for notifications only).
