@@ -546,3 +546,57 @@ async fn served_cert(addr: std::net::SocketAddr) -> Vec<u8> {
         .unwrap();
     conn.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
+
+#[actix_rt::test]
+async fn vault_unreachable_refuses_the_pod_within_the_webhook_timeout() {
+    let p = Platform::get();
+    let client = p.kube_client().await;
+    let ns = TestNamespace::create(&client, "adm-novault").await;
+    ns.service_account("app").await;
+    // A port nothing listens on: vdbi's own session can never log in.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let vdbi = start_vdbi(
+        &p,
+        Options {
+            vault_address: Some(dead_addr),
+            admission_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(!vdbi.running.health.is_ready(), "not ready without Vault");
+    let wh = register_webhook(&client, &vdbi, &ns.name).await;
+    let pods: Api<Pod> = ns.api();
+    let started = std::time::Instant::now();
+    let err = create(
+        &pods,
+        &pod(
+            "novault",
+            "app",
+            &[("db.role", "app-rw"), ("db.env-key-dbuser", "U")],
+        ),
+    )
+    .await
+    .expect_err("refused while Vault is unreachable");
+    let took = started.elapsed();
+    assert!(err.contains("vault-db-injector"), "{err}");
+    assert!(err.contains("Vault session"), "{err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "answered before the webhook timeout: {took:?}"
+    );
+    assert!(pods.get_opt("novault").await.unwrap().is_none());
+    assert!(
+        vdbi.running
+            .metrics
+            .admission_denied
+            .with_label_values(&["vault_unavailable"])
+            .get()
+            >= 1.0
+    );
+    wh.delete().await;
+    ns.cleanup().await;
+    vdbi.running.shutdown().await;
+}

@@ -327,6 +327,21 @@ pub async fn admit(
                 let _ = work.await;
                 cleanup(&deps2, leftovers, &log2).await;
             });
+            // Say why when the cause is known: no Vault session at all is not a slow call.
+            let logged_in = tokio::time::timeout(
+                Duration::from_millis(200),
+                deps.vault.send(super::vault_session::IsLoggedIn),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(true);
+            if !logged_in {
+                return deny(Denial::new(
+                    "vault_unavailable",
+                    "vdbi has no Vault session (Vault unreachable, sealed or refusing vdbi's login); nothing was issued",
+                ));
+            }
             return deny(Denial::new(
                 "deadline",
                 format!(

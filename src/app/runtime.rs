@@ -112,6 +112,12 @@ pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
         renew_increment: Duration::from_secs(86400),
         max_renew_interval: Duration::from_secs(600),
     };
+    // Declared before the actor starts, so /readyz never reports ready before the first login.
+    health.set(
+        crate::actors::vault_session::HEALTH_CHECK,
+        false,
+        "starting",
+    );
     let vault = {
         let (m, h, l) = (
             metrics.clone(),
