@@ -46,6 +46,8 @@ pub struct VaultSession {
     client: VaultClient,
     cfg: SessionConfig,
     token: Option<VaultToken>,
+    /// Accessor, login time and TTL of the current token (for [`SessionInfo`]).
+    info: Option<SessionDetails>,
     logging_in: bool,
     login_failures: u32,
     waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, String>>>,
@@ -71,6 +73,7 @@ impl VaultSession {
             client,
             cfg,
             token: None,
+            info: None,
             logging_in: false,
             login_failures: 0,
             waiters: Vec::new(),
@@ -125,6 +128,12 @@ impl VaultSession {
         self.health.set(HEALTH_CHECK, true, "logged in");
         info!(self.log, "Vault session established"; "role" => &self.cfg.role,
             "ttl_s" => login.ttl.as_secs(), "accessor" => &login.accessor);
+        self.info = Some(SessionDetails {
+            accessor: login.accessor.clone(),
+            ttl: login.ttl,
+            logged_in_at: std::time::SystemTime::now(),
+            renewed_at: None,
+        });
         if let Some(old) = self.token.replace(login.token.clone()) {
             // Never leak the previous login.
             let client = self.client.clone();
@@ -158,7 +167,13 @@ impl VaultSession {
             async move { client.token_renew_self(&token, inc).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(ttl) => act.schedule_renew(ttl.ttl, ctx),
+                    Ok(ttl) => {
+                        if let Some(i) = act.info.as_mut() {
+                            i.ttl = ttl.ttl;
+                            i.renewed_at = Some(std::time::SystemTime::now());
+                        }
+                        act.schedule_renew(ttl.ttl, ctx)
+                    }
                     Err(e) => {
                         warn!(act.log, "Vault session renewal failed; logging in again"; "error" => %e);
                         act.relogin(ctx);
@@ -213,6 +228,30 @@ pub struct TokenRejected {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RevokeOwnToken;
+
+/// What an operator may know about the current session (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionDetails {
+    /// Accessor of vdbi's current token (`auth/token/lookup-accessor`, `revoke-accessor`).
+    pub accessor: String,
+    /// TTL granted by the last login or self-renewal.
+    pub ttl: Duration,
+    pub logged_in_at: std::time::SystemTime,
+    /// Time of the last successful self-renewal, if any since the login.
+    pub renewed_at: Option<std::time::SystemTime>,
+}
+
+/// The current session's details; `None` when not logged in.
+#[derive(Message)]
+#[rtype(result = "Option<SessionDetails>")]
+pub struct SessionInfo;
+
+impl Handler<SessionInfo> for VaultSession {
+    type Result = Option<SessionDetails>;
+    fn handle(&mut self, _: SessionInfo, _: &mut Context<Self>) -> Option<SessionDetails> {
+        self.token.as_ref().and(self.info.clone())
+    }
+}
 
 /// Is the session established?
 #[derive(Message)]
