@@ -544,7 +544,7 @@ async fn every_operation_through_the_actor() {
         .unwrap();
     assert_eq!(got, Some(entry));
     let keys = h.send(KvList { deadline: soon() }).await.unwrap().unwrap();
-    assert_eq!(keys, [uuid.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&uuid));
     h.send(KvDelete {
         uuid: uuid.clone(),
         deadline: soon(),
