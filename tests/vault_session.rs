@@ -765,3 +765,71 @@ async fn every_operation_through_the_actor() {
     ns.cleanup().await;
     s.cleanup().await;
 }
+
+#[actix::test]
+async fn operations_do_not_bypass_the_login_backoff() {
+    let s = start_session(Opts {
+        role: Some(unique("vdbi-t-no-such-role")),
+        ..Opts::default()
+    })
+    .await;
+    // Callers keep asking while the login fails: the retries still follow the backoff
+    // (0.5 s · 2^n: attempts at about 0 s, 1 s, 3 s), not one login per operation.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let r = s
+            .handle
+            .send(KvList {
+                deadline: Instant::now() + Duration::from_millis(20),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(r, Err(ActorError::NoSession(_))), "{r:?}");
+    }
+    let failures = s.metrics.connect_vault_error.get();
+    assert!(
+        (1.0..=3.0).contains(&failures),
+        "{failures} logins in 2.5 s despite the backoff"
+    );
+    s.cleanup().await;
+}
+
+#[actix::test]
+async fn shutdown_during_a_login_leaks_no_token() {
+    let s = start_session(Opts::default()).await;
+    // RevokeOwnToken before the first login has answered.
+    s.handle.shutdown();
+    s.handle.send(RevokeOwnToken).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.handle.send(SessionInfo).await.unwrap(), None);
+    // Every token this role ever issued is revoked: no live accessor carries its policy.
+    let accessors = s
+        .root
+        .request(
+            Method::from_bytes(b"LIST").unwrap(),
+            "auth/token/accessors",
+            None,
+        )
+        .await
+        .ok("list accessors");
+    let mut live = Vec::new();
+    for a in accessors["data"]["keys"].as_array().unwrap() {
+        let r = s
+            .root
+            .request(
+                Method::POST,
+                "auth/token/lookup-accessor",
+                Some(&json!({ "accessor": a })),
+            )
+            .await;
+        if r.status.is_success()
+            && r.body["data"]["policies"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p == s.policy.as_str()))
+        {
+            live.push(a.clone());
+        }
+    }
+    assert!(live.is_empty(), "leaked session tokens: {live:?}");
+    s.cleanup().await;
+}

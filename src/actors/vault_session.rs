@@ -53,6 +53,9 @@ pub struct VaultSession {
     waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, String>>>,
     last_error: String,
     renew_timer: Option<SpawnHandle>,
+    /// The next login attempt after a failure (backoff); callers wait for it rather than
+    /// starting logins of their own.
+    retry_timer: Option<SpawnHandle>,
     stopped: bool,
     metrics: Metrics,
     health: HealthState,
@@ -79,6 +82,7 @@ impl VaultSession {
             waiters: Vec::new(),
             last_error: "not logged in yet".into(),
             renew_timer: None,
+            retry_timer: None,
             stopped: false,
             metrics,
             health,
@@ -103,6 +107,16 @@ impl VaultSession {
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.logging_in = false;
+            if act.stopped {
+                // Shut down while the login was in flight: the new token must not outlive us.
+                if let Ok(login) = res {
+                    let client = act.client.clone();
+                    tokio::spawn(async move {
+                        let _ = client.token_revoke_self(&login.token).await;
+                    });
+                }
+                return;
+            }
             match res {
                 Ok(login) => act.logged_in(login, ctx),
                 Err(e) => {
@@ -115,7 +129,13 @@ impl VaultSession {
                         .saturating_mul(2u32.saturating_pow(act.login_failures.min(6)))
                         .min(Duration::from_secs(30));
                     warn!(act.log, "Vault login failed; retrying"; "error" => &e, "retry_in_ms" => delay.as_millis() as u64);
-                    ctx.run_later(delay, |act, ctx| act.login(ctx));
+                    if let Some(h) = act.retry_timer.take() {
+                        ctx.cancel_future(h);
+                    }
+                    act.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
+                        act.retry_timer = None;
+                        act.login(ctx)
+                    }));
                 }
             }
         }));
@@ -123,6 +143,9 @@ impl VaultSession {
 
     fn logged_in(&mut self, login: LoginResult, ctx: &mut Context<Self>) {
         self.login_failures = 0;
+        if let Some(h) = self.retry_timer.take() {
+            ctx.cancel_future(h);
+        }
         self.metrics.connect_vault_success.inc();
         self.metrics.vault_session_ready.set(1);
         self.health.set(HEALTH_CHECK, true, "logged in");
@@ -151,7 +174,13 @@ impl VaultSession {
         if let Some(h) = self.renew_timer.take() {
             ctx.cancel_future(h);
         }
-        let every = (ttl / 2)
+        // A token without TTL (0) never expires: renew at the maximal interval.
+        let half = if ttl.is_zero() {
+            self.cfg.max_renew_interval
+        } else {
+            ttl / 2
+        };
+        let every = half
             .min(self.cfg.max_renew_interval)
             .max(Duration::from_secs(1));
         self.renew_timer = Some(ctx.run_later(every, |act, ctx| act.renew_self(ctx)));
@@ -270,7 +299,10 @@ impl Handler<CurrentToken> for VaultSession {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.waiters.push(tx);
-        self.login(ctx);
+        if self.retry_timer.is_none() {
+            // Otherwise a retry is scheduled: wait for it (never bypass the backoff).
+            self.login(ctx);
+        }
         let last = self.last_error.clone();
         Box::pin(async move {
             match tokio::time::timeout_at(msg.deadline, rx).await {
@@ -299,8 +331,19 @@ impl Handler<TokenRejected> for VaultSession {
 
 impl Handler<RevokeOwnToken> for VaultSession {
     type Result = ResponseFuture<()>;
-    fn handle(&mut self, _: RevokeOwnToken, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: RevokeOwnToken, ctx: &mut Context<Self>) -> Self::Result {
         self.stopped = true;
+        for h in [self.retry_timer.take(), self.renew_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(h);
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err("shutting down".into()));
+        }
+        self.health
+            .set(HEALTH_CHECK, false, "shut down: token revoked");
         self.metrics.vault_session_ready.set(0);
         let token = self.token.take();
         let client = self.client.clone();
