@@ -833,3 +833,60 @@ async fn shutdown_during_a_login_leaks_no_token() {
     assert!(live.is_empty(), "leaked session tokens: {live:?}");
     s.cleanup().await;
 }
+
+#[actix::test]
+async fn relogin_before_the_max_ttl_ends_the_token() {
+    let s = start_session(Opts {
+        token_ttl: "13s",
+        max_renew_interval: Duration::from_secs(1),
+        ..Opts::default()
+    })
+    .await;
+    s.fx.put_kube_role(
+        &s.role,
+        json!({
+            "bound_service_account_names": "vdbi-injector",
+            "bound_service_account_namespaces": s.fx.platform.var("VDBI_SYSTEM_NAMESPACE"),
+            "token_policies": s.policy,
+            "token_ttl": "13s",
+            "token_max_ttl": "13s",
+        }),
+    )
+    .await;
+    // Log in again under the capped role (the first login may predate the rewrite).
+    let first = s.wait_logged_in().await;
+    s.root
+        .write(
+            "auth/token/revoke-accessor",
+            &json!({ "accessor": first.accessor }),
+        )
+        .await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let capped = loop {
+        if let Some(i) = s.handle.send(SessionInfo).await.unwrap() {
+            if i.accessor != first.accessor {
+                break i;
+            }
+        }
+        assert!(Instant::now() < until, "no re-login");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Renewals cannot pass 13 s; well before it ends, vdbi holds a fresh token.
+    let until = Instant::now() + Duration::from_secs(8);
+    let fresh = loop {
+        if let Some(i) = s.handle.send(SessionInfo).await.unwrap() {
+            if i.accessor != capped.accessor {
+                break i;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "still on the capped token after 8 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(s.lookup_accessor(&fresh.accessor).await.is_some());
+    // The capped token was revoked, not left to expire.
+    assert_eq!(s.lookup_accessor(&capped.accessor).await, None);
+    s.cleanup().await;
+}

@@ -27,6 +27,10 @@ use tokio::time::Instant as Deadline;
 
 pub const HEALTH_CHECK: &str = "vault-session";
 
+/// A self-renewal granting less than this (because the role's max TTL caps it) triggers a new
+/// login instead of renewing a token that is about to expire.
+const MIN_USEFUL_TTL: Duration = Duration::from_secs(10);
+
 /// How vdbi logs in and where it keeps its bookkeeping.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -195,7 +199,14 @@ impl VaultSession {
         ctx.spawn(
             async move { client.token_renew_self(&token, inc).await }
                 .into_actor(self)
-                .map(|res, act, ctx| match res {
+                .map(move |res, act, ctx| match res {
+                    Ok(ttl) if ttl.ttl < inc && ttl.ttl < MIN_USEFUL_TTL => {
+                        // Capped by the role's max TTL: the token is about to expire for good.
+                        // Log in again now rather than let operations meet a dead token.
+                        info!(act.log, "Vault session token reaches its max TTL; logging in again";
+                            "ttl_s" => ttl.ttl.as_secs());
+                        act.relogin(ctx);
+                    }
                     Ok(ttl) => {
                         if let Some(i) = act.info.as_mut() {
                             i.ttl = ttl.ttl;
