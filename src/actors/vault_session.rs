@@ -7,6 +7,10 @@
 //! that use vdbi's own token wait for the login (bounded by the caller's deadline). I/O runs off
 //! the actor's mailbox, so operations proceed concurrently; one pooled HTTP client and one
 //! rate limiter serve them all (see [`crate::vault`]).
+//!
+//! A failed login is retried with backoff (0.5 s doubling to 30 s); operations arriving meanwhile
+//! wait for that retry (up to their deadline) and never start logins of their own. A renewal
+//! capped by the role's max TTL (less than 10 s granted) triggers a fresh login.
 
 use super::error::ActorError;
 use super::supervision::RestartGuard;
