@@ -7,6 +7,10 @@
 //! that use vdbi's own token wait for the login (bounded by the caller's deadline). I/O runs off
 //! the actor's mailbox, so operations proceed concurrently; one pooled HTTP client and one
 //! rate limiter serve them all (see [`crate::vault`]).
+//!
+//! A failed login is retried with backoff (0.5 s doubling to 30 s); operations arriving meanwhile
+//! wait for that retry (up to their deadline) and never start logins of their own. A renewal
+//! capped by the role's max TTL (less than 10 s granted) triggers a fresh login.
 
 use super::error::ActorError;
 use super::supervision::RestartGuard;
@@ -27,6 +31,10 @@ use tokio::time::Instant as Deadline;
 
 pub const HEALTH_CHECK: &str = "vault-session";
 
+/// A self-renewal granting less than this (because the role's max TTL caps it) triggers a new
+/// login instead of renewing a token that is about to expire.
+const MIN_USEFUL_TTL: Duration = Duration::from_secs(10);
+
 /// How vdbi logs in and where it keeps its bookkeeping.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -46,11 +54,16 @@ pub struct VaultSession {
     client: VaultClient,
     cfg: SessionConfig,
     token: Option<VaultToken>,
+    /// Accessor, login time and TTL of the current token (for [`SessionInfo`]).
+    info: Option<SessionDetails>,
     logging_in: bool,
     login_failures: u32,
     waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, String>>>,
     last_error: String,
     renew_timer: Option<SpawnHandle>,
+    /// The next login attempt after a failure (backoff); callers wait for it rather than
+    /// starting logins of their own.
+    retry_timer: Option<SpawnHandle>,
     stopped: bool,
     metrics: Metrics,
     health: HealthState,
@@ -71,11 +84,13 @@ impl VaultSession {
             client,
             cfg,
             token: None,
+            info: None,
             logging_in: false,
             login_failures: 0,
             waiters: Vec::new(),
             last_error: "not logged in yet".into(),
             renew_timer: None,
+            retry_timer: None,
             stopped: false,
             metrics,
             health,
@@ -100,6 +115,16 @@ impl VaultSession {
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.logging_in = false;
+            if act.stopped {
+                // Shut down while the login was in flight: the new token must not outlive us.
+                if let Ok(login) = res {
+                    let client = act.client.clone();
+                    tokio::spawn(async move {
+                        let _ = client.token_revoke_self(&login.token).await;
+                    });
+                }
+                return;
+            }
             match res {
                 Ok(login) => act.logged_in(login, ctx),
                 Err(e) => {
@@ -112,7 +137,13 @@ impl VaultSession {
                         .saturating_mul(2u32.saturating_pow(act.login_failures.min(6)))
                         .min(Duration::from_secs(30));
                     warn!(act.log, "Vault login failed; retrying"; "error" => &e, "retry_in_ms" => delay.as_millis() as u64);
-                    ctx.run_later(delay, |act, ctx| act.login(ctx));
+                    if let Some(h) = act.retry_timer.take() {
+                        ctx.cancel_future(h);
+                    }
+                    act.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
+                        act.retry_timer = None;
+                        act.login(ctx)
+                    }));
                 }
             }
         }));
@@ -120,11 +151,20 @@ impl VaultSession {
 
     fn logged_in(&mut self, login: LoginResult, ctx: &mut Context<Self>) {
         self.login_failures = 0;
+        if let Some(h) = self.retry_timer.take() {
+            ctx.cancel_future(h);
+        }
         self.metrics.connect_vault_success.inc();
         self.metrics.vault_session_ready.set(1);
         self.health.set(HEALTH_CHECK, true, "logged in");
         info!(self.log, "Vault session established"; "role" => &self.cfg.role,
             "ttl_s" => login.ttl.as_secs(), "accessor" => &login.accessor);
+        self.info = Some(SessionDetails {
+            accessor: login.accessor.clone(),
+            ttl: login.ttl,
+            logged_in_at: std::time::SystemTime::now(),
+            renewed_at: None,
+        });
         if let Some(old) = self.token.replace(login.token.clone()) {
             // Never leak the previous login.
             let client = self.client.clone();
@@ -142,7 +182,13 @@ impl VaultSession {
         if let Some(h) = self.renew_timer.take() {
             ctx.cancel_future(h);
         }
-        let every = (ttl / 2)
+        // A token without TTL (0) never expires: renew at the maximal interval.
+        let half = if ttl.is_zero() {
+            self.cfg.max_renew_interval
+        } else {
+            ttl / 2
+        };
+        let every = half
             .min(self.cfg.max_renew_interval)
             .max(Duration::from_secs(1));
         self.renew_timer = Some(ctx.run_later(every, |act, ctx| act.renew_self(ctx)));
@@ -157,8 +203,21 @@ impl VaultSession {
         ctx.spawn(
             async move { client.token_renew_self(&token, inc).await }
                 .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(ttl) => act.schedule_renew(ttl.ttl, ctx),
+                .map(move |res, act, ctx| match res {
+                    Ok(ttl) if ttl.ttl < inc && ttl.ttl < MIN_USEFUL_TTL => {
+                        // Capped by the role's max TTL: the token is about to expire for good.
+                        // Log in again now rather than let operations meet a dead token.
+                        info!(act.log, "Vault session token reaches its max TTL; logging in again";
+                            "ttl_s" => ttl.ttl.as_secs());
+                        act.relogin(ctx);
+                    }
+                    Ok(ttl) => {
+                        if let Some(i) = act.info.as_mut() {
+                            i.ttl = ttl.ttl;
+                            i.renewed_at = Some(std::time::SystemTime::now());
+                        }
+                        act.schedule_renew(ttl.ttl, ctx)
+                    }
                     Err(e) => {
                         warn!(act.log, "Vault session renewal failed; logging in again"; "error" => %e);
                         act.relogin(ctx);
@@ -214,6 +273,30 @@ pub struct TokenRejected {
 #[rtype(result = "()")]
 pub struct RevokeOwnToken;
 
+/// What an operator may know about the current session (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionDetails {
+    /// Accessor of vdbi's current token (`auth/token/lookup-accessor`, `revoke-accessor`).
+    pub accessor: String,
+    /// TTL granted by the last login or self-renewal.
+    pub ttl: Duration,
+    pub logged_in_at: std::time::SystemTime,
+    /// Time of the last successful self-renewal, if any since the login.
+    pub renewed_at: Option<std::time::SystemTime>,
+}
+
+/// The current session's details; `None` when not logged in.
+#[derive(Message)]
+#[rtype(result = "Option<SessionDetails>")]
+pub struct SessionInfo;
+
+impl Handler<SessionInfo> for VaultSession {
+    type Result = Option<SessionDetails>;
+    fn handle(&mut self, _: SessionInfo, _: &mut Context<Self>) -> Option<SessionDetails> {
+        self.token.as_ref().and(self.info.clone())
+    }
+}
+
 /// Is the session established?
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -231,7 +314,10 @@ impl Handler<CurrentToken> for VaultSession {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.waiters.push(tx);
-        self.login(ctx);
+        if self.retry_timer.is_none() {
+            // Otherwise a retry is scheduled: wait for it (never bypass the backoff).
+            self.login(ctx);
+        }
         let last = self.last_error.clone();
         Box::pin(async move {
             match tokio::time::timeout_at(msg.deadline, rx).await {
@@ -260,8 +346,19 @@ impl Handler<TokenRejected> for VaultSession {
 
 impl Handler<RevokeOwnToken> for VaultSession {
     type Result = ResponseFuture<()>;
-    fn handle(&mut self, _: RevokeOwnToken, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: RevokeOwnToken, ctx: &mut Context<Self>) -> Self::Result {
         self.stopped = true;
+        for h in [self.retry_timer.take(), self.renew_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(h);
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err("shutting down".into()));
+        }
+        self.health
+            .set(HEALTH_CHECK, false, "shut down: token revoked");
         self.metrics.vault_session_ready.set(0);
         let token = self.token.take();
         let client = self.client.clone();
