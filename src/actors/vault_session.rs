@@ -240,6 +240,23 @@ impl VaultSession {
     }
 }
 
+/// An instance that dies (panic, stop) before shutdown must not leak its login: the supervisor's
+/// fresh instance logs in again, so this one's token is revoked on the way out.
+impl Drop for VaultSession {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        rt.spawn(async move {
+            let _ = client.token_revoke_self(&token).await;
+        });
+    }
+}
+
 impl Actor for VaultSession {
     type Context = Context<Self>;
 
