@@ -171,7 +171,9 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     }
     // The KV entries, now that the pods are known.
     for (k, chunk) in issued.chunks(64).enumerate() {
-        futures::future::join_all(chunk.iter().map(|(u, t, l)| {
+        let per_pod = a.uuids_per_pod.max(1);
+        futures::future::join_all(chunk.iter().enumerate().map(|(j, (u, t, l))| {
+            let pod = format!("holder-{}", (k * 64 + j) / per_pod);
             crate::harness::req(
                 &root,
                 reqwest::Method::POST,
