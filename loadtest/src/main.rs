@@ -62,6 +62,9 @@ enum Scenario {
         uuids_per_pod: usize,
         #[arg(long, default_value = "app-rw")]
         role: String,
+        /// Leave PodName out of the entries: the cycle backfills (one KV write per entry).
+        #[arg(long)]
+        backfill: bool,
     },
 }
 
@@ -117,6 +120,7 @@ fn main() {
                 rate_limit,
                 uuids_per_pod,
                 role,
+                backfill,
             } => {
                 let entries = if cli.smoke { 20 } else { entries };
                 let a = renewal::Args {
@@ -126,6 +130,7 @@ fn main() {
                     concurrency: 16,
                     uuids_per_pod,
                     role,
+                    backfill,
                 };
                 match renewal::run(&p, a, &cli.out).await {
                     Ok(r) => {

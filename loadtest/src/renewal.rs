@@ -25,12 +25,14 @@ pub struct Args {
     pub concurrency: usize,
     pub uuids_per_pod: usize,
     pub role: String,
+    pub backfill: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct RenewalResult {
     pub scenario: &'static str,
     pub entries: usize,
+    pub backfill: bool,
     pub with_lease: usize,
     pub rate_limit_per_s: u32,
     pub renewer_concurrency: usize,
@@ -173,14 +175,19 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     for (k, chunk) in issued.chunks(64).enumerate() {
         let per_pod = a.uuids_per_pod.max(1);
         futures::future::join_all(chunk.iter().enumerate().map(|(j, (u, t, l))| {
-            let pod = format!("holder-{}", (k * 64 + j) / per_pod);
+            // With --backfill the entries lack PodName: the cycle writes each one back.
+            let pod = if a.backfill {
+                String::new()
+            } else {
+                format!("holder-{}", (k * 64 + j) / per_pod)
+            };
             crate::harness::req(
                 &root,
                 reqwest::Method::POST,
                 format!("{kv}/data/{}/{u}", vdbi.prefix),
                 Some(
                     json!({"data": {"LeaseId": l, "TokenId": t, "Namespace": ns.name,
-                    "ServiceAccountName": "default", "PodName": "", "NodeName": ""}}),
+                    "ServiceAccountName": "default", "PodName": pod, "NodeName": ""}}),
                 ),
             )
         }))
@@ -219,6 +226,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     let res = RenewalResult {
         scenario: "renewal",
         entries: issued.len(),
+        backfill: a.backfill,
         with_lease: lease_ids.len(),
         rate_limit_per_s: a.rate_limit,
         renewer_concurrency: 16,
@@ -288,7 +296,15 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
             ),
         ],
     );
-    report::write_json(out, &format!("renewal-{}", res.entries), &res)
-        .map_err(|e| e.to_string())?;
+    report::write_json(
+        out,
+        &format!(
+            "renewal-{}{}",
+            res.entries,
+            if res.backfill { "-backfill" } else { "" }
+        ),
+        &res,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(res)
 }
