@@ -1,0 +1,215 @@
+//! In-process vdbi against the local platform, and cleanup of what a scenario created.
+
+use reqwest::Method;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use vdbi::app::runtime::{start, Running};
+use vdbi::config::{Config, Mode};
+use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
+
+pub struct Vdbi {
+    pub running: Running,
+    pub prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A logger that drops everything: the harness prints its own progress, never secrets.
+pub fn quiet_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+/// Starts vdbi in `mode` with its own ServiceAccount JWT and a self-signed 127.0.0.1 cert.
+pub async fn start_vdbi(
+    p: &Platform,
+    mode: Mode,
+    sa: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> Vdbi {
+    vdbi::testing::platform::install_crypto_provider();
+    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("self-signed cert");
+    let cert: PathBuf = dir.path().join("tls.crt");
+    let key: PathBuf = dir.path().join("tls.key");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let client = p.kube_client().await;
+    let jwt = service_account_token(&client, &p.var("VDBI_SYSTEM_NAMESPACE"), sa, &["vault"]).await;
+    let jwt_path = dir.path().join("jwt");
+    std::fs::write(&jwt_path, jwt).unwrap();
+    let prefix = unique_name("lt");
+    let mut c = Config {
+        vault_address: p.vault_addr(),
+        vault_auth_path: p.var("VDBI_K8S_AUTH_MOUNT"),
+        kube_role: p.var("VDBI_LEGACY_KUBE_ROLE"),
+        vault_secret_name: p.var("VDBI_KV_MOUNT"),
+        vault_secret_prefix: prefix.clone(),
+        vault_rate_limit: 0,
+        webhook_listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    c.mode = mode;
+    c.cert_file = cert;
+    c.key_file = key;
+    c.kube_token_path = jwt_path;
+    c.token_request_audiences = vec!["vault".into()];
+    tweak(&mut c);
+    let running = start(c, quiet_logger()).await.expect("vdbi starts");
+    for _ in 0..400 {
+        if running.health.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Vdbi {
+        running,
+        prefix,
+        _dir: dir,
+    }
+}
+
+/// `root.request` with owned arguments (for futures collected in `join_all`).
+pub async fn req(
+    root: &VaultRoot,
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> vdbi::testing::platform::VaultResponse {
+    root.request(method, &path, body.as_ref()).await
+}
+
+/// Keys under `<kv>/metadata/<prefix>`.
+pub async fn kv_keys(root: &VaultRoot, kv: &str, prefix: &str) -> Vec<String> {
+    let r = root
+        .request(
+            Method::from_bytes(b"LIST").unwrap(),
+            &format!("{kv}/metadata/{prefix}"),
+            None,
+        )
+        .await;
+    if r.status == 404 {
+        return Vec::new();
+    }
+    r.body["data"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// What a cleanup left behind (all must be 0).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Leftovers {
+    pub kv_entries: usize,
+    pub tokens: usize,
+    pub leases: usize,
+}
+
+impl Leftovers {
+    pub fn total(&self) -> usize {
+        self.kv_entries + self.tokens + self.leases
+    }
+}
+
+/// Revokes every token (with its child leases) and lease recorded under `<kv>/<prefix>`, plus
+/// `extra_tokens`, deletes the entries, then counts what is still alive.
+pub async fn cleanup_prefix(
+    root: &VaultRoot,
+    kv: &str,
+    prefix: &str,
+    extra_tokens: &[String],
+    extra_leases: &[String],
+) -> Leftovers {
+    let mut tokens: Vec<String> = extra_tokens.to_vec();
+    let mut leases: Vec<String> = extra_leases.to_vec();
+    let keys = kv_keys(root, kv, prefix).await;
+    for chunk in keys.chunks(32) {
+        let reads = chunk.iter().map(|k| async move {
+            let r = root
+                .request(Method::GET, &format!("{kv}/data/{prefix}/{k}"), None)
+                .await;
+            let d = &r.body["data"]["data"];
+            (
+                d["TokenId"].as_str().unwrap_or_default().to_string(),
+                d["LeaseId"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        for (t, l) in futures::future::join_all(reads).await {
+            if !t.is_empty() {
+                tokens.push(t);
+            }
+            if !l.is_empty() {
+                leases.push(l);
+            }
+        }
+    }
+    for chunk in leases.chunks(32) {
+        futures::future::join_all(chunk.iter().map(|l| {
+            req(
+                root,
+                Method::PUT,
+                "sys/leases/revoke".into(),
+                Some(json!({ "lease_id": l })),
+            )
+        }))
+        .await;
+    }
+    for chunk in tokens.chunks(32) {
+        futures::future::join_all(chunk.iter().map(|t| {
+            req(
+                root,
+                Method::POST,
+                "auth/token/revoke".into(),
+                Some(json!({ "token": t })),
+            )
+        }))
+        .await;
+    }
+    for chunk in keys.chunks(32) {
+        futures::future::join_all(chunk.iter().map(|k| {
+            req(
+                root,
+                Method::DELETE,
+                format!("{kv}/metadata/{prefix}/{k}"),
+                None,
+            )
+        }))
+        .await;
+    }
+    // Count what survived.
+    let mut left = Leftovers {
+        kv_entries: kv_keys(root, kv, prefix).await.len(),
+        ..Default::default()
+    };
+    for chunk in tokens.chunks(32) {
+        let alive = futures::future::join_all(chunk.iter().map(|t| {
+            req(
+                root,
+                Method::POST,
+                "auth/token/lookup".into(),
+                Some(json!({ "token": t })),
+            )
+        }))
+        .await;
+        left.tokens += alive.iter().filter(|r| r.status.is_success()).count();
+    }
+    for chunk in leases.chunks(32) {
+        let alive = futures::future::join_all(chunk.iter().map(|l| {
+            req(
+                root,
+                Method::PUT,
+                "sys/leases/lookup".into(),
+                Some(json!({ "lease_id": l })),
+            )
+        }))
+        .await;
+        left.leases += alive.iter().filter(|r| r.status.is_success()).count();
+    }
+    left
+}
