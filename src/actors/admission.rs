@@ -529,32 +529,8 @@ async fn issue_one(
                     return Err(vault_denial(db, "creating the orphan token", &e));
                 }
             };
-            if let Some(late) = tracker.record(Created::OrphanToken(orphan.clone())) {
-                cleanup(deps, vec![late], log).await;
-                return Err(Denial::new("deadline", "abandoned"));
-            }
-            let creds = deps
-                .vault
-                .call(ReadDbCredentials {
-                    token: Some(orphan.clone()),
-                    mount: spec.engine.clone(),
-                    role: db.role.clone(),
-                    deadline,
-                })
-                .await
-                .map_err(|e| {
-                    vault_denial(
-                        db,
-                        &format!("reading {}/creds/{}", spec.engine, db.role),
-                        &e,
-                    )
-                })?;
-            entry.lease_id = creds.lease_id.clone();
-            entry.token_id = orphan.expose().to_string();
-            values = InjectedValues {
-                username: creds.username.clone(),
-                password: creds.password.expose().to_string(),
-            };
+            record_or_undo(deps, tracker, Created::OrphanToken(orphan.clone()), log).await?;
+            values = read_credentials(deps, spec, db, &orphan, deadline, &mut entry).await?;
         }
     } else {
         // ---- projected: the pod's own identity logs in to Vault ----
@@ -609,10 +585,7 @@ async fn issue_one(
                 vault_denial(db, &format!("Vault login as role {:?}", db.role), &e)
             })?;
         let pod_token = login.token.clone();
-        if let Some(late) = tracker.record(Created::PodToken(pod_token.clone())) {
-            cleanup(deps, vec![late], log).await;
-            return Err(Denial::new("deadline", "abandoned"));
-        }
+        record_or_undo(deps, tracker, Created::PodToken(pod_token.clone()), log).await?;
         match deps
             .vault
             .call(LookupSelf {
@@ -642,28 +615,7 @@ async fn issue_one(
             tracker.forget_pod_token(&pod_token);
             values = placeholders();
         } else {
-            let creds = deps
-                .vault
-                .call(ReadDbCredentials {
-                    token: Some(pod_token.clone()),
-                    mount: spec.engine.clone(),
-                    role: db.role.clone(),
-                    deadline,
-                })
-                .await
-                .map_err(|e| {
-                    vault_denial(
-                        db,
-                        &format!("reading {}/creds/{}", spec.engine, db.role),
-                        &e,
-                    )
-                })?;
-            entry.lease_id = creds.lease_id.clone();
-            entry.token_id = pod_token.expose().to_string();
-            values = InjectedValues {
-                username: creds.username.clone(),
-                password: creds.password.expose().to_string(),
-            };
+            values = read_credentials(deps, spec, db, &pod_token, deadline, &mut entry).await?;
         }
     }
     // ---- bookkeeping, before answering ----
@@ -684,11 +636,59 @@ async fn issue_one(
             return Err(vault_denial(db, "writing the bookkeeping entry", &e));
         }
     }
-    if let Some(late) = tracker.record(Created::Entry(uuid.clone())) {
-        cleanup(deps, vec![late], log).await;
-        return Err(Denial::new("deadline", "abandoned"));
-    }
+    record_or_undo(deps, tracker, Created::Entry(uuid.clone()), log).await?;
     Ok(Issued { uuid, values })
+}
+
+/// Records something the admission created; if the admission was already abandoned (deadline),
+/// undoes it at once and ends this dbConfig's work.
+async fn record_or_undo(
+    deps: &AdmissionDeps,
+    tracker: &Tracker,
+    created: Created,
+    log: &Logger,
+) -> Result<(), Denial> {
+    match tracker.record(created) {
+        None => Ok(()),
+        Some(late) => {
+            cleanup(deps, vec![late], log).await;
+            Err(Denial::new("deadline", "abandoned"))
+        }
+    }
+}
+
+/// Reads `<engine>/creds/<role>` with `token` (orphan or pod token) and records the lease and
+/// token in the bookkeeping entry.
+async fn read_credentials(
+    deps: &AdmissionDeps,
+    spec: &PodDbSpec,
+    db: &DbConfig,
+    token: &VaultToken,
+    deadline: tokio::time::Instant,
+    entry: &mut BookkeepingEntry,
+) -> Result<InjectedValues, Denial> {
+    let creds = deps
+        .vault
+        .call(ReadDbCredentials {
+            token: Some(token.clone()),
+            mount: spec.engine.clone(),
+            role: db.role.clone(),
+            deadline,
+        })
+        .await
+        .map_err(|e| {
+            vault_denial(
+                db,
+                &format!("reading {}/creds/{}", spec.engine, db.role),
+                &e,
+            )
+        })?;
+    entry.lease_id = creds.lease_id.clone();
+    entry.token_id = token.expose().to_string();
+    Ok(InjectedValues {
+        username: creds.username.clone(),
+        password: creds.password.expose().to_string(),
+    })
 }
 
 /// Undoes what a failed admission created, with its own deadline: tokens first (their DB leases
