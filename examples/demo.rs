@@ -4,12 +4,7 @@
 //! working PostgreSQL credentials of its own, deletes the pod and shows the credentials revoked.
 //! Passwords are never printed.
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
-};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -119,49 +114,14 @@ webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 12
     step("registering the webhook with kube-apiserver");
     let ns = TestNamespace::create(&client, "demo").await;
     ns.service_account("app").await;
-    let mwc_name = format!("vdbi-demo-{}", ns.name);
-    let mwc = MutatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(mwc_name.clone()),
-            ..Default::default()
-        },
-        webhooks: Some(vec![MutatingWebhook {
-            name: "demo.vdbi.local".into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: WebhookClientConfig {
-                url: Some("https://127.0.0.1:28443/mutate".into()),
-                ca_bundle: Some(ByteString(ck.cert.pem().into_bytes())),
-                service: None,
-            },
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec!["".into()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into()]),
-                resources: Some(vec!["pods".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            failure_policy: Some("Fail".into()),
-            side_effects: "NoneOnDryRun".into(),
-            timeout_seconds: Some(5),
-            object_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "vault-db-injector".into(),
-                    "true".into(),
-                )])),
-                ..Default::default()
-            }),
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".into(),
-                    ns.name.clone(),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-    };
-    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    mwcs.create(&PostParams::default(), &mwc).await.unwrap();
+    let webhook = vdbi::testing::webhook::register(
+        &client,
+        "https://127.0.0.1:28443/mutate",
+        &ck.cert.pem(),
+        &ns.name,
+    )
+    .await
+    .expect("webhook registered");
 
     step("creating an annotated pod (role app-rw, classic env vars)");
     let pod: Pod = serde_json::from_value(json!({
@@ -254,7 +214,7 @@ webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 12
     }
 
     step("cleaning up");
-    let _ = mwcs.delete(&mwc_name, &DeleteParams::default()).await;
+    webhook.delete().await;
     ns.cleanup().await;
     drop(daemon);
     println!("    done: vdbi stopped (SIGTERM), demo namespace removed");

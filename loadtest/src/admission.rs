@@ -98,7 +98,7 @@ fn review(uid: &str, ns: &str, name: &str, role: &str) -> Value {
 }
 
 /// One admission: Ok(latency) when allowed with a patch, Err(reason) otherwise.
-async fn admit(
+pub(crate) async fn admit(
     http: &reqwest::Client,
     url: &str,
     ns: &str,

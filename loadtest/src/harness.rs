@@ -11,12 +11,15 @@ use vdbi::testing::platform::{service_account_token, unique_name, Platform, Vaul
 pub struct Vdbi {
     pub running: Running,
     pub prefix: String,
+    /// The webhook's self-signed certificate (PEM), for a webhook registration's caBundle.
+    pub cert_pem: String,
     _dir: tempfile::TempDir,
 }
 
-/// A logger that drops everything: the harness prints its own progress, never secrets.
+/// vdbi's log: dropped (the harness prints its own progress), unless `VDBI_TEST_LOG` is set.
+/// vdbi never logs secrets either way.
 pub fn quiet_logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
+    vdbi::telemetry::logging::test_logger()
 }
 
 /// Starts vdbi in `mode` with its own ServiceAccount JWT and a self-signed 127.0.0.1 cert.
@@ -68,6 +71,7 @@ pub async fn start_vdbi(
     Vdbi {
         running,
         prefix,
+        cert_pem: ck.cert.pem(),
         _dir: dir,
     }
 }
@@ -182,7 +186,18 @@ pub async fn cleanup_prefix(
         }))
         .await;
     }
-    // Count what survived.
+    count_alive(root, kv, prefix, &tokens, &leases).await
+}
+
+/// Counts the KV entries under `<kv>/<prefix>` and the tokens and leases among those given that
+/// are still alive.
+pub async fn count_alive(
+    root: &VaultRoot,
+    kv: &str,
+    prefix: &str,
+    tokens: &[String],
+    leases: &[String],
+) -> Leftovers {
     let mut left = Leftovers {
         kv_entries: kv_keys(root, kv, prefix).await.len(),
         ..Default::default()

@@ -3,7 +3,10 @@
 //! See docs/performance.md.
 
 mod admission;
+mod churn;
+mod footprint;
 mod harness;
+mod nri;
 mod renewal;
 mod report;
 
@@ -65,6 +68,42 @@ enum Scenario {
         /// Leave PodName out of the entries: the cycle backfills (one KV write per entry).
         #[arg(long)]
         backfill: bool,
+    },
+    /// Pods created and deleted through the kube-apiserver: time from DELETE to revocation.
+    Churn {
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Pods in their create → delete → revoked cycle at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// How long each pod lives between CREATE and DELETE.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        #[arg(long, default_value = "app-rw")]
+        role: String,
+    },
+    /// CreateContainer substitution over the real NRI wire: cache miss, hit, no placeholder.
+    Nri {
+        /// Pods (each served once on a cold cache).
+        #[arg(long, default_value_t = 20)]
+        misses: usize,
+        /// Cache-hit requests (and as many without placeholders).
+        #[arg(long, default_value_t = 500)]
+        hits: usize,
+    },
+    /// The `vdbi` binary as its own process: idle RSS, then RSS and CPU under admission load.
+    Footprint {
+        /// The daemon binary (default: `vdbi` next to this binary).
+        #[arg(long)]
+        vdbi_bin: Option<PathBuf>,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "app-rw")]
+        role: String,
     },
 }
 
@@ -142,6 +181,77 @@ fn main() {
                     }
                     Err(e) => {
                         eprintln!("renewal failed: {e}");
+                        false
+                    }
+                }
+            }
+            Scenario::Churn {
+                pods,
+                concurrency,
+                hold,
+                role,
+            } => {
+                let a = churn::Args {
+                    pods: if cli.smoke { 20 } else { pods },
+                    concurrency: if cli.smoke { 4 } else { concurrency },
+                    hold,
+                    role,
+                };
+                match churn::run(&p, a, &cli.out).await {
+                    Ok(r) => r.errors == 0 && r.leftovers.total() == 0 && r.revoked == r.pods,
+                    Err(e) => {
+                        eprintln!("churn failed: {e}");
+                        false
+                    }
+                }
+            }
+            Scenario::Nri { misses, hits } => {
+                let a = if cli.smoke {
+                    nri::Args {
+                        misses: 3,
+                        hits: 20,
+                    }
+                } else {
+                    nri::Args { misses, hits }
+                };
+                match nri::run(&p, a, &cli.out).await {
+                    Ok(r) => r.modes.iter().all(|m| {
+                        m.errors == 0 && m.issued_alive_after.total() == 0 && m.miss.count > 0
+                    }),
+                    Err(e) => {
+                        eprintln!("nri failed: {e}");
+                        false
+                    }
+                }
+            }
+            Scenario::Footprint {
+                vdbi_bin,
+                idle,
+                rate,
+                duration,
+                role,
+            } => {
+                let a = if cli.smoke {
+                    footprint::Args {
+                        vdbi_bin,
+                        idle: Duration::from_secs(1),
+                        rate: 10.0,
+                        duration: Duration::from_secs(2),
+                        role,
+                    }
+                } else {
+                    footprint::Args {
+                        vdbi_bin,
+                        idle,
+                        rate,
+                        duration,
+                        role,
+                    }
+                };
+                match footprint::run(&p, a, &cli.out).await {
+                    Ok(r) => r.errors == 0 && r.leftovers.total() == 0 && r.ok > 0,
+                    Err(e) => {
+                        eprintln!("footprint failed: {e}");
                         false
                     }
                 }

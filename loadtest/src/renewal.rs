@@ -83,23 +83,46 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
                             "display_name": "injector-orphan-token"})),
                     )
                     .await;
-                let token = auth.body["auth"]["client_token"].as_str()?.to_string();
+                let token = auth.body["auth"]["client_token"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        format!("create-orphan: {} {}", auth.status, auth.body["errors"])
+                    })?
+                    .to_string();
                 let lease = if with_lease {
                     let c = root
                         .with_token(&token)
                         .request(reqwest::Method::GET, &format!("{db}/creds/{role}"), None)
                         .await;
-                    c.body["lease_id"].as_str()?.to_string()
+                    match c.body["lease_id"].as_str() {
+                        Some(l) => l.to_string(),
+                        None => {
+                            // Do not leave the token behind.
+                            crate::harness::req(
+                                root,
+                                reqwest::Method::POST,
+                                "auth/token/revoke".into(),
+                                Some(json!({ "token": token })),
+                            )
+                            .await;
+                            return Err(format!("read creds: {} {}", c.status, c.body["errors"]));
+                        }
+                    }
                 } else {
                     String::new()
                 };
-                Some((uuid::Uuid::new_v4().to_string(), token, lease))
+                Ok((uuid::Uuid::new_v4().to_string(), token, lease))
             }
         });
         for r in futures::future::join_all(batch).await {
             match r {
-                Some(x) => issued.push(x),
-                None => setup_errors += 1,
+                Ok(x) => issued.push(x),
+                Err(e) => {
+                    if setup_errors < 5 {
+                        eprintln!("[renewal] setup error: {e}");
+                    }
+                    setup_errors += 1;
+                }
             }
         }
         i += n;

@@ -44,3 +44,20 @@ fn admission_nri_smoke() {
 fn renewal_smoke() {
     smoke(&["renewal"]);
 }
+
+#[test]
+fn churn_smoke() {
+    smoke(&["churn"]);
+}
+
+#[test]
+fn nri_smoke() {
+    smoke(&["nri"]);
+}
+
+#[test]
+fn footprint_smoke() {
+    // The daemon binary of this workspace, built by `cargo test --workspace` (same profile).
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("vdbi");
+    smoke(&["footprint", "--vdbi-bin", bin.to_str().unwrap()]);
+}

@@ -3,4 +3,6 @@
 //! Nothing here is used by the daemon itself.
 
 pub mod platform;
+pub mod roles;
 pub mod vault;
+pub mod webhook;

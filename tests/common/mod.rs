@@ -2,13 +2,7 @@
 //! (real OpenBao, PostgreSQL and kube-apiserver) and registers its webhook with the apiserver.
 #![allow(dead_code)]
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
-};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +10,10 @@ use std::time::Duration;
 use vdbi::app::runtime::{start, Running};
 use vdbi::config::{Config, Mode};
 use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
+
+#[allow(unused_imports)]
+pub use vdbi::testing::roles::{drop_role, fresh_role, own_role, revoke_role_leases};
+pub use vdbi::testing::webhook::Webhook;
 
 pub mod node;
 pub mod nri;
@@ -158,111 +156,12 @@ impl Vdbi {
     }
 }
 
-/// Registers a MutatingWebhookConfiguration for one namespace, pointing at `vdbi`.
-pub struct Webhook {
-    pub name: String,
-    client: kube::Client,
-}
-
+/// Registers a MutatingWebhookConfiguration for one namespace, pointing at `vdbi`, and waits
+/// until the apiserver calls it.
 pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &str) -> Webhook {
-    let name = unique_name("vdbi-test");
-    let mwc = MutatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        webhooks: Some(vec![MutatingWebhook {
-            name: format!("{name}.vdbi.test"),
-            admission_review_versions: vec!["v1".into()],
-            client_config: WebhookClientConfig {
-                url: Some(vdbi.webhook_url()),
-                ca_bundle: Some(ByteString(vdbi.cert.pem.clone().into_bytes())),
-                service: None,
-            },
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec!["".into()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into()]),
-                resources: Some(vec!["pods".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            failure_policy: Some("Fail".into()),
-            side_effects: "NoneOnDryRun".into(),
-            timeout_seconds: Some(5),
-            object_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(LABEL.to_string(), "true".to_string())])),
-                ..Default::default()
-            }),
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".to_string(),
-                    namespace.to_string(),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-    };
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &mwc)
+    vdbi::testing::webhook::register(client, &vdbi.webhook_url(), &vdbi.cert.pem, namespace)
         .await
-        .expect("create MutatingWebhookConfiguration");
-    let wh = Webhook {
-        name,
-        client: client.clone(),
-    };
-    // The probe pods run as `default`, which the platform (no controller-manager) never creates,
-    // and the ServiceAccount admission plugin refuses pods of a missing ServiceAccount.
-    let default_sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("default".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let _ = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &default_sa)
-        .await;
-    // The apiserver picks up webhook configurations asynchronously: probe until it calls us.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut last = String::new();
-    for i in 0..100 {
-        // Uses the `app` ServiceAccount every test creates (no `default` SA exists here).
-        let probe = pod(
-            &format!("probe-{i}"),
-            "app",
-            &[
-                ("x.mode", "weird"),
-                ("x.role", "r"),
-                ("x.env-key-dbuser", "U"),
-            ],
-        );
-        match pods
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                &probe,
-            )
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.message.contains("vault-db-injector") => return wh,
-            other => {
-                last = format!("{other:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-        }
-    }
-    panic!("the apiserver never called the test webhook; last answer: {last}");
-}
-
-impl Webhook {
-    pub async fn delete(self) {
-        let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::default())
-            .await;
-    }
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A labelled pod with `db-creds-injector` annotations (keys given without the prefix).
@@ -367,39 +266,6 @@ pub async fn leases(root: &VaultRoot, mount: &str, role: &str) -> Vec<String> {
         .collect()
 }
 
-/// A DB role, its policy and a k8s-auth role, all named `name`, bound to SA `app` in `namespace`.
-pub async fn fresh_role(root: &VaultRoot, p: &Platform, name: &str, namespace: &str) {
-    let mount = p.var("VDBI_DB_MOUNT");
-    root.write(
-        &format!("{mount}/roles/{name}"),
-        &json!({
-            "db_name": "pg",
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
-            "revocation_statements": ["DROP ROLE IF EXISTS \"{{name}}\";"],
-            "default_ttl": "1h",
-            "max_ttl": "24h"
-        }),
-    )
-    .await;
-    root.write(
-        &format!("sys/policies/acl/{name}"),
-        &json!({"policy": format!("path \"{mount}/creds/{name}\" {{ capabilities = [\"read\"] }}\npath \"auth/token/renew-self\" {{ capabilities = [\"update\"] }}\npath \"auth/token/lookup-self\" {{ capabilities = [\"read\"] }}\n")}),
-    )
-    .await;
-    root.write(
-        &format!("auth/{}/role/{name}", p.var("VDBI_K8S_AUTH_MOUNT")),
-        &json!({
-            "bound_service_account_names": ["app"],
-            "bound_service_account_namespaces": [namespace],
-            "token_policies": [name],
-            "token_period": "24h",
-            "audience": "vault",
-            "token_type": "service"
-        }),
-    )
-    .await;
-}
-
 /// Connects to the platform's PostgreSQL as `user`.
 pub async fn pg_connect(
     p: &Platform,
@@ -419,67 +285,4 @@ pub async fn pg_connect(
         let _ = conn.await;
     });
     Ok(client)
-}
-
-pub async fn revoke_role_leases(root: &VaultRoot, role: &str) {
-    root.request(
-        reqwest::Method::PUT,
-        &format!("sys/leases/revoke-prefix/databases/creds/{role}"),
-        None,
-    )
-    .await;
-}
-
-/// A DB role `name` on its own connection (the platform's `pg` connection only allows its own
-/// roles), with the k8s-auth role and policy of `fresh_role`. With `special`, the connection's
-/// password policy puts URI-reserved characters (`@ : / % ? # & +`) in every password.
-pub async fn own_role(root: &VaultRoot, p: &Platform, name: &str, namespace: &str, special: bool) {
-    fresh_role(root, p, name, namespace).await;
-    let mut config = json!({
-        "plugin_name": "postgresql-database-plugin",
-        "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@{}:{}/{}?sslmode=disable",
-            p.var("VDBI_PG_HOST"), p.var("VDBI_PG_PORT"), p.var("VDBI_PG_DATABASE")),
-        "username": p.var("VDBI_PG_ADMIN_USER"),
-        "password": p.var("VDBI_PG_ADMIN_PASSWORD"),
-        "allowed_roles": [name],
-        "verify_connection": true
-    });
-    if special {
-        let policy = r#"length = 24
-rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" min-chars = 1 }
-rule "charset" { charset = "ABCDEFGHIJKLMNOPQRSTUVWXYZ" min-chars = 1 }
-rule "charset" { charset = "0123456789" min-chars = 1 }
-rule "charset" { charset = "@:/%?#&+" min-chars = 4 }
-"#;
-        root.write(
-            &format!("sys/policies/password/{name}"),
-            &json!({ "policy": policy }),
-        )
-        .await;
-        config["password_policy"] = json!(name);
-    }
-    let mount = p.var("VDBI_DB_MOUNT");
-    root.write(&format!("{mount}/config/{name}"), &config).await;
-    root.write(
-        &format!("{mount}/roles/{name}"),
-        &json!({
-            "db_name": name,
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
-            "revocation_statements": ["REVOKE ALL PRIVILEGES ON DATABASE app FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"],
-            "default_ttl": "1h",
-            "max_ttl": "24h"
-        }),
-    )
-    .await;
-}
-
-pub async fn drop_role(root: &VaultRoot, p: &Platform, name: &str) {
-    revoke_role_leases(root, name).await;
-    let mount = p.var("VDBI_DB_MOUNT");
-    for path in [
-        format!("{mount}/roles/{name}"),
-        format!("{mount}/config/{name}"),
-    ] {
-        root.request(reqwest::Method::DELETE, &path, None).await;
-    }
 }

@@ -1,0 +1,137 @@
+//! Registers a vdbi webhook with the platform's kube-apiserver, for the integration tests, the
+//! demo and the load-test harness: a `MutatingWebhookConfiguration` scoped to one namespace and to
+//! pods labelled `vault-db-injector=true`, exactly as the Helm chart registers it (failure policy
+//! `Fail`, side effects `NoneOnDryRun`, timeout 5 s).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+use super::platform::unique_name;
+
+/// The label the webhook selects pods by.
+pub const LABEL: &str = "vault-db-injector";
+
+/// A registered webhook configuration; [`Webhook::delete`] removes it.
+pub struct Webhook {
+    pub name: String,
+    client: kube::Client,
+}
+
+/// Registers `url` (HTTPS, served with a certificate `ca_pem` validates) for pod CREATEs in
+/// `namespace`, then waits until the apiserver actually calls it (it picks up webhook
+/// configurations asynchronously). Creates the namespace's `default` ServiceAccount (no
+/// controller-manager runs on the platform) for the probe pods.
+pub async fn register(
+    client: &kube::Client,
+    url: &str,
+    ca_pem: &str,
+    namespace: &str,
+) -> Result<Webhook, String> {
+    let name = unique_name("vdbi-test");
+    let mwc = MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: format!("{name}.vdbi.test"),
+            admission_review_versions: vec!["v1".into()],
+            client_config: WebhookClientConfig {
+                url: Some(url.to_string()),
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                service: None,
+            },
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["".into()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into()]),
+                resources: Some(vec!["pods".into()]),
+                scope: Some("Namespaced".into()),
+            }]),
+            failure_policy: Some("Fail".into()),
+            side_effects: "NoneOnDryRun".into(),
+            timeout_seconds: Some(5),
+            object_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(LABEL.to_string(), "true".to_string())])),
+                ..Default::default()
+            }),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    namespace.to_string(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+    };
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mwc)
+        .await
+        .map_err(|e| format!("creating MutatingWebhookConfiguration: {e}"))?;
+    let wh = Webhook {
+        name,
+        client: client.clone(),
+    };
+    let default_sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &default_sa)
+        .await;
+    // A dry-run pod vdbi must deny (an unknown `mode`): the denial proves the apiserver calls us.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut last = String::new();
+    for i in 0..100 {
+        let probe: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("probe-{i}"),
+                "labels": {LABEL: "true"},
+                "annotations": {
+                    "db-creds-injector.numberly.io/x.mode": "weird",
+                    "db-creds-injector.numberly.io/x.role": "r",
+                    "db-creds-injector.numberly.io/x.env-key-dbuser": "U",
+                }
+            },
+            "spec": {"serviceAccountName": "default",
+                "containers": [{"name": "app", "image": "busybox"}]}
+        }))
+        .expect("probe pod");
+        match pods.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(s)) if s.message.contains("vault-db-injector") => return Ok(wh),
+            other => {
+                last = format!("{other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+        }
+    }
+    wh.delete().await;
+    Err(format!(
+        "the apiserver never called the webhook at {url}; last answer: {last}"
+    ))
+}
+
+impl Webhook {
+    pub async fn delete(self) {
+        let _ = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
