@@ -7,7 +7,7 @@
 
 use crate::admission::admit;
 use crate::harness::{cleanup_prefix, Leftovers};
-use crate::report::{self, summarize, summary_row, Summary};
+use crate::report::{self, histogram_from_text, summarize, summary_row, Summary};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -106,46 +106,6 @@ impl Drop for Daemon {
         }
         let _ = self.0.wait();
     }
-}
-
-/// Bucket upper bound (ms) at quantile `q` of one histogram series in a Prometheus text page,
-/// plus the mean; None when the series is absent or empty.
-fn histogram_from_text(text: &str, name: &str, label: &str) -> Option<(f64, f64, f64)> {
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    let (mut sum, mut count) = (None, None);
-    for line in text.lines() {
-        if line.starts_with('#') || !line.contains(label) {
-            continue;
-        }
-        let (key, value) = line.rsplit_once(' ')?;
-        let value: f64 = value.parse().ok()?;
-        if key.starts_with(&format!("{name}_bucket{{")) {
-            let le = key.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            buckets.push((le, value));
-        } else if key.starts_with(&format!("{name}_sum{{")) {
-            sum = Some(value);
-        } else if key.starts_with(&format!("{name}_count{{")) {
-            count = Some(value);
-        }
-    }
-    let (sum, count) = (sum?, count?);
-    if count == 0.0 {
-        return None;
-    }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    let at = |q: f64| {
-        buckets
-            .iter()
-            .find(|(_, c)| *c >= q * count)
-            .map(|(le, _)| le * 1e3)
-            .unwrap_or(f64::INFINITY)
-    };
-    Some((at(0.5), at(0.99), sum / count * 1e3))
 }
 
 pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<FootprintResult, String> {
@@ -377,28 +337,4 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
     report::write_json(out, &format!("footprint-{}", res.build), &res)
         .map_err(|e| e.to_string())?;
     Ok(res)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::histogram_from_text;
-
-    #[test]
-    fn reads_quantile_bounds_and_mean_of_one_series() {
-        let page = r#"# TYPE h histogram
-h_bucket{mode="legacy",result="allowed",le="0.001"} 90
-h_bucket{mode="legacy",result="allowed",le="0.002"} 99
-h_bucket{mode="legacy",result="allowed",le="0.005"} 100
-h_bucket{mode="legacy",result="allowed",le="+Inf"} 100
-h_sum{mode="legacy",result="allowed"} 0.1
-h_count{mode="legacy",result="allowed"} 100
-h_bucket{mode="legacy",result="denied",le="0.001"} 0
-h_count{mode="legacy",result="denied"} 3
-"#;
-        let (p50, p99, mean) = histogram_from_text(page, "h", "result=\"allowed\"").unwrap();
-        assert_eq!(p50, 1.0);
-        assert_eq!(p99, 2.0);
-        assert!((mean - 1.0).abs() < 1e-9);
-        assert!(histogram_from_text(page, "missing", "result=\"allowed\"").is_none());
-    }
 }
