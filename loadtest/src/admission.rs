@@ -2,7 +2,7 @@
 //! Vault calls one admission needs, timed in the same run with `VaultClient`.
 
 use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
-use crate::report::{self, proc_stats, summarize, summary_row, ProcStats, Summary};
+use crate::report::{self, proc_stats, summarize, summary_row, OwnTime, ProcStats, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -53,12 +53,9 @@ pub struct AdmissionResult {
     /// total − bare at equal percentiles (an estimate: the two distributions are independent).
     pub overhead_p50_ms: f64,
     pub overhead_p99_ms: f64,
-    /// vdbi's own measure, `vdbi_admission_own_duration_seconds{result="allowed"}`: the time of
-    /// each admission during which no Vault or Kubernetes call was outstanding. Bucket upper
-    /// bounds holding the p50 / p99, and the mean (None when the daemon does not export it).
-    pub own_p50_le_ms: Option<f64>,
-    pub own_p99_le_ms: Option<f64>,
-    pub own_mean_ms: Option<f64>,
+    /// vdbi's own measure: the time of each admission during which no Vault or Kubernetes
+    /// call was outstanding (None when the daemon does not export it).
+    pub own: Option<OwnTime>,
     pub leftovers: Leftovers,
     pub proc_idle: ProcStats,
     pub proc_after: ProcStats,
@@ -309,13 +306,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
     }
 
     // The load.
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .danger_accept_invalid_certs(true) // loopback, self-signed
-        .timeout(Duration::from_secs(15))
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = crate::harness::load_client()?;
     // Warm the connection pool and the role cache.
     let _ = admit(&http, &url, &ns.name, &a.role, usize::MAX).await;
     let results = Arc::new(tokio::sync::Mutex::new(
@@ -395,11 +386,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
         }
     }
     let n_err = results.len() - ok.len();
-    let own = report::histogram_from_text(
-        &vdbi.running.metrics.render(),
-        "vdbi_admission_own_duration_seconds",
-        "result=\"allowed\"",
-    );
+    let own = OwnTime::from_metrics(&vdbi.running.metrics.render());
     eprintln!("[admission] load done, cleaning up");
     vdbi.running.shutdown().await;
     let mut left = cleanup_prefix(&root, &kv, &vdbi.prefix, &[], &[]).await;
@@ -423,9 +410,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
         throughput_per_s: ok.len() as f64 / wall.as_secs_f64(),
         overhead_p50_ms: latency.p50_ms - bare_sum.p50_ms,
         overhead_p99_ms: latency.p99_ms - bare_sum.p99_ms,
-        own_p50_le_ms: own.map(|o| o.0),
-        own_p99_le_ms: own.map(|o| o.1),
-        own_mean_ms: own.map(|o| o.2),
+        own,
         latency,
         bare: bare_sum,
         bare_per_call: per_call
@@ -460,23 +445,8 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
             res.overhead_p50_ms, res.overhead_p99_ms
         ),
     ));
-    let fmt_opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}ms"));
-    rows.push((
-        "vdbi own time p50 / p99 (≤ bucket) / mean".into(),
-        format!(
-            "{} / {} / {}",
-            fmt_opt(res.own_p50_le_ms),
-            fmt_opt(res.own_p99_le_ms),
-            fmt_opt(res.own_mean_ms)
-        ),
-    ));
-    rows.push((
-        "leftovers kv/tokens/leases".into(),
-        format!(
-            "{}/{}/{}",
-            res.leftovers.kv_entries, res.leftovers.tokens, res.leftovers.leases
-        ),
-    ));
+    rows.push(OwnTime::row(&res.own));
+    rows.push(res.leftovers.row());
     rows.push((
         "RSS idle / peak".into(),
         format!(

@@ -348,59 +348,40 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChurnResult, Strin
         proc_idle,
         proc_after,
     };
-    report::print_table(
-        "churn",
-        &[
-            (
-                "pods / concurrency / hold".into(),
-                format!("{} / {} / {:?}", res.pods, res.concurrency, a.hold),
+    let mut rows = vec![
+        (
+            "pods / concurrency / hold".into(),
+            format!("{} / {} / {:?}", res.pods, res.concurrency, a.hold),
+        ),
+        (
+            "revoked / errors".into(),
+            format!("{} / {}", res.revoked, res.errors),
+        ),
+        (
+            "wall / rate".into(),
+            format!(
+                "{:.1}s / {:.1} pods/s",
+                res.wall_s,
+                res.revoked as f64 / res.wall_s
             ),
-            (
-                "revoked / errors".into(),
-                format!("{} / {}", res.revoked, res.errors),
+        ),
+        summary_row("create (via apiserver)", &res.create_latency),
+        summary_row("time to revocation", &res.time_to_revocation),
+        (
+            "vdbi's watch revocations / mean".into(),
+            format!(
+                "{} / {:.1}ms",
+                res.vdbi_watch_revocations, res.vdbi_watch_mean_ms
             ),
-            (
-                "wall / rate".into(),
-                format!(
-                    "{:.1}s / {:.1} pods/s",
-                    res.wall_s,
-                    res.revoked as f64 / res.wall_s
-                ),
-            ),
-            summary_row("create (via apiserver)", &res.create_latency),
-            summary_row("time to revocation", &res.time_to_revocation),
-            (
-                "vdbi's watch revocations / mean".into(),
-                format!(
-                    "{} / {:.1}ms",
-                    res.vdbi_watch_revocations, res.vdbi_watch_mean_ms
-                ),
-            ),
-            (
-                "leftovers kv/tokens/leases".into(),
-                format!(
-                    "{}/{}/{}",
-                    res.leftovers.kv_entries, res.leftovers.tokens, res.leftovers.leases
-                ),
-            ),
-            (
-                "RSS idle / peak".into(),
-                format!(
-                    "{} KiB / {} KiB",
-                    res.proc_idle.vm_rss_kib, res.proc_after.vm_hwm_kib
-                ),
-            ),
-            (
-                "CPU user+sys (load phase)".into(),
-                format!(
-                    "{:.2}s",
-                    res.proc_after.cpu_user_s + res.proc_after.cpu_system_s
-                        - res.proc_idle.cpu_user_s
-                        - res.proc_idle.cpu_system_s
-                ),
-            ),
-        ],
-    );
+        ),
+        res.leftovers.row(),
+    ];
+    rows.extend(report::resource_rows(
+        "load",
+        &res.proc_idle,
+        &res.proc_after,
+    ));
+    report::print_table("churn", &rows);
     for e in &res.error_samples {
         eprintln!("[churn] error: {e}");
     }

@@ -7,7 +7,7 @@
 
 use crate::admission::admit;
 use crate::harness::{cleanup_prefix, Leftovers};
-use crate::report::{self, histogram_from_text, summarize, summary_row, Summary};
+use crate::report::{self, read_proc, summarize, summary_row, OwnTime, ProcStats, Summary};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,46 +24,6 @@ pub struct Args {
     pub role: String,
 }
 
-/// One reading of `/proc/<pid>`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ProcReading {
-    pub vm_rss_kib: u64,
-    pub vm_hwm_kib: u64,
-    pub threads: u64,
-    pub cpu_s: f64,
-}
-
-fn read_proc(pid: u32) -> ProcReading {
-    let mut r = ProcReading::default();
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        for line in status.lines() {
-            let num = || {
-                line.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            if line.starts_with("VmRSS:") {
-                r.vm_rss_kib = num();
-            } else if line.starts_with("VmHWM:") {
-                r.vm_hwm_kib = num();
-            } else if line.starts_with("Threads:") {
-                r.threads = num();
-            }
-        }
-    }
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if let Some((_, rest)) = stat.rsplit_once(')') {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // SAFETY: sysconf has no preconditions.
-            let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-            let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            r.cpu_s = (get(11) + get(12)) / tck;
-        }
-    }
-    r
-}
-
 #[derive(Debug, Serialize)]
 pub struct FootprintResult {
     pub scenario: &'static str,
@@ -72,19 +32,16 @@ pub struct FootprintResult {
     /// otherwise guessed from its path.
     pub build: String,
     pub ready_after_ms: f64,
-    pub idle: ProcReading,
+    pub idle: ProcStats,
     pub load: String,
     pub ok: usize,
     pub errors: usize,
     pub error_samples: Vec<String>,
     pub latency: Summary,
-    pub after_load: ProcReading,
+    pub after_load: ProcStats,
     pub cpu_ms_per_admission: f64,
-    /// From vdbi's `/metrics`: `vdbi_admission_own_duration_seconds{result="allowed"}`, bucket
-    /// upper bounds at p50/p99 (None when the daemon does not export it).
-    pub own_p50_le_ms: Option<f64>,
-    pub own_p99_le_ms: Option<f64>,
-    pub own_mean_ms: Option<f64>,
+    /// From vdbi's `/metrics` (None when the daemon does not export it).
+    pub own: Option<OwnTime>,
     pub leftovers: Leftovers,
 }
 
@@ -180,13 +137,7 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
     let daemon = Daemon(child);
     let pid = daemon.0.id();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .danger_accept_invalid_certs(true) // loopback, self-signed
-        .timeout(Duration::from_secs(15))
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = crate::harness::load_client()?;
     loop {
         if let Ok(r) = http
             .get(format!("http://127.0.0.1:{health}/readyz"))
@@ -213,7 +164,7 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
         a.idle
     );
     tokio::time::sleep(a.idle).await;
-    let idle = read_proc(pid);
+    let idle = read_proc(&pid.to_string());
     eprintln!(
         "[footprint] idle RSS {} KiB; load {}/s for {:?}",
         idle.vm_rss_kib, a.rate, a.duration
@@ -240,7 +191,7 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
             Err(e) => errors.push(e),
         }
     }
-    let after_load = read_proc(pid);
+    let after_load = read_proc(&pid.to_string());
     let page = http
         .get(format!("http://127.0.0.1:{metrics}/metrics"))
         .send()
@@ -249,11 +200,7 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
         .text()
         .await
         .map_err(|e| e.to_string())?;
-    let own = histogram_from_text(
-        &page,
-        "vdbi_admission_own_duration_seconds",
-        "result=\"allowed\"",
-    );
+    let own = OwnTime::from_metrics(&page);
     drop(daemon);
     let leftovers = cleanup_prefix(&root, &kv, &prefix, &[], &[]).await;
     ns.cleanup().await;
@@ -273,16 +220,13 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
         cpu_ms_per_admission: if ok.is_empty() {
             0.0
         } else {
-            (after_load.cpu_s - idle.cpu_s) * 1e3 / ok.len() as f64
+            (after_load.cpu_s() - idle.cpu_s()) * 1e3 / ok.len() as f64
         },
         idle,
         after_load,
-        own_p50_le_ms: own.map(|o| o.0),
-        own_p99_le_ms: own.map(|o| o.1),
-        own_mean_ms: own.map(|o| o.2),
+        own,
         leftovers,
     };
-    let fmt_opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}ms"));
     report::print_table(
         "footprint (the vdbi binary alone)",
         &[
@@ -298,15 +242,7 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
             ("load".into(), res.load.clone()),
             ("ok / errors".into(), format!("{} / {}", res.ok, res.errors)),
             summary_row("admission latency", &res.latency),
-            (
-                "own time per admission p50 / p99 (≤ bucket) / mean".into(),
-                format!(
-                    "{} / {} / {}",
-                    fmt_opt(res.own_p50_le_ms),
-                    fmt_opt(res.own_p99_le_ms),
-                    fmt_opt(res.own_mean_ms)
-                ),
-            ),
+            OwnTime::row(&res.own),
             (
                 "after load RSS / peak / threads".into(),
                 format!(
@@ -318,17 +254,11 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
                 "CPU in load / per admission".into(),
                 format!(
                     "{:.2}s / {:.2}ms",
-                    res.after_load.cpu_s - res.idle.cpu_s,
+                    res.after_load.cpu_s() - res.idle.cpu_s(),
                     res.cpu_ms_per_admission
                 ),
             ),
-            (
-                "leftovers kv/tokens/leases".into(),
-                format!(
-                    "{}/{}/{}",
-                    res.leftovers.kv_entries, res.leftovers.tokens, res.leftovers.leases
-                ),
-            ),
+            res.leftovers.row(),
         ],
     );
     for e in &res.error_samples {

@@ -76,6 +76,18 @@ pub async fn start_vdbi(
     }
 }
 
+/// The HTTP client of the load generators: loopback only, vdbi's self-signed webhook
+/// certificate accepted, a pool large enough for every request in flight.
+pub fn load_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// `root.request` with owned arguments (for futures collected in `join_all`).
 pub async fn req(
     root: &VaultRoot,
@@ -118,6 +130,13 @@ pub struct Leftovers {
 impl Leftovers {
     pub fn total(&self) -> usize {
         self.kv_entries + self.tokens + self.leases
+    }
+
+    pub fn row(&self) -> (String, String) {
+        (
+            "leftovers kv/tokens/leases".into(),
+            format!("{}/{}/{}", self.kv_entries, self.tokens, self.leases),
+        )
     }
 }
 

@@ -265,60 +265,41 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         proc_before_cycle,
         proc_after_cycle,
     };
-    report::print_table(
-        "renewal",
-        &[
-            (
-                "entries (with lease)".into(),
-                format!("{} ({})", res.entries, res.with_lease),
+    let mut rows = vec![
+        (
+            "entries (with lease)".into(),
+            format!("{} ({})", res.entries, res.with_lease),
+        ),
+        (
+            "rate limit".into(),
+            if res.rate_limit_per_s == 0 {
+                "unlimited".into()
+            } else {
+                format!("{}/s", res.rate_limit_per_s)
+            },
+        ),
+        ("setup".into(), format!("{:.1}s", res.setup_s)),
+        ("cycle duration".into(), format!("{:.2}s", res.cycle_s)),
+        (
+            "live / tokens / leases renewed".into(),
+            format!(
+                "{} / {} / {}",
+                res.live, res.tokens_renewed, res.leases_renewed
             ),
-            (
-                "rate limit".into(),
-                if res.rate_limit_per_s == 0 {
-                    "unlimited".into()
-                } else {
-                    format!("{}/s", res.rate_limit_per_s)
-                },
-            ),
-            ("setup".into(), format!("{:.1}s", res.setup_s)),
-            ("cycle duration".into(), format!("{:.2}s", res.cycle_s)),
-            (
-                "live / tokens / leases renewed".into(),
-                format!(
-                    "{} / {} / {}",
-                    res.live, res.tokens_renewed, res.leases_renewed
-                ),
-            ),
-            ("vault calls".into(), res.vault_calls.to_string()),
-            (
-                "errors (cycle / setup)".into(),
-                format!("{} / {}", res.errors, res.setup_errors),
-            ),
-            (
-                "leftovers kv/tokens/leases".into(),
-                format!(
-                    "{}/{}/{}",
-                    res.leftovers.kv_entries, res.leftovers.tokens, res.leftovers.leases
-                ),
-            ),
-            (
-                "RSS before cycle / cycle peak".into(),
-                format!(
-                    "{} KiB / {} KiB",
-                    res.proc_before_cycle.vm_rss_kib, res.proc_after_cycle.vm_hwm_kib
-                ),
-            ),
-            (
-                "CPU during cycle (user+sys)".into(),
-                format!(
-                    "{:.2}s",
-                    res.proc_after_cycle.cpu_user_s + res.proc_after_cycle.cpu_system_s
-                        - res.proc_before_cycle.cpu_user_s
-                        - res.proc_before_cycle.cpu_system_s
-                ),
-            ),
-        ],
-    );
+        ),
+        ("vault calls".into(), res.vault_calls.to_string()),
+        (
+            "errors (cycle / setup)".into(),
+            format!("{} / {}", res.errors, res.setup_errors),
+        ),
+        res.leftovers.row(),
+    ];
+    rows.extend(report::resource_rows(
+        "cycle",
+        &res.proc_before_cycle,
+        &res.proc_after_cycle,
+    ));
+    report::print_table("renewal", &rows);
     report::write_json(
         out,
         &format!(

@@ -32,18 +32,31 @@ pub fn summarize(samples: &[Duration]) -> Summary {
     }
 }
 
-/// Peak RSS, current RSS and CPU time of this process (vdbi runs in-process).
+/// Peak RSS, current RSS, threads and CPU time of a process, from `/proc/<pid>`.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ProcStats {
     pub vm_hwm_kib: u64,
     pub vm_rss_kib: u64,
+    pub threads: u64,
     pub cpu_user_s: f64,
     pub cpu_system_s: f64,
 }
 
+impl ProcStats {
+    pub fn cpu_s(&self) -> f64 {
+        self.cpu_user_s + self.cpu_system_s
+    }
+}
+
+/// This process (where the in-process scenarios run vdbi).
 pub fn proc_stats() -> ProcStats {
+    read_proc("self")
+}
+
+/// `pid` is a number or `self`.
+pub fn read_proc(pid: &str) -> ProcStats {
     let mut s = ProcStats::default();
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
         for line in status.lines() {
             let num = || {
                 line.split_whitespace()
@@ -55,10 +68,12 @@ pub fn proc_stats() -> ProcStats {
                 s.vm_hwm_kib = num();
             } else if line.starts_with("VmRSS:") {
                 s.vm_rss_kib = num();
+            } else if line.starts_with("Threads:") {
+                s.threads = num();
             }
         }
     }
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
         if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
             let f: Vec<&str> = rest.split_whitespace().collect();
@@ -70,6 +85,58 @@ pub fn proc_stats() -> ProcStats {
         }
     }
     s
+}
+
+/// The table rows for a phase's memory and CPU: RSS at its start, peak RSS at its end, CPU used.
+pub fn resource_rows(phase: &str, before: &ProcStats, after: &ProcStats) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("RSS before {phase} / peak"),
+            format!("{} KiB / {} KiB", before.vm_rss_kib, after.vm_hwm_kib),
+        ),
+        (
+            format!("CPU during {phase} (user+sys)"),
+            format!("{:.2}s", after.cpu_s() - before.cpu_s()),
+        ),
+    ]
+}
+
+/// vdbi's own time per admission, read from its `vdbi_admission_own_duration_seconds`
+/// histogram (`result="allowed"`): the bucket upper bounds holding the p50 and p99, the mean.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct OwnTime {
+    pub p50_le_ms: f64,
+    pub p99_le_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl OwnTime {
+    /// From a Prometheus text page; None when the daemon does not export the histogram.
+    pub fn from_metrics(page: &str) -> Option<OwnTime> {
+        histogram_from_text(
+            page,
+            "vdbi_admission_own_duration_seconds",
+            "result=\"allowed\"",
+        )
+        .map(|(p50, p99, mean)| OwnTime {
+            p50_le_ms: p50,
+            p99_le_ms: p99,
+            mean_ms: mean,
+        })
+    }
+
+    pub fn row(own: &Option<OwnTime>) -> (String, String) {
+        (
+            "vdbi own time p50 / p99 (≤ bucket) / mean".into(),
+            match own {
+                Some(o) => format!(
+                    "{:.3}ms / {:.3}ms / {:.3}ms",
+                    o.p50_le_ms, o.p99_le_ms, o.mean_ms
+                ),
+                None => "n/a (not exported)".into(),
+            },
+        )
+    }
 }
 
 /// Prints `rows` (label, value) as an aligned two-column table.
