@@ -63,6 +63,9 @@ enum Scenario {
         rate_limit: u32,
         #[arg(long, default_value_t = 200)]
         uuids_per_pod: usize,
+        /// vdbi's `renewerConcurrency` (the daemon's default is 16).
+        #[arg(long, default_value_t = 16)]
+        renewer_concurrency: usize,
         #[arg(long, default_value = "app-rw")]
         role: String,
         /// Leave PodName out of the entries: the cycle backfills (one KV write per entry).
@@ -158,6 +161,7 @@ fn main() {
                 leases,
                 rate_limit,
                 uuids_per_pod,
+                renewer_concurrency,
                 role,
                 backfill,
             } => {
@@ -167,6 +171,7 @@ fn main() {
                     leases: leases.unwrap_or(entries).min(entries),
                     rate_limit,
                     concurrency: 16,
+                    renewer_concurrency,
                     uuids_per_pod,
                     role,
                     backfill,

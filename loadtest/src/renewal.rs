@@ -22,7 +22,10 @@ pub struct Args {
     /// How many of the entries also hold a real DB lease (the rest: token only).
     pub leases: usize,
     pub rate_limit: u32,
+    /// Token/credential creations in flight during setup.
     pub concurrency: usize,
+    /// vdbi's `renewerConcurrency` (entries renewed at once).
+    pub renewer_concurrency: usize,
     pub uuids_per_pod: usize,
     pub role: String,
     pub backfill: bool,
@@ -41,6 +44,10 @@ pub struct RenewalResult {
     pub live: usize,
     pub tokens_renewed: u64,
     pub leases_renewed: u64,
+    /// Renewals not needed (TTL left covers the horizon), entries purged, PodNames backfilled.
+    pub skipped: u64,
+    pub purged: u64,
+    pub backfilled: u64,
     pub errors: u64,
     pub vault_calls: u64,
     pub setup_errors: usize,
@@ -151,12 +158,14 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     );
 
     let rate_limit = a.rate_limit;
+    let renewer_concurrency = a.renewer_concurrency;
     let vdbi = start_vdbi(p, Mode::Renewer, "vdbi-renewer", |c| {
         c.injector_label = label.clone();
         c.pod_name = "renewer-0".into();
         c.pod_namespace = leases_ns.name.clone();
         c.sync_ttl_second = 3600;
         c.vault_rate_limit = rate_limit;
+        c.renewer_concurrency = renewer_concurrency;
     })
     .await;
     // Leadership and a synced pod index that sees every uuid.
@@ -252,12 +261,15 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         backfill: a.backfill,
         with_lease: lease_ids.len(),
         rate_limit_per_s: a.rate_limit,
-        renewer_concurrency: 16,
+        renewer_concurrency: a.renewer_concurrency,
         setup_s: setup.as_secs_f64(),
         cycle_s: cycle.as_secs_f64(),
         live: report.live,
         tokens_renewed: report.tokens_renewed,
         leases_renewed: report.leases_renewed,
+        skipped: report.skipped,
+        purged: report.purged,
+        backfilled: report.backfilled,
         errors: report.errors,
         vault_calls: report.vault_calls,
         setup_errors,
