@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod credential_cache;
 pub mod error;
+pub mod issuing;
 pub mod leadership;
 pub mod nri_plugin;
 pub mod pod_index;
