@@ -9,6 +9,7 @@ pub mod leadership;
 pub mod nri_plugin;
 pub mod pod_index;
 pub mod renewer;
+pub mod revocation;
 pub mod revoker;
 pub mod supervision;
 pub mod vault_session;
