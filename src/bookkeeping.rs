@@ -52,6 +52,24 @@ impl fmt::Debug for BookkeepingEntry {
 }
 
 impl BookkeepingEntry {
+    /// An entry naming the pod, without token nor lease yet: what an issuance fills in, and
+    /// what the webhook reserves in NRI mode.
+    pub fn reservation(
+        namespace: &str,
+        service_account_name: &str,
+        pod_name: &str,
+        node_name: &str,
+    ) -> BookkeepingEntry {
+        BookkeepingEntry {
+            lease_id: String::new(),
+            token_id: String::new(),
+            namespace: namespace.to_string(),
+            service_account_name: service_account_name.to_string(),
+            pod_name: pod_name.to_string(),
+            node_name: node_name.to_string(),
+        }
+    }
+
     /// The KV `data` map: the six keys, all strings (empty ones included, as the Go version
     /// writes `PodName`/`NodeName` empty at issuance).
     pub fn to_map(&self) -> KvData {

@@ -5,8 +5,11 @@
 //! a `uuid` annotation as the webhook writes them; the peer then sends CreateContainer as
 //! containerd would (the pod's env, `$(VAR)` already expanded, plus the image's env).
 
+#[path = "common/admitting.rs"]
+mod admitting;
 mod common;
 
+use admitting::{app_login, Admitting};
 use common::nri::{start_nri, NriOptions};
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
@@ -188,32 +191,19 @@ async fn force_delete_pods(ns: &TestNamespace) {
 /// container is served from the cache; the pod object never holds a credential.
 #[actix_rt::test]
 async fn webhook_placeholders_become_working_credentials_in_the_container_only() {
-    let p = Platform::get();
-    let root = p.vault_root();
-    let client = p.kube_client().await;
-    let ns = TestNamespace::create(&client, "nri-e2e").await;
-    ns.service_account("app").await;
+    let adm = Admitting::start("nri-e2e", |o| o.nri = true).await;
+    let (p, root, ns, injector) = (&adm.p, &adm.root, &adm.ns, &adm.vdbi);
     let classic_role = unique_name("nri-c");
     let uri_role = unique_name("nri-u");
-    own_role(&root, &p, &classic_role, &ns.name, false).await;
-    own_role(&root, &p, &uri_role, &ns.name, true).await;
+    own_role(root, p, &classic_role, &ns.name, false).await;
+    own_role(root, p, &uri_role, &ns.name, true).await;
 
-    let injector = start_vdbi(
-        &p,
-        Options {
-            nri: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    injector.wait_ready().await;
-    let wh = register_webhook(&client, &injector, &ns.name).await;
     let dir = tempfile::tempdir().unwrap();
     let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
     let node = unique_name("node");
     let mut o = NriOptions::new(&injector.prefix, &node, dir.path());
     o.prewarm = false; // this test counts hits and misses of CreateContainer itself
-    let nri = start_nri(&p, o).await;
+    let nri = start_nri(p, o).await;
     let conn = accept(&peer).await;
     assert_eq!(conn.registration.plugin_name, "vault-db-injector");
     assert_eq!(conn.registration.plugin_idx, "10");
@@ -242,7 +232,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
         ],
     );
     pod.spec.as_mut().unwrap().node_name = Some(node.clone());
-    let stored = create_pod(&ns, &pod).await;
+    let stored = create_pod(ns, &pod).await;
     let spec_env = env_map(&stored, "app");
     assert!(placeholder::is_placeholder(&spec_env["DB_PASSWORD"]));
     assert!(placeholder::contains_marker(&spec_env["REPORTING_URL"]));
@@ -274,7 +264,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     assert_eq!(args[1], format!("--db-password={}", set["DB_PASSWORD"]));
 
     // The credentials are real: classic, and the URI as is (percent-decoded by the client).
-    let db = pg_connect(&p, &set["DB_USER"], &set["DB_PASSWORD"])
+    let db = pg_connect(p, &set["DB_USER"], &set["DB_PASSWORD"])
         .await
         .expect("classic credentials log in");
     let who: String = db
@@ -304,7 +294,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
 
     // Bookkeeping: the webhook's reservations now hold the issued token and lease.
     for (id, role) in ids.iter().zip([&classic_role, &uri_role]) {
-        let e = kv_entry(&root, &p, &injector.prefix, id)
+        let e = kv_entry(root, p, &injector.prefix, id)
             .await
             .expect("entry");
         assert!(
@@ -321,7 +311,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
         assert_eq!(e["Namespace"], ns.name.as_str());
         assert_eq!(e["ServiceAccountName"], "app");
     }
-    assert_eq!(leases(&root, "databases", &classic_role).await.len(), 1);
+    assert_eq!(leases(root, "databases", &classic_role).await.len(), 1);
     assert_eq!(nri.hits("sync"), 0.0);
 
     // Second and init containers: cache hits, the same credentials, nothing new in Vault.
@@ -340,7 +330,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
     }
     assert_eq!(nri.hits("sync"), 2.0);
     assert_eq!(nri.metric(|m| m.nri_substitutions.get()), 3.0);
-    assert_eq!(leases(&root, "databases", &classic_role).await.len(), 1);
+    assert_eq!(leases(root, "databases", &classic_role).await.len(), 1);
 
     // The pod object never holds a credential.
     let live = ns.api::<Pod>().get("app").await.unwrap();
@@ -378,9 +368,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
 
     // RemovePodSandbox evicts; a new sandbox of the pod gets new credentials and the previous
     // ones (no container of the old sandbox is left) are revoked, not left unmanaged.
-    let old_lease = kv_entry(&root, &p, &injector.prefix, &ids[0])
-        .await
-        .unwrap()["LeaseId"]
+    let old_lease = kv_entry(root, p, &injector.prefix, &ids[0]).await.unwrap()["LeaseId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -391,9 +379,7 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
         .await
         .expect("new sandbox, new credentials");
     assert_ne!(adjusted(&again)["DB_PASSWORD"], set["DB_PASSWORD"]);
-    let new_lease = kv_entry(&root, &p, &injector.prefix, &ids[0])
-        .await
-        .unwrap()["LeaseId"]
+    let new_lease = kv_entry(root, p, &injector.prefix, &ids[0]).await.unwrap()["LeaseId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -402,13 +388,13 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
         "the superseded lease is revoked",
         Duration::from_secs(10),
         || async {
-            let l = leases(&root, "databases", &classic_role).await;
+            let l = leases(root, "databases", &classic_role).await;
             l.len() == 1 && new_lease.ends_with(&l[0])
         },
     )
     .await;
     assert!(
-        pg_connect(&p, &set["DB_USER"], &set["DB_PASSWORD"])
+        pg_connect(p, &set["DB_USER"], &set["DB_PASSWORD"])
             .await
             .is_err(),
         "superseded credentials no longer log in"
@@ -416,12 +402,10 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
 
     conn.close();
     nri.running.shutdown().await;
-    wh.delete().await;
-    force_delete_pods(&ns).await;
-    ns.cleanup().await;
-    injector.running.shutdown().await;
-    drop_role(&root, &p, &classic_role).await;
-    drop_role(&root, &p, &uri_role).await;
+    force_delete_pods(ns).await;
+    drop_role(root, p, &classic_role).await;
+    drop_role(root, p, &uri_role).await;
+    adm.stop().await;
 }
 
 /// Concurrent CreateContainer misses for one pod share one fetch: one lease in Vault.
@@ -898,19 +882,7 @@ async fn projected_mode_logs_in_as_the_pod() {
         .await
         .expect("credentials log in");
     let e = kv_entry(&root, &p, &prefix, &id).await.unwrap();
-    let look = root
-        .request(
-            reqwest::Method::POST,
-            "auth/token/lookup",
-            Some(&json!({"token": e["TokenId"]})),
-        )
-        .await
-        .ok("lookup");
-    assert_eq!(look["data"]["meta"]["service_account_name"], "app");
-    assert_eq!(
-        look["data"]["meta"]["service_account_namespace"],
-        ns.name.as_str()
-    );
+    let look = app_login(&root, &e, &ns.name).await;
     assert_ne!(look["data"]["period"], 0, "periodic pod token");
 
     // A pod whose service account the role does not bind: Vault refuses the login.

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::node::{strings, Node};
+use common::node::{strings, Node, Sandbox};
 use common::nri::{start_nri, NriOptions};
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
@@ -28,74 +28,15 @@ use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
 /// on the same containerd are never this plugin's business).
 const E2E_LABEL: &str = "vdbi-e2e-nri";
 
-/// A sandbox created through CRI for an API pod.
-struct Sandbox {
-    id: String,
-    name: String,
-    namespace: String,
-    uid: String,
-}
-
-impl Sandbox {
-    async fn run(node: &Node, pod: &Pod) -> Sandbox {
-        let name = pod.metadata.name.clone().unwrap();
-        let namespace = pod.metadata.namespace.clone().unwrap();
-        let uid = pod.metadata.uid.clone().unwrap();
-        let label = format!("{E2E_LABEL}=true");
-        let v = node
-            .cri_ok(&[
-                "runp",
-                "-name",
-                &name,
-                "-namespace",
-                &namespace,
-                "-uid",
-                &uid,
-                "-label",
-                &label,
-            ])
-            .await;
-        Sandbox {
-            id: v["id"].as_str().unwrap().to_string(),
-            name,
-            namespace,
-            uid,
-        }
-    }
-
-    /// `vdbi-cri create` arguments for a container of this sandbox with the API pod's env.
-    fn create_args(&self, node: &Node, container: &str, env: &[String]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "create",
-            "-sandbox",
-            &self.id,
-            "-pod-name",
-            &self.name,
-            "-pod-namespace",
-            &self.namespace,
-            "-pod-uid",
-            &self.uid,
-            "-pod-label",
-            &format!("{E2E_LABEL}=true"),
-            "-name",
-            container,
-            "-image",
-            node.var("VDBI_NODE_IMAGE"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for e in env {
-            args.push("-env".into());
-            args.push(e.clone());
-        }
-        args
-    }
-
-    async fn remove(&self, node: &Node) {
-        let _ = node.cri(&["stopp", &self.id]).await;
-        let _ = node.cri(&["rmp", &self.id]).await;
-    }
+/// The sandbox of an API pod, created through CRI as the kubelet does (the pod's UID).
+async fn run_sandbox(node: &Node, pod: &Pod) -> Sandbox {
+    let meta = &pod.metadata;
+    let (name, namespace) = (
+        meta.name.as_deref().unwrap(),
+        meta.namespace.as_deref().unwrap(),
+    );
+    let uid = meta.uid.as_deref().unwrap();
+    Sandbox::run(node, name, namespace, uid, &format!("{E2E_LABEL}=true")).await
 }
 
 /// The API pod as the webhook writes it in NRI mode.
@@ -199,7 +140,7 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     let placeholders = kubelet_env(&pod);
     let ph_password = env_value(&placeholders, "DB_PASSWORD");
     assert!(placeholder::is_placeholder(&ph_password));
-    let sandbox = Sandbox::run(&node, &pod).await;
+    let sandbox = run_sandbox(&node, &pod).await;
 
     // A container whose command line also carries the placeholder (as `$(DB_PASSWORD)` in a pod
     // spec's args would, once the kubelet expanded it).
@@ -211,9 +152,8 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
         "sleep 300".into(),
         format!("--db-password={ph_password}"),
     ]);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let created = node.cri_ok(&argv).await;
+    let created = node.cri_ok(&args).await;
     let miss = started.elapsed();
     let ctr = created["id"].as_str().unwrap().to_string();
     let inspect = node.cri_ok(&["inspect", &ctr]).await;
@@ -262,11 +202,10 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
     assert_eq!(entry["NodeName"], node_name.as_str());
 
     // A second container of the pod: from the cache, the same credentials.
-    let args = sandbox.create_args(&node, "sidecar", &placeholders);
-    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    argv.extend(["--", "sleep", "300"]);
+    let mut args = sandbox.create_args(&node, "sidecar", &placeholders);
+    args.extend(["--", "sleep", "300"].map(String::from));
     let started = Instant::now();
-    let second = node.cri_ok(&argv).await;
+    let second = node.cri_ok(&args).await;
     let hit = started.elapsed();
     let env2 = strings(
         &node
@@ -293,13 +232,12 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
         )
         .await
         .expect("pod object");
-    let sandbox2 = Sandbox::run(&node, &pod2).await;
-    let args = sandbox2.create_args(&node, "app", &kubelet_env(&pod2));
-    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    argv.extend(["--", "sleep", "300"]);
+    let sandbox2 = run_sandbox(&node, &pod2).await;
+    let mut args = sandbox2.create_args(&node, "app", &kubelet_env(&pod2));
+    args.extend(["--", "sleep", "300"].map(String::from));
     let started = Instant::now();
     let err = node
-        .cri(&argv)
+        .cri(&args)
         .await
         .expect_err("CreateContainer must fail without Vault");
     eprintln!(
@@ -322,8 +260,8 @@ async fn real_containerd_gets_credentials_only_inside_the_container() {
         let _ = node.cri(&["stop", c]).await;
         let _ = node.cri(&["rm", c]).await;
     }
-    sandbox.remove(&node).await;
-    sandbox2.remove(&node).await;
+    let _ = sandbox.remove(&node).await;
+    let _ = sandbox2.remove(&node).await;
     let _ = pods
         .delete_collection(
             &DeleteParams {

@@ -2,74 +2,23 @@
 //! runtime-side peer.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+#[path = "common/substituting_handler.rs"]
+mod substituting_handler;
+
+use substituting_handler::SubstitutingHandler;
 use vdbi::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
 use vdbi::nri::{
-    ContainerInfo, EnvAdjustment, EventMask, NriError, NriHandler, PodSandboxInfo,
-    ReconnectBackoff, RuntimeInfo, Session, SessionEnd, Stub, StubConfig,
+    ContainerInfo, EventMask, NriError, PodSandboxInfo, ReconnectBackoff, Session, SessionEnd,
+    Stub, StubConfig,
 };
 
 const PLACEHOLDER: &str =
     "__VDBI_PH_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef___";
 const SECRET: &str = "s3cr3t-p4ss";
-
-/// Replaces [`PLACEHOLDER`] with [`SECRET`] and records every call. Containers named `fail` are
-/// refused, containers named `slow` take 10 s.
-#[derive(Default)]
-struct TestHandler {
-    configured: Mutex<Vec<RuntimeInfo>>,
-    synced: Mutex<Vec<(Vec<PodSandboxInfo>, Vec<ContainerInfo>)>>,
-    removed: Mutex<Vec<String>>,
-    creates: AtomicUsize,
-}
-
-#[async_trait]
-impl NriHandler for TestHandler {
-    async fn configure(&self, info: RuntimeInfo) -> Result<(), NriError> {
-        self.configured.lock().unwrap().push(info);
-        Ok(())
-    }
-
-    async fn synchronize(
-        &self,
-        pods: Vec<PodSandboxInfo>,
-        containers: Vec<ContainerInfo>,
-    ) -> Result<(), NriError> {
-        self.synced.lock().unwrap().push((pods, containers));
-        Ok(())
-    }
-
-    async fn create_container(
-        &self,
-        _pod: PodSandboxInfo,
-        container: ContainerInfo,
-    ) -> Result<EnvAdjustment, NriError> {
-        self.creates.fetch_add(1, Ordering::SeqCst);
-        match container.name.as_str() {
-            "fail" => return Err(NriError::handler("vault-db-injector: vault unreachable")),
-            "slow" => tokio::time::sleep(Duration::from_secs(10)).await,
-            _ => {}
-        }
-        let mut adj = EnvAdjustment::none();
-        for kv in &container.env {
-            if let Some((key, value)) = kv.split_once('=') {
-                if value.contains(PLACEHOLDER) {
-                    adj.push(key, value.replace(PLACEHOLDER, SECRET));
-                }
-            }
-        }
-        Ok(adj)
-    }
-
-    async fn remove_pod_sandbox(&self, pod: PodSandboxInfo) -> Result<(), NriError> {
-        self.removed.lock().unwrap().push(pod.uid);
-        Ok(())
-    }
-}
 
 fn discard() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
@@ -100,7 +49,7 @@ fn container(n: usize, name: &str, env: Vec<String>) -> ContainerInfo {
 struct Setup {
     _dir: tempfile::TempDir,
     peer: RuntimePeer,
-    handler: Arc<TestHandler>,
+    handler: Arc<SubstitutingHandler>,
     stub: Stub,
 }
 
@@ -110,7 +59,7 @@ fn setup(tune: impl FnOnce(&mut RuntimePeerConfig)) -> Setup {
     let mut config = RuntimePeerConfig::new(&socket);
     tune(&mut config);
     let peer = RuntimePeer::bind(config).unwrap();
-    let handler = Arc::new(TestHandler::default());
+    let handler = Arc::new(SubstitutingHandler::new(PLACEHOLDER, SECRET));
     let mut stub_config = StubConfig::new("vault-db-injector", "10");
     stub_config.socket_path = socket;
     let stub = Stub::new(stub_config, handler.clone(), discard()).unwrap();
@@ -419,7 +368,12 @@ async fn run_gives_up_when_the_schedule_is_exhausted() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StubConfig::new("vault-db-injector", "10");
     config.socket_path = dir.path().join("missing.sock");
-    let stub = Stub::new(config, Arc::new(TestHandler::default()), discard()).unwrap();
+    let stub = Stub::new(
+        config,
+        Arc::new(SubstitutingHandler::new(PLACEHOLDER, SECRET)),
+        discard(),
+    )
+    .unwrap();
 
     match stub.connect().await {
         Err(NriError::Connect { .. }) => {}

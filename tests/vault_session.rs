@@ -109,11 +109,32 @@ async fn start_session(opts: Opts) -> Session {
     let metrics = Metrics::new(false);
     let health = HealthState::new();
     let log = vdbi::telemetry::logging::test_logger();
+    let handle = supervised_session(client, cfg, &metrics, &health, &log);
+    Session {
+        handle,
+        metrics,
+        health,
+        root: p.vault_root(),
+        fx,
+        role,
+        policy,
+        _jwt: jwt,
+    }
+}
+
+/// A VaultSession under a supervisor, as the binary runs it.
+fn supervised_session(
+    client: VaultClient,
+    cfg: SessionConfig,
+    metrics: &Metrics,
+    health: &HealthState,
+    log: &slog::Logger,
+) -> ActorHandle<VaultSession> {
     let (m, h, l) = (metrics.clone(), health.clone(), log.clone());
-    let handle = supervise(
+    supervise(
         "vault-session",
-        &log,
-        &metrics,
+        log,
+        metrics,
         Backoff::default(),
         move |g| {
             VaultSession::new(
@@ -125,17 +146,7 @@ async fn start_session(opts: Opts) -> Session {
                 l.clone(),
             )
         },
-    );
-    Session {
-        handle,
-        metrics,
-        health,
-        root: p.vault_root(),
-        fx,
-        role,
-        policy,
-        _jwt: jwt,
-    }
+    )
 }
 
 impl Session {
@@ -168,6 +179,35 @@ impl Session {
             return None;
         }
         Some(r.body["data"]["ttl"].as_u64().expect("ttl"))
+    }
+
+    /// Waits (`within`) until the session holds another token than `old`'s.
+    async fn wait_new_login(
+        &self,
+        old: &SessionDetails,
+        within: Duration,
+        what: &str,
+    ) -> SessionDetails {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(i) = self.handle.send(SessionInfo).await.unwrap() {
+                if i.accessor != old.accessor {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < until, "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Revokes the session's token with the root token, behind vdbi's back.
+    async fn revoke_behind_its_back(&self, token: &SessionDetails) {
+        self.root
+            .write(
+                "auth/token/revoke-accessor",
+                &json!({ "accessor": token.accessor }),
+            )
+            .await;
     }
 
     async fn cleanup(self) {
@@ -256,12 +296,7 @@ async fn self_renewal_extends_the_token() {
 async fn relogin_after_the_token_is_revoked_behind_its_back() {
     let s = start_session(Opts::default()).await;
     let old = s.wait_logged_in().await;
-    s.root
-        .write(
-            "auth/token/revoke-accessor",
-            &json!({ "accessor": old.accessor }),
-        )
-        .await;
+    s.revoke_behind_its_back(&old).await;
     assert_eq!(s.lookup_accessor(&old.accessor).await, None);
     // vdbi still believes in its token: the next operation is refused, and it logs in again.
     assert!(s.handle.send(IsLoggedIn).await.unwrap());
@@ -289,23 +324,15 @@ async fn relogin_when_self_renewal_fails() {
     })
     .await;
     let old = s.wait_logged_in().await;
-    s.root
-        .write(
-            "auth/token/revoke-accessor",
-            &json!({ "accessor": old.accessor }),
+    s.revoke_behind_its_back(&old).await;
+    // No operation at all: the failing renewal alone triggers the new login.
+    let new = s
+        .wait_new_login(
+            &old,
+            Duration::from_secs(10),
+            "no re-login after a failed renewal",
         )
         .await;
-    // No operation at all: the failing renewal alone triggers the new login.
-    let until = Instant::now() + Duration::from_secs(10);
-    let new = loop {
-        if let Some(i) = s.handle.send(SessionInfo).await.unwrap() {
-            if i.accessor != old.accessor {
-                break i;
-            }
-        }
-        assert!(Instant::now() < until, "no re-login after a failed renewal");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
     assert!(s.lookup_accessor(&new.accessor).await.is_some());
     assert_eq!(s.metrics.connect_vault_success.get(), 2.0);
     s.cleanup().await;
@@ -395,17 +422,7 @@ async fn deadlines_bound_every_operation() {
     };
     let (m, h) = (Metrics::new(false), HealthState::new());
     let log = vdbi::telemetry::logging::discard();
-    let (m2, h2, l2) = (m.clone(), h.clone(), log.clone());
-    let handle = supervise("vault-session", &log, &m, Backoff::default(), move |g| {
-        VaultSession::new(
-            g,
-            client.clone(),
-            cfg.clone(),
-            m2.clone(),
-            h2.clone(),
-            l2.clone(),
-        )
-    });
+    let handle = supervised_session(client, cfg, &m, &h, &log);
     let started = Instant::now();
     let r = handle
         .send(KvGet {
@@ -499,20 +516,15 @@ async fn every_operation_through_the_actor() {
     let h = &s.handle;
     let (db, db_role) = (s.fx.db_mount(), s.fx.db_role());
 
-    let health = h
-        .send(ReadHealth { deadline: soon() })
-        .await
-        .unwrap()
-        .unwrap();
+    let health = h.call(ReadHealth { deadline: soon() }).await.unwrap();
     assert!(health.initialized && !health.sealed, "{health:?}");
 
     let role = h
-        .send(ReadAuthRole {
+        .call(ReadAuthRole {
             role: db_role.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert!(role.token_policies.contains(&db_role), "{role:?}");
 
@@ -526,59 +538,53 @@ async fn every_operation_through_the_actor() {
         pod_name: "pod".into(),
         node_name: "node".into(),
     };
-    h.send(KvPut {
+    h.call(KvPut {
         uuid: uuid.clone(),
         entry: entry.clone(),
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
     let got = h
-        .send(KvGet {
+        .call(KvGet {
             uuid: uuid.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(got, Some(entry));
-    let keys = h.send(KvList { deadline: soon() }).await.unwrap().unwrap();
+    let keys = h.call(KvList { deadline: soon() }).await.unwrap();
     assert_eq!(keys, std::slice::from_ref(&uuid));
-    h.send(KvDelete {
+    h.call(KvDelete {
         uuid: uuid.clone(),
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
     assert_eq!(
-        h.send(KvGet {
+        h.call(KvGet {
             uuid: uuid.clone(),
             deadline: soon()
         })
         .await
-        .unwrap()
         .unwrap(),
         None
     );
     assert!(h
-        .send(KvList { deadline: soon() })
+        .call(KvList { deadline: soon() })
         .await
-        .unwrap()
         .unwrap()
         .is_empty());
 
     // DB credentials with vdbi's own token, and their lease.
     let creds = h
-        .send(ReadDbCredentials {
+        .call(ReadDbCredentials {
             token: None,
             mount: db.clone(),
             role: db_role.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert!(!creds.username.is_empty());
     assert!(
@@ -589,101 +595,91 @@ async fn every_operation_through_the_actor() {
         creds.lease_id
     );
     let lease = h
-        .send(LookupLease {
+        .call(LookupLease {
             lease_id: creds.lease_id.clone(),
             deadline: soon(),
         })
         .await
         .unwrap()
-        .unwrap()
         .expect("lease is live");
     assert_eq!(lease.id, creds.lease_id);
     let renewed = h
-        .send(RenewLease {
+        .call(RenewLease {
             lease_id: creds.lease_id.clone(),
             increment: Duration::from_secs(600),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(renewed.lease_id, creds.lease_id);
     assert!(renewed.ttl > Duration::ZERO);
     let listed = h
-        .send(ListLeases {
+        .call(ListLeases {
             prefix: format!("{db}/creds/{db_role}/"),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     let suffix = creds.lease_id.rsplit('/').next().unwrap().to_string();
     assert!(listed.contains(&suffix), "{suffix} not in {listed:?}");
-    h.send(RevokeLease {
+    h.call(RevokeLease {
         lease_id: creds.lease_id.clone(),
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
     let gone = h
-        .send(LookupLease {
+        .call(LookupLease {
             lease_id: creds.lease_id.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(gone, None);
 
     // Legacy mode: an orphan token, credentials read with it, renew, revoke-orphan.
     let orphan = h
-        .send(CreateOrphanToken {
+        .call(CreateOrphanToken {
             policies: vec![db_role.clone()],
             period: Duration::from_secs(3600),
             display_name: "injector-orphan-token".into(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert!(orphan.orphan, "{orphan:?}");
     let with_orphan = h
-        .send(ReadDbCredentials {
+        .call(ReadDbCredentials {
             token: Some(orphan.token.clone()),
             mount: db.clone(),
             role: db_role.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert!(!with_orphan.lease_id.is_empty());
     let ttl = h
-        .send(RenewToken {
+        .call(RenewToken {
             target: orphan.token.clone(),
             increment: Duration::from_secs(3600),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(ttl.accessor, orphan.accessor);
     let info = h
-        .send(LookupSelf {
+        .call(LookupSelf {
             token: orphan.token.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert!(info.orphan && info.policies.contains(&db_role), "{info:?}");
-    h.send(RevokeOrphan {
+    h.call(RevokeOrphan {
         target: orphan.token.clone(),
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
     let dead = h
         .send(LookupSelf {
@@ -694,12 +690,11 @@ async fn every_operation_through_the_actor() {
         .unwrap();
     assert!(dead.is_err(), "revoked orphan token still valid");
     // revoke-orphan does not revoke the child lease; clean it up.
-    h.send(RevokeLease {
+    h.call(RevokeLease {
         lease_id: with_orphan.lease_id.clone(),
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
 
     // Projected mode: login with a pod's JWT, lookup-self, revoke-self.
@@ -708,30 +703,27 @@ async fn every_operation_through_the_actor() {
     ns.service_account("app").await;
     let pod_jwt = ns.token("app", &["vault"]).await;
     let login = h
-        .send(LoginKubernetes {
+        .call(LoginKubernetes {
             role: db_role.clone(),
             jwt: ServiceAccountJwt::new(pod_jwt),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert!(login.token_policies.contains(&db_role), "{login:?}");
     let me = h
-        .send(LookupSelf {
+        .call(LookupSelf {
             token: login.token.clone(),
             deadline: soon(),
         })
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(me.accessor, login.accessor);
-    h.send(RevokeSelf {
+    h.call(RevokeSelf {
         token: login.token.clone(),
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
     assert!(h
         .send(LookupSelf {
@@ -742,12 +734,11 @@ async fn every_operation_through_the_actor() {
         .unwrap()
         .is_err());
     // Revoking an already-revoked token counts as done.
-    h.send(RevokeSelf {
+    h.call(RevokeSelf {
         token: login.token,
         deadline: soon(),
     })
     .await
-    .unwrap()
     .unwrap();
     // A bogus token is refused as such.
     let bogus = h
@@ -849,36 +840,18 @@ async fn relogin_before_the_max_ttl_ends_the_token() {
     .await;
     // Log in again under the capped role (the first login may predate the rewrite).
     let first = s.wait_logged_in().await;
-    s.root
-        .write(
-            "auth/token/revoke-accessor",
-            &json!({ "accessor": first.accessor }),
+    s.revoke_behind_its_back(&first).await;
+    let capped = s
+        .wait_new_login(&first, Duration::from_secs(10), "no re-login")
+        .await;
+    // Renewals cannot pass 13 s; well before it ends, vdbi holds a fresh token.
+    let fresh = s
+        .wait_new_login(
+            &capped,
+            Duration::from_secs(8),
+            "still on the capped token after 8 s",
         )
         .await;
-    let until = Instant::now() + Duration::from_secs(10);
-    let capped = loop {
-        if let Some(i) = s.handle.send(SessionInfo).await.unwrap() {
-            if i.accessor != first.accessor {
-                break i;
-            }
-        }
-        assert!(Instant::now() < until, "no re-login");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Renewals cannot pass 13 s; well before it ends, vdbi holds a fresh token.
-    let until = Instant::now() + Duration::from_secs(8);
-    let fresh = loop {
-        if let Some(i) = s.handle.send(SessionInfo).await.unwrap() {
-            if i.accessor != capped.accessor {
-                break i;
-            }
-        }
-        assert!(
-            Instant::now() < until,
-            "still on the capped token after 8 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
     assert!(s.lookup_accessor(&fresh.accessor).await.is_some());
     // The capped token was revoked, not left to expire.
     assert_eq!(s.lookup_accessor(&capped.accessor).await, None);

@@ -10,25 +10,23 @@
 //! and deleted (late arrivals are cleaned when they land). `dryRun` admissions touch nothing.
 
 use super::error::ActorError;
-use super::supervision::RestartGuard;
-use super::vault_session::{
-    CreateOrphanToken, KvDelete, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole,
-    ReadDbCredentials, RevokeOrphan, RevokeSelf, VaultSession,
+use super::issuing::{
+    revoke_tokens, step_message, IssueError, Issuer, NewToken, RoleCache, Subject,
 };
+use super::supervision::RestartGuard;
+use super::vault_session::{KvDelete, RevokeSelf, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::BookkeepingEntry;
 use crate::config::Config;
-use crate::k8s;
 use crate::mutation::{self, InjectedValues};
 use crate::placeholder;
-use crate::telemetry::Metrics;
-use crate::vault::{can_get_role, KubeAuthRole, VaultToken};
+use crate::telemetry::{ExternalClock, Metrics};
+use crate::vault::VaultToken;
 use actix::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use slog::{debug, info, o, warn, Logger};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,33 +77,10 @@ impl Handler<Mutate> for Admission {
     }
 }
 
-/// Vault k8s-auth roles read for the legacy role check, kept for a short while.
-#[derive(Default)]
-pub struct RoleCache {
-    entries: Mutex<HashMap<String, (Instant, KubeAuthRole)>>,
-}
-
-const ROLE_CACHE_TTL: Duration = Duration::from_secs(30);
-
-impl RoleCache {
-    pub fn get(&self, role: &str) -> Option<KubeAuthRole> {
-        let g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        g.get(role)
-            .filter(|(t, _)| t.elapsed() < ROLE_CACHE_TTL)
-            .map(|(_, r)| r.clone())
-    }
-    pub fn put(&self, role: &str, value: KubeAuthRole) {
-        let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        g.insert(role.to_string(), (Instant::now(), value));
-    }
-}
-
 /// Something an admission created in Vault, to undo if the admission fails.
 enum Created {
-    /// Legacy orphan token: revoke-orphan with vdbi's session (its DB lease dies with it).
-    OrphanToken(VaultToken),
-    /// Projected pod token: revoke-self with the token itself (its DB lease dies with it).
-    PodToken(VaultToken),
+    /// Legacy orphan token or projected pod token.
+    Token(NewToken),
     /// KV bookkeeping entry.
     Entry(String),
 }
@@ -138,7 +113,7 @@ impl Tracker {
     /// Removes a pod token the admission revoked itself (NRI mode).
     fn forget_pod_token(&self, token: &VaultToken) {
         let mut g = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        g.retain(|c| !matches!(c, Created::PodToken(t) if t == token));
+        g.retain(|c| !matches!(c, Created::Token(NewToken::Pod(t)) if t == token));
     }
 }
 
@@ -192,11 +167,19 @@ pub async fn admit(
         "pod" => req.name.clone(),
     ));
     let mode = mode_label(&deps.config);
+    // The time this admission waits on Vault and Kubernetes (shared with its work task).
+    let clock = Arc::new(ExternalClock::new());
     let finish = |resp: AdmissionResponse, result: &str| {
-        deps.metrics
-            .admission_duration
+        let total = started.elapsed();
+        let m = &deps.metrics;
+        m.admission_duration
             .with_label_values(&[mode, result])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(total.as_secs_f64());
+        if clock.calls() > 0 {
+            m.admission_own_duration
+                .with_label_values(&[mode, result])
+                .observe(clock.own(total).as_secs_f64());
+        }
         resp
     };
     let deny = |d: Denial| {
@@ -293,19 +276,21 @@ pub async fn admit(
     let spec = Arc::new(spec);
     let facts = Arc::new(facts);
     let work = {
-        let (deps, roles, tracker, spec, facts, log) = (
+        let (deps, roles, tracker, clock, spec, facts, log) = (
             deps.clone(),
             roles.clone(),
             tracker.clone(),
+            clock.clone(),
             spec.clone(),
             facts.clone(),
             log.clone(),
         );
         tokio::spawn(async move {
-            let jobs = spec
-                .configs
-                .iter()
-                .map(|db| issue_one(&deps, &roles, &tracker, &spec, db, &facts, deadline, &log));
+            let jobs = spec.configs.iter().map(|db| {
+                issue_one(
+                    &deps, &roles, &tracker, &clock, &spec, db, &facts, deadline, &log,
+                )
+            });
             futures::future::join_all(jobs)
                 .await
                 .into_iter()
@@ -328,14 +313,15 @@ pub async fn admit(
                 cleanup(&deps2, leftovers, &log2).await;
             });
             // Say why when the cause is known: no Vault session at all is not a slow call.
-            let logged_in = tokio::time::timeout(
-                Duration::from_millis(200),
-                deps.vault.send(super::vault_session::IsLoggedIn),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or(true);
+            let logged_in = clock
+                .external(tokio::time::timeout(
+                    Duration::from_millis(200),
+                    deps.vault.send(super::vault_session::IsLoggedIn),
+                ))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or(true);
             if !logged_in {
                 return deny(Denial::new(
                     "vault_unavailable",
@@ -377,7 +363,7 @@ pub async fn admit(
         }
         Err(e) => {
             let created = tracker.abandon();
-            cleanup(&deps, created, &log).await;
+            clock.external(cleanup(&deps, created, &log)).await;
             deny(Denial::new(
                 "internal",
                 format!("cannot build the patch: {e}"),
@@ -405,9 +391,16 @@ fn new_uuid() -> String {
     uuid::Uuid::now_v1(node).to_string()
 }
 
-/// Turns a session/actor error into the denial the user reads.
-fn vault_denial(db: &DbConfig, step: &str, e: &ActorError) -> Denial {
-    let (reason, what) = match e {
+/// Turns a failed issuing step into the denial the user reads.
+fn issue_denial(db: &DbConfig, e: IssueError) -> Denial {
+    let (step, e) = match e {
+        IssueError::RoleNotFound(m) => return Denial::new("role_not_found", m),
+        IssueError::ServiceAccountDenied(m) => return Denial::new("sa_denied", m),
+        IssueError::TokenRequestTimeout(m) => return Denial::new("deadline", m),
+        IssueError::TokenRequest(m) => return Denial::new("token_request", m),
+        IssueError::Session { step, error } => (step, error),
+    };
+    let (reason, what) = match &e {
         ActorError::Deadline(_) => ("deadline", "timed out".to_string()),
         ActorError::NoSession(m) => (
             "vault_unavailable",
@@ -425,20 +418,18 @@ fn vault_denial(db: &DbConfig, step: &str, e: &ActorError) -> Denial {
             v.to_string(),
         ),
     };
-    Denial::new(
-        reason,
-        format!(
-            "dbConfig {:?} (role {:?}): {step}: {what}",
-            db.name, db.role
-        ),
-    )
+    Denial::new(reason, step_message(db, &step, &what))
 }
+
+/// The admission reads credentials once: no retry on HTTP 500 (the NRI plugin retries).
+const READ_ATTEMPTS: u32 = 1;
 
 #[allow(clippy::too_many_arguments)]
 async fn issue_one(
     deps: &AdmissionDeps,
     roles: &RoleCache,
     tracker: &Tracker,
+    clock: &ExternalClock,
     spec: &PodDbSpec,
     db: &DbConfig,
     pod: &PodFacts,
@@ -446,91 +437,27 @@ async fn issue_one(
     log: &Logger,
 ) -> Result<Issued, Denial> {
     let cfg = &deps.config;
-    let m = &deps.metrics;
+    let issuer = Issuer::new(cfg, &deps.vault, &deps.metrics, clock, deadline);
+    let who = Subject::new(&pod.namespace, &pod.service_account);
+    let denial = |e| issue_denial(db, e);
     let uuid = new_uuid();
-    let mut entry = BookkeepingEntry {
-        lease_id: String::new(),
-        token_id: String::new(),
-        namespace: pod.namespace.clone(),
-        service_account_name: pod.service_account.clone(),
-        pod_name: pod.name.clone(),
-        node_name: String::new(),
-    };
-    let values;
-    if !cfg.use_projected_sa {
+    let mut entry =
+        BookkeepingEntry::reservation(&pod.namespace, &pod.service_account, &pod.name, "");
+    let token = if !cfg.use_projected_sa {
         // ---- legacy authorisation: vdbi's own session reads the role and checks the SA ----
-        let role = match roles.get(&db.role) {
-            Some(r) => r,
-            None => {
-                let r = deps
-                    .vault
-                    .call(ReadAuthRole {
-                        role: db.role.clone(),
-                        deadline,
-                    })
-                    .await
-                    .map_err(|e| {
-                        if e.is_not_found() {
-                            Denial::new(
-                                "role_not_found",
-                                format!(
-                                "dbConfig {:?}: Vault role {:?} does not exist at auth/{}/role/{}",
-                                db.name, db.role, cfg.vault_auth_path, db.role),
-                            )
-                        } else {
-                            vault_denial(db, "reading the Vault role", &e)
-                        }
-                    })?;
-                roles.put(&db.role, r.clone());
-                r
-            }
-        };
-        if let Err(cause) = can_get_role(&role, &db.role, &pod.service_account, &pod.namespace) {
-            m.sa_denied
-                .with_label_values(&[
-                    &pod.service_account,
-                    &pod.namespace,
-                    &db.role,
-                    cause.as_str(),
-                ])
-                .inc();
-            return Err(Denial::new(
-                "sa_denied",
-                format!(
-                    "dbConfig {:?}: service account {}/{} may not use Vault role {:?} ({})",
-                    db.name,
-                    pod.namespace,
-                    pod.service_account,
-                    db.role,
-                    cause.as_str()
-                ),
-            ));
-        }
-        m.sa_authorized.inc();
+        issuer.authorise(roles, db, &who).await.map_err(denial)?;
         if cfg.nri.enabled {
-            values = placeholders();
+            None
         } else {
-            let orphan = deps
-                .vault
-                .call(CreateOrphanToken {
-                    policies: vec![db.role.clone()],
-                    period: cfg.token_ttl,
-                    display_name: "injector-orphan-token".into(),
-                    deadline,
-                })
-                .await;
-            let orphan = match orphan {
-                Ok(t) => {
-                    m.orphan_ticket_success.inc();
-                    t.token
-                }
-                Err(e) => {
-                    m.orphan_ticket_error.inc();
-                    return Err(vault_denial(db, "creating the orphan token", &e));
-                }
-            };
-            record_or_undo(deps, tracker, Created::OrphanToken(orphan.clone()), log).await?;
-            values = read_credentials(deps, spec, db, &orphan, deadline, &mut entry).await?;
+            let orphan = issuer.orphan_token(db).await.map_err(denial)?;
+            record_or_undo(
+                deps,
+                tracker,
+                Created::Token(NewToken::Orphan(orphan.clone())),
+                log,
+            )
+            .await?;
+            Some(orphan)
         }
     } else {
         // ---- projected: the pod's own identity logs in to Vault ----
@@ -538,104 +465,53 @@ async fn issue_one(
             .kube
             .as_ref()
             .ok_or_else(|| Denial::new("internal", "no Kubernetes client for TokenRequest"))?;
-        let jwt = tokio::time::timeout_at(
-            deadline,
-            k8s::token_request(
-                kube,
-                &pod.namespace,
-                &pod.service_account,
-                &cfg.token_request_audiences,
-                cfg.token_request_expiration_seconds,
-                None,
-            ),
+        let pod_token = issuer
+            .pod_login(kube, db, &who, None)
+            .await
+            .map_err(denial)?;
+        record_or_undo(
+            deps,
+            tracker,
+            Created::Token(NewToken::Pod(pod_token.clone())),
+            log,
         )
-        .await
-        .map_err(|_| {
-            Denial::new(
-                "deadline",
-                format!("dbConfig {:?}: TokenRequest timed out", db.name),
-            )
-        })?
-        .map_err(|e| {
-            m.token_request_errors
-                .with_label_values(&[e.token_request_reason()])
-                .inc();
-            Denial::new(
-                "token_request",
-                format!(
-                    "dbConfig {:?}: TokenRequest for service account {}/{} failed: {e}",
-                    db.name, pod.namespace, pod.service_account
-                ),
-            )
-        })?;
-        let login = deps
-            .vault
-            .call(LoginKubernetes {
-                role: db.role.clone(),
-                jwt,
-                deadline,
-            })
-            .await
-            .map_err(|e| {
-                if let Some(v) = e.vault() {
-                    m.vault_login_errors
-                        .with_label_values(&[v.login_failure_reason(), "projected"])
-                        .inc();
-                }
-                vault_denial(db, &format!("Vault login as role {:?}", db.role), &e)
-            })?;
-        let pod_token = login.token.clone();
-        record_or_undo(deps, tracker, Created::PodToken(pod_token.clone()), log).await?;
-        match deps
-            .vault
-            .call(LookupSelf {
-                token: pod_token.clone(),
-                deadline,
-            })
-            .await
-        {
-            Ok(info) if info.period.is_zero() => {
-                m.projected_role_misconfigured
-                    .with_label_values(&[&db.role])
-                    .inc();
-                warn!(log, "Vault role has no token_period: the pod token cannot be renewed past its TTL"; "role" => &db.role);
-            }
-            Ok(_) => {}
-            Err(e) => debug!(log, "lookup-self failed"; "error" => %e),
-        }
+        .await?;
+        issuer.check_period(db, &pod_token, log).await;
         if cfg.nri.enabled {
             // The NRI plugin logs in again on the node; this token is not handed on.
-            let _ = deps
-                .vault
-                .send(RevokeSelf {
+            let _ = clock
+                .external(deps.vault.send(RevokeSelf {
                     token: pod_token.clone(),
                     deadline,
-                })
+                }))
                 .await;
             tracker.forget_pod_token(&pod_token);
-            values = placeholders();
+            None
         } else {
-            values = read_credentials(deps, spec, db, &pod_token, deadline, &mut entry).await?;
+            Some(pod_token)
         }
-    }
+    };
+    let values = match token {
+        // NRI mode: placeholders only, the plugin issues on the node.
+        None => placeholders(),
+        Some(token) => {
+            let creds = issuer
+                .read_credentials(&spec.engine, db, &token, READ_ATTEMPTS)
+                .await
+                .map_err(denial)?;
+            entry.lease_id = creds.lease_id.clone();
+            entry.token_id = token.expose().to_string();
+            InjectedValues {
+                username: creds.username.clone(),
+                password: creds.password.expose().to_string(),
+            }
+        }
+    };
     // ---- bookkeeping, before answering ----
-    let stored = deps
-        .vault
-        .call(KvPut {
-            uuid: uuid.clone(),
-            entry,
-            deadline,
-        })
-        .await;
-    match stored {
-        Ok(()) => m.store_data_success.inc(),
-        Err(e) => {
-            m.store_data_error
-                .with_label_values(&[m.uuid(&uuid), &pod.namespace])
-                .inc();
-            return Err(vault_denial(db, "writing the bookkeeping entry", &e));
-        }
-    }
+    issuer
+        .write_entry(&uuid, entry, &pod.namespace)
+        .await
+        .map_err(denial)?;
     record_or_undo(deps, tracker, Created::Entry(uuid.clone()), log).await?;
     Ok(Issued { uuid, values })
 }
@@ -657,40 +533,6 @@ async fn record_or_undo(
     }
 }
 
-/// Reads `<engine>/creds/<role>` with `token` (orphan or pod token) and records the lease and
-/// token in the bookkeeping entry.
-async fn read_credentials(
-    deps: &AdmissionDeps,
-    spec: &PodDbSpec,
-    db: &DbConfig,
-    token: &VaultToken,
-    deadline: tokio::time::Instant,
-    entry: &mut BookkeepingEntry,
-) -> Result<InjectedValues, Denial> {
-    let creds = deps
-        .vault
-        .call(ReadDbCredentials {
-            token: Some(token.clone()),
-            mount: spec.engine.clone(),
-            role: db.role.clone(),
-            deadline,
-        })
-        .await
-        .map_err(|e| {
-            vault_denial(
-                db,
-                &format!("reading {}/creds/{}", spec.engine, db.role),
-                &e,
-            )
-        })?;
-    entry.lease_id = creds.lease_id.clone();
-    entry.token_id = token.expose().to_string();
-    Ok(InjectedValues {
-        username: creds.username.clone(),
-        password: creds.password.expose().to_string(),
-    })
-}
-
 /// Undoes what a failed admission created, with its own deadline: tokens first (their DB leases
 /// die with them), then the KV entries — but an entry is kept when a token could not be revoked,
 /// so the revoker's sweep still finds and revokes it.
@@ -699,49 +541,34 @@ async fn cleanup(deps: &AdmissionDeps, created: Vec<Created>, log: &Logger) {
         return;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (entries, tokens): (Vec<_>, Vec<_>) = created
-        .into_iter()
-        .partition(|c| matches!(c, Created::Entry(_)));
-    let revocations = tokens.into_iter().map(|c| async move {
-        let res = match c {
-            Created::OrphanToken(t) => deps
-                .vault
-                .call(RevokeOrphan { target: t, deadline })
-.await,
-            Created::PodToken(t) => deps
-                .vault
-                .call(RevokeSelf { token: t, deadline })
-.await,
-            Created::Entry(_) => Ok(()),
-        };
-        if let Err(e) = &res {
-            warn!(log, "could not revoke a failed admission's token; the revoker's sweep will retry"; "error" => %e);
+    let (mut tokens, mut entries) = (Vec::new(), Vec::new());
+    for c in created {
+        match c {
+            Created::Token(t) => tokens.push(t),
+            Created::Entry(uuid) => entries.push(uuid),
         }
-        res.is_ok()
-    });
-    let all_revoked = futures::future::join_all(revocations)
-        .await
-        .into_iter()
-        .all(|ok| ok);
-    if !all_revoked {
+    }
+    let failed = revoke_tokens(&deps.vault, tokens, deadline).await;
+    for e in &failed {
+        warn!(log, "could not revoke a failed admission's token; the revoker's sweep will retry"; "error" => %e);
+    }
+    if !failed.is_empty() {
         return;
     }
-    for c in entries {
-        if let Created::Entry(uuid) = c {
-            let res = deps
-                .vault
-                .call(KvDelete {
-                    uuid: uuid.clone(),
-                    deadline,
-                })
-                .await;
-            match res {
-                Ok(()) => {
-                    debug!(log, "removed a failed admission's bookkeeping entry"; "uuid" => &uuid)
-                }
-                Err(e) => {
-                    warn!(log, "could not remove a failed admission's bookkeeping entry"; "uuid" => &uuid, "error" => %e)
-                }
+    for uuid in entries {
+        let res = deps
+            .vault
+            .call(KvDelete {
+                uuid: uuid.clone(),
+                deadline,
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                debug!(log, "removed a failed admission's bookkeeping entry"; "uuid" => &uuid)
+            }
+            Err(e) => {
+                warn!(log, "could not remove a failed admission's bookkeeping entry"; "uuid" => &uuid, "error" => %e)
             }
         }
     }

@@ -4,10 +4,12 @@
 pub mod admission;
 pub mod credential_cache;
 pub mod error;
+pub mod issuing;
 pub mod leadership;
 pub mod nri_plugin;
 pub mod pod_index;
 pub mod renewer;
+pub mod revocation;
 pub mod revoker;
 pub mod supervision;
 pub mod vault_session;

@@ -25,14 +25,13 @@
 //!
 //! Never logged: credential values, env values, tokens. Env keys are.
 
-use super::admission::RoleCache;
 use super::credential_cache::{CacheSource, CredentialCache, Evict, Get, Put, Uids};
 use super::error::ActorError;
-use super::supervision::RestartGuard;
-use super::vault_session::{
-    CreateOrphanToken, KvDelete, KvGet, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole,
-    ReadDbCredentials, RevokeOrphan, RevokeSelf, VaultSession,
+use super::issuing::{
+    revoke_tokens, step_message, IssueError, Issuer, NewToken, RoleCache, Subject,
 };
+use super::supervision::RestartGuard;
+use super::vault_session::{KvDelete, KvGet, KvPut, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::{self, BookkeepingEntry};
@@ -45,8 +44,8 @@ use crate::nri::{
     RuntimeInfo, Stub, StubConfig, DEFAULT_RECONNECT_SCHEDULE, DEFAULT_REQUEST_TIMEOUT,
 };
 use crate::nri_mapping::{self, SubstitutionError};
-use crate::telemetry::Metrics;
-use crate::vault::{can_get_role, VaultToken};
+use crate::telemetry::{ExternalClock, Metrics};
+use crate::vault::VaultToken;
 use actix::prelude::*;
 use async_trait::async_trait;
 use futures::future::{BoxFuture, Shared};
@@ -133,10 +132,8 @@ struct PodFacts {
 
 /// Something a fetch created, to undo if the fetch fails.
 enum Created {
-    /// Legacy orphan token (revoke-orphan with vdbi's session; its DB lease dies with it).
-    OrphanToken(VaultToken),
-    /// Projected pod token (revoke-self; its DB lease dies with it).
-    PodToken(VaultToken),
+    /// Legacy orphan token or projected pod token.
+    Token(NewToken),
     /// A KV entry written, with what to put back on failure.
     Entry { uuid: String, restore: Restore },
 }
@@ -680,6 +677,7 @@ impl NriCore {
             node_name,
         };
         let keys = entry_keys(&spec, &pod.uid)?;
+        let clock = ExternalClock::new();
 
         let jobs = spec
             .configs
@@ -688,11 +686,11 @@ impl NriCore {
             .filter(|(i, _)| !plan.dbs[*i].is_empty())
             .map(|(i, db)| {
                 let key = &keys[i];
-                let (spec, facts) = (&spec, &facts);
+                let (spec, facts, clock) = (&spec, &facts, &clock);
                 async move {
                     (
                         i,
-                        self.issue_one(spec, db, key, facts, deadline, tracker)
+                        self.issue_one(spec, db, key, facts, deadline, clock, tracker)
                             .await,
                     )
                 }
@@ -707,6 +705,7 @@ impl NriCore {
         Ok((plan.resolve(&creds), superseded))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn issue_one(
         &self,
         spec: &PodDbSpec,
@@ -714,169 +713,55 @@ impl NriCore {
         uuid: &str,
         pod: &PodFacts,
         deadline: Deadline,
+        clock: &ExternalClock,
         tracker: &Tracker,
     ) -> Result<Issued, Failure> {
         let cfg = self.config();
-        let m = &self.deps.metrics;
-        let vault = &self.deps.vault;
-        let mut entry = BookkeepingEntry {
-            lease_id: String::new(),
-            token_id: String::new(),
-            namespace: pod.namespace.clone(),
-            service_account_name: pod.service_account.clone(),
-            pod_name: pod.name.clone(),
-            node_name: pod.node_name.clone(),
-        };
+        let issuer = Issuer::new(cfg, &self.deps.vault, &self.deps.metrics, clock, deadline);
+        let who = Subject::new(&pod.namespace, &pod.service_account);
+        let failure = |e| issue_failure(db, e);
+        let reservation = BookkeepingEntry::reservation(
+            &pod.namespace,
+            &pod.service_account,
+            &pod.name,
+            &pod.node_name,
+        );
+        let mut entry = reservation.clone();
         let token;
         if !cfg.use_projected_sa {
             // ---- legacy: vdbi's session checks the API-attested identity, then an orphan ----
-            let role = match self.roles.get(&db.role) {
-                Some(r) => r,
-                None => {
-                    let r = vault
-                        .call(ReadAuthRole {
-                            role: db.role.clone(),
-                            deadline,
-                        })
-.await
-                        .map_err(|e| {
-                            if e.is_not_found() {
-                                Failure::fetch(format!(
-                                    "dbConfig {:?}: Vault role {:?} does not exist at auth/{}/role/{}",
-                                    db.name, db.role, cfg.vault_auth_path, db.role
-                                ))
-                            } else {
-                                vault_failure(db, "reading the Vault role", &e)
-                            }
-                        })?;
-                    self.roles.put(&db.role, r.clone());
-                    r
-                }
-            };
-            if let Err(cause) = can_get_role(&role, &db.role, &pod.service_account, &pod.namespace)
-            {
-                m.sa_denied
-                    .with_label_values(&[
-                        &pod.service_account,
-                        &pod.namespace,
-                        &db.role,
-                        cause.as_str(),
-                    ])
-                    .inc();
-                return Err(Failure::fetch(format!(
-                    "dbConfig {:?}: service account {}/{} may not use Vault role {:?} ({})",
-                    db.name,
-                    pod.namespace,
-                    pod.service_account,
-                    db.role,
-                    cause.as_str()
-                )));
-            }
-            m.sa_authorized.inc();
-            let orphan = vault
-                .call(CreateOrphanToken {
-                    policies: vec![db.role.clone()],
-                    period: cfg.token_ttl,
-                    display_name: "injector-orphan-token".into(),
-                    deadline,
-                })
-                .await;
-            token = match orphan {
-                Ok(t) => {
-                    m.orphan_ticket_success.inc();
-                    t.token
-                }
-                Err(e) => {
-                    m.orphan_ticket_error.inc();
-                    return Err(vault_failure(db, "creating the orphan token", &e));
-                }
-            };
-            tracker.record(Created::OrphanToken(token.clone()));
+            issuer
+                .authorise(&self.roles, db, &who)
+                .await
+                .map_err(failure)?;
+            token = issuer.orphan_token(db).await.map_err(failure)?;
+            tracker.record(Created::Token(NewToken::Orphan(token.clone())));
         } else {
             // ---- projected: the pod's own identity, with a token bound to the pod ----
             let binding = PodBinding {
                 name: pod.name.clone(),
                 uid: pod.uid.clone(),
             };
-            let jwt = tokio::time::timeout_at(
-                deadline,
-                k8s::token_request(
-                    &self.deps.kube,
-                    &pod.namespace,
-                    &pod.service_account,
-                    &cfg.token_request_audiences,
-                    cfg.token_request_expiration_seconds,
-                    Some(&binding),
-                ),
-            )
-            .await
-            .map_err(|_| Failure::fetch(format!("dbConfig {:?}: TokenRequest timed out", db.name)))?
-            .map_err(|e| {
-                m.token_request_errors
-                    .with_label_values(&[e.token_request_reason()])
-                    .inc();
-                Failure::fetch(format!(
-                    "dbConfig {:?}: TokenRequest for service account {}/{} failed: {e}",
-                    db.name, pod.namespace, pod.service_account
-                ))
-            })?;
-            let login = vault
-                .call(LoginKubernetes {
-                    role: db.role.clone(),
-                    jwt,
-                    deadline,
-                })
+            token = issuer
+                .pod_login(&self.deps.kube, db, &who, Some(&binding))
                 .await
-                .map_err(|e| {
-                    if let Some(v) = e.vault() {
-                        m.vault_login_errors
-                            .with_label_values(&[v.login_failure_reason(), "projected"])
-                            .inc();
-                    }
-                    vault_failure(db, &format!("Vault login as role {:?}", db.role), &e)
-                })?;
-            token = login.token;
-            tracker.record(Created::PodToken(token.clone()));
-            match vault
-                .call(LookupSelf {
-                    token: token.clone(),
-                    deadline,
-                })
-                .await
-            {
-                Ok(info) if info.period.is_zero() => {
-                    m.projected_role_misconfigured
-                        .with_label_values(&[&db.role])
-                        .inc();
-                    warn!(self.deps.log, "Vault role has no token_period: the pod token cannot be renewed past its TTL"; "role" => &db.role);
-                }
-                Ok(_) => {}
-                Err(e) => debug!(self.deps.log, "lookup-self failed"; "error" => %e),
-            }
+                .map_err(failure)?;
+            tracker.record(Created::Token(NewToken::Pod(token.clone())));
+            issuer.check_period(db, &token, &self.deps.log).await;
         }
-        let creds = read_creds(vault, &token, &spec.engine, &db.role, deadline)
+        let creds = issuer
+            .read_credentials(&spec.engine, db, &token, READ_ATTEMPTS)
             .await
-            .map_err(|e| {
-                vault_failure(
-                    db,
-                    &format!("reading {}/creds/{}", spec.engine, db.role),
-                    &e,
-                )
-            })?;
+            .map_err(failure)?;
         entry.lease_id = creds.lease_id.clone();
         entry.token_id = token.expose().to_string();
 
         // ---- bookkeeping: what the entry held before is kept to restore it on failure ----
         // (legacy only: the projected-mode NRI policy may only write KV).
-        let reservation = BookkeepingEntry {
-            lease_id: String::new(),
-            token_id: String::new(),
-            ..entry.clone()
-        };
         let (restore, superseded) = if cfg.use_projected_sa {
             (Restore::Reservation(reservation), None)
         } else {
-            let previous = vault
+            let previous = issuer
                 .call(KvGet {
                     uuid: uuid.to_string(),
                     deadline,
@@ -889,20 +774,10 @@ impl NriCore {
                 .filter(|t| !t.is_empty() && *t != token);
             (previous.map_or(Restore::Delete, Restore::Entry), superseded)
         };
-        let stored = vault
-            .call(KvPut {
-                uuid: uuid.to_string(),
-                entry,
-                deadline,
-            })
-            .await;
-        if let Err(e) = stored {
-            m.store_data_error
-                .with_label_values(&[m.uuid(uuid), &pod.namespace])
-                .inc();
-            return Err(vault_failure(db, "writing the bookkeeping entry", &e));
-        }
-        m.store_data_success.inc();
+        issuer
+            .write_entry(uuid, entry, &pod.namespace)
+            .await
+            .map_err(failure)?;
         tracker.record(Created::Entry {
             uuid: uuid.to_string(),
             restore,
@@ -920,35 +795,21 @@ impl NriCore {
     async fn cleanup(&self, created: Vec<Created>, log: &Logger) {
         let deadline = Deadline::now() + Duration::from_secs(10);
         let vault = &self.deps.vault;
-        let (entries, tokens): (Vec<_>, Vec<_>) = created
-            .into_iter()
-            .partition(|c| matches!(c, Created::Entry { .. }));
-        let revocations = tokens.into_iter().map(|c| async move {
-            let res = match c {
-                Created::OrphanToken(t) => vault
-                    .call(RevokeOrphan { target: t, deadline })
-.await,
-                Created::PodToken(t) => vault
-                    .call(RevokeSelf { token: t, deadline })
-.await,
-                Created::Entry { .. } => Ok(()),
-            };
-            if let Err(e) = &res {
-                warn!(log, "could not revoke a failed fetch's token; the revoker's sweep will"; "error" => %e);
+        let (mut tokens, mut entries) = (Vec::new(), Vec::new());
+        for c in created {
+            match c {
+                Created::Token(t) => tokens.push(t),
+                Created::Entry { uuid, restore } => entries.push((uuid, restore)),
             }
-            res.is_ok()
-        });
-        let all_revoked = futures::future::join_all(revocations)
-            .await
-            .into_iter()
-            .all(|ok| ok);
-        if !all_revoked {
+        }
+        let failed = revoke_tokens(vault, tokens, deadline).await;
+        for e in &failed {
+            warn!(log, "could not revoke a failed fetch's token; the revoker's sweep will"; "error" => %e);
+        }
+        if !failed.is_empty() {
             return;
         }
-        for c in entries {
-            let Created::Entry { uuid, restore } = c else {
-                continue;
-            };
+        for (uuid, restore) in entries {
             let res = match restore {
                 Restore::Entry(entry) | Restore::Reservation(entry) => {
                     vault
@@ -982,21 +843,12 @@ impl NriCore {
         let deadline = Deadline::now() + Duration::from_secs(10);
         warn!(log, "the pod's earlier credentials were superseded (cache entry lost?); revoking them"; "tokens" => tokens.len());
         for t in tokens {
-            let res = if self.config().use_projected_sa {
-                self.deps
-                    .vault
-                    .send(RevokeSelf { token: t, deadline })
-                    .await
+            let t = if self.config().use_projected_sa {
+                NewToken::Pod(t)
             } else {
-                self.deps
-                    .vault
-                    .send(RevokeOrphan {
-                        target: t,
-                        deadline,
-                    })
-                    .await
+                NewToken::Orphan(t)
             };
-            if let Err(e) = res.map_err(ActorError::from).and_then(|r| r) {
+            if let Err(e) = t.revoke(&self.deps.vault, deadline).await {
                 warn!(log, "could not revoke superseded credentials"; "error" => %e);
             }
         }
@@ -1090,43 +942,10 @@ fn entry_keys(spec: &PodDbSpec, pod_uid: &str) -> Result<Vec<String>, Failure> {
     Ok(keys)
 }
 
-/// `<mount>/creds/<role>` with `token`, retried (twice, briefly) when Vault answers HTTP 500: the
-/// database refused the role's creation statements for a transient reason, typically
-/// PostgreSQL's "tuple concurrently updated" when several roles are granted on one database at
-/// once (concurrent fetches, the prewarmer). A 500 means nothing was created, so a retry cannot
-/// leak a credential.
-async fn read_creds(
-    vault: &ActorHandle<VaultSession>,
-    token: &VaultToken,
-    mount: &str,
-    role: &str,
-    deadline: Deadline,
-) -> Result<crate::vault::DbCredentials, ActorError> {
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let res = vault
-            .call(ReadDbCredentials {
-                token: Some(token.clone()),
-                mount: mount.to_string(),
-                role: role.to_string(),
-                deadline,
-            })
-            .await;
-        let transient = matches!(
-            &res,
-            Err(ActorError::Vault(crate::vault::VaultError::Api {
-                status: 500,
-                ..
-            }))
-        );
-        let pause = Duration::from_millis(20 * u64::from(attempt) + rand::random::<u64>() % 30);
-        if !transient || attempt >= 3 || Deadline::now() + pause >= deadline {
-            return res;
-        }
-        tokio::time::sleep(pause).await;
-    }
-}
+/// How often a credentials read is tried when Vault answers HTTP 500 (see
+/// [`Issuer::read_credentials`]): concurrent fetches and the prewarmer grant several roles on one
+/// database at once.
+const READ_ATTEMPTS: u32 = 3;
 
 /// Turns a session/actor error into the refusal message.
 fn vault_failure(db: &DbConfig, step: &str, e: &ActorError) -> Failure {
@@ -1135,10 +954,18 @@ fn vault_failure(db: &DbConfig, step: &str, e: &ActorError) -> Failure {
         ActorError::NoSession(m) => format!("vdbi has no Vault session ({m})"),
         other => other.to_string(),
     };
-    Failure::fetch(format!(
-        "dbConfig {:?} (role {:?}): {step}: {what}",
-        db.name, db.role
-    ))
+    Failure::fetch(step_message(db, step, &what))
+}
+
+/// Turns a failed issuing step into the refusal message.
+fn issue_failure(db: &DbConfig, e: IssueError) -> Failure {
+    match e {
+        IssueError::RoleNotFound(m)
+        | IssueError::ServiceAccountDenied(m)
+        | IssueError::TokenRequestTimeout(m)
+        | IssueError::TokenRequest(m) => Failure::fetch(m),
+        IssueError::Session { step, error } => vault_failure(db, &step, &error),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,18 +8,18 @@
 //! left (TTL-aware: far fewer calls than renewing everything every cycle, while Vault keeps at
 //! least half a TTL of margin should every renewer be down), with bounded concurrency under the
 //! Vault rate limit.
-//! Unrecoverable leases (400 `invalid lease` / `could not find role`) are purged (token revoked,
-//! entry deleted); missing `PodName`/`NodeName`/`ServiceAccountName` are backfilled. If the pod
+//! Unrecoverable leases (400 `invalid lease` / `could not find role`) are purged as the revoker
+//! revokes ([`super::revocation`]: token revoked and checked dead, lease revoked if Vault still
+//! holds it, entry deleted; on a failure the entry stays and the next cycle tries again); missing `PodName`/`NodeName`/`ServiceAccountName` are backfilled. If the pod
 //! index has zero live pods while entries exist, the cycle touches nothing: that is almost
 //! certainly a broken view of the cluster, not a cluster without pods. When the pod watch is
 //! broken the renewer gives up its lease ([`StepDown`]), so that a peer with a working view renews.
 
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, Snapshot, WatchStatus};
+use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
-use super::vault_session::{
-    KvDelete, KvGet, KvList, KvPut, RenewLease, RenewToken, RevokeOrphan, VaultSession,
-};
+use super::vault_session::{KvGet, KvList, KvPut, RenewLease, RenewToken, VaultSession};
 use super::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::telemetry::Metrics;
@@ -423,34 +423,16 @@ async fn renew_one(
                 Err(e) if e.vault().is_some_and(|v| v.is_unrecoverable_lease()) => {
                     m.renew_lease_error.with_label_values(&[&label, &ns]).inc();
                     warn!(ctx.log, "lease is unrecoverable; purging the entry"; "uuid" => uuid, "error" => %e);
-                    if !k.entry.token_id.is_empty() {
-                        let _ = ctx
-                            .vault
-                            .send(RevokeOrphan {
-                                target: VaultToken::new(k.entry.token_id.clone()),
-                                deadline: ctx.deadline(),
-                            })
+                    let purged =
+                        revoke_recorded(&ctx.vault, uuid, &k.entry, || ctx.deadline(), m, &ctx.log)
                             .await;
-                    }
-                    let deleted = ctx
-                        .vault
-                        .call(KvDelete {
-                            uuid: uuid.to_string(),
-                            deadline: ctx.deadline(),
-                        })
-                        .await;
-                    match deleted {
+                    match purged {
                         Ok(()) => {
-                            m.delete_data_success
-                                .with_label_values(&[&label, &ns])
-                                .inc();
-                            m.forget_uuid(uuid, &ns);
                             out.purged = true;
                             return (None, out);
                         }
                         Err(e) => {
-                            m.delete_data_error.with_label_values(&[&label, &ns]).inc();
-                            warn!(ctx.log, "cannot delete purged entry"; "uuid" => uuid, "error" => %e);
+                            warn!(ctx.log, "cannot purge the entry; retried at the next cycle"; "uuid" => uuid, "error" => %e);
                             out.error = true;
                         }
                     }

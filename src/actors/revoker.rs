@@ -32,17 +32,14 @@
 use super::error::ActorError;
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
+use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
-use super::vault_session::{
-    KvDelete, KvGet, KvList, ListLeases, LookupLease, LookupSelf, RevokeLease, RevokeOrphan,
-    RevokeSelf, VaultSession,
-};
+use super::vault_session::{KvGet, KvList, ListLeases, LookupLease, RevokeLease, VaultSession};
 use super::ActorHandle;
 use crate::annotations::UUID_KEY;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::config::OrphanLeaseMode;
 use crate::telemetry::Metrics;
-use crate::vault::VaultToken;
 use actix::prelude::*;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -341,14 +338,9 @@ impl Revoker {
         let now = Instant::now();
         self.parked.retain(|_, until| *until > now);
         let env = SweepEnv {
-            vault: self.vault.clone(),
-            pods: self.pods.clone(),
-            kube: self.kube.clone(),
-            cfg: self.cfg.clone(),
-            metrics: self.metrics.clone(),
-            log: self.log.clone(),
             parked: self.parked.keys().cloned().collect(),
             in_flight: self.in_flight.clone(),
+            ..self.env()
         };
         let unseen = self.unseen_since.clone();
         Box::pin(
@@ -387,6 +379,7 @@ impl Revoker {
 }
 
 impl Revoker {
+    /// What a sweep or a discovery pass works with (nothing parked or in flight).
     fn env(&self) -> SweepEnv {
         SweepEnv {
             vault: self.vault.clone(),
@@ -438,13 +431,25 @@ impl SweepEnv {
         tokio::time::Instant::now() + self.cfg.call_timeout
     }
 
+    /// A VaultSession request built with a fresh call deadline.
+    async fn call<M, T>(&self, msg: impl FnOnce(tokio::time::Instant) -> M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        VaultSession: Handler<M>,
+    {
+        self.vault.call(msg(self.deadline())).await
+    }
+
+    async fn kv_list(&self) -> Result<Vec<String>, String> {
+        self.call(|deadline| KvList { deadline })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn kv_get(&self, uuid: &str) -> Result<Option<BookkeepingEntry>, ActorError> {
-        self.vault
-            .send(KvGet {
-                uuid: uuid.to_string(),
-                deadline: self.deadline(),
-            })
-            .await?
+        let uuid = uuid.to_string();
+        self.call(|deadline| KvGet { uuid, deadline }).await
     }
 }
 
@@ -475,13 +480,7 @@ async fn run_sweep(
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "pod index not synchronised yet".to_string())?;
     let now = Instant::now();
-    let uuids = env
-        .vault
-        .call(KvList {
-            deadline: env.deadline(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let uuids = env.kv_list().await?;
     let mut still_unseen = HashMap::new();
     let mut candidates = Vec::new();
     for uuid in &uuids {
@@ -573,10 +572,9 @@ async fn list_managed_leases(env: &SweepEnv, orphans: &mut OrphanState) -> Optio
     for (mount, role) in roles {
         let prefix = format!("{mount}/creds/{role}/");
         let res = env
-            .vault
-            .call(ListLeases {
+            .call(|deadline| ListLeases {
                 prefix: prefix.clone(),
-                deadline: env.deadline(),
+                deadline,
             })
             .await;
         match res {
@@ -614,13 +612,7 @@ async fn discover_orphans(
     let Some(listed) = list_managed_leases(env, orphans).await else {
         return Ok(OrphanReport::default());
     };
-    let uuids = env
-        .vault
-        .call(KvList {
-            deadline: env.deadline(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let uuids = env.kv_list().await?;
     // Learn the lease of entries not read yet (and of those without one yet), within budget.
     let listed_uuids: HashSet<&String> = uuids.iter().collect();
     orphans.entry_leases.retain(|u, _| listed_uuids.contains(u));
@@ -678,12 +670,9 @@ async fn discover_orphans(
         let issued = match orphans.issued.get(&lease) {
             Some(t) => *t,
             None => {
+                let lease_id = lease.clone();
                 let info = env
-                    .vault
-                    .call(LookupLease {
-                        lease_id: lease.clone(),
-                        deadline: env.deadline(),
-                    })
+                    .call(|deadline| LookupLease { lease_id, deadline })
                     .await;
                 match info {
                     Ok(Some(info)) => {
@@ -717,12 +706,9 @@ async fn discover_orphans(
                 "age_s" => age.as_secs(), "action" => env.cfg.orphan_mode.as_str());
         }
         if env.cfg.orphan_mode == OrphanLeaseMode::Revoke {
+            let lease_id = lease.clone();
             let res = env
-                .vault
-                .call(RevokeLease {
-                    lease_id: lease.clone(),
-                    deadline: env.deadline(),
-                })
+                .call(|deadline| RevokeLease { lease_id, deadline })
                 .await;
             match res {
                 Ok(()) => {
@@ -796,187 +782,9 @@ pub async fn revoke_entry(
     else {
         return Ok(false);
     };
-    let ns = entry.namespace.clone();
-    if !entry.token_id.is_empty() {
-        // Revoking the token revokes the leases it created (the DB user is dropped).
-        let res = vault
-            .send(RevokeOrphan {
-                target: VaultToken::new(entry.token_id.clone()),
-                deadline: dl(),
-            })
-            .await?;
-        let res = match res {
-            Ok(()) => ensure_token_dead(vault, &entry.token_id, &dl, log).await,
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(()) => metrics.revoke_token_success.with_label_values(&[&ns]).inc(),
-            Err(e) => {
-                metrics
-                    .revoke_token_error
-                    .with_label_values(&[metrics.uuid(uuid), &ns])
-                    .inc();
-                return Err(e);
-            }
-        }
-    }
-    if !entry.lease_id.is_empty() {
-        revoke_lease_if_held(vault, &entry.lease_id, dl, log).await?;
-    }
-    match vault
-        .send(KvDelete {
-            uuid: uuid.to_string(),
-            deadline: dl(),
-        })
-        .await?
-    {
-        Ok(()) => metrics
-            .delete_data_success
-            .with_label_values(&[metrics.uuid(uuid), &ns])
-            .inc(),
-        Err(e) => {
-            metrics
-                .delete_data_error
-                .with_label_values(&[metrics.uuid(uuid), &ns])
-                .inc();
-            return Err(e);
-        }
-    }
-    metrics.forget_uuid(uuid, &ns);
-    info!(log, "credentials revoked"; "uuid" => uuid, "namespace" => &ns, "pod" => &entry.pod_name);
+    revoke_recorded(vault, uuid, &entry, dl, metrics, log).await?;
+    info!(log, "credentials revoked"; "uuid" => uuid, "namespace" => &entry.namespace, "pod" => &entry.pod_name);
     Ok(true)
-}
-
-/// `revoke-orphan` answered success (or "not found"), but is the token really unusable? A
-/// revoke-orphan cut short (its caller killed) can leave the token half revoked, and a second
-/// call then short-circuits. The token itself tells (`lookup-self` with it; every token may):
-/// if it still works, it revokes itself (`revoke-self`), and is checked again.
-async fn ensure_token_dead(
-    vault: &ActorHandle<VaultSession>,
-    token_id: &str,
-    dl: &impl Fn() -> tokio::time::Instant,
-    log: &Logger,
-) -> Result<(), ActorError> {
-    let alive = || async {
-        match vault
-            .send(LookupSelf {
-                token: VaultToken::new(token_id.to_string()),
-                deadline: dl(),
-            })
-            .await?
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.vault()
-                    .is_some_and(|v| v.is_permission_denied() || v.is_not_found()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    };
-    if !alive().await? {
-        return Ok(());
-    }
-    warn!(
-        log,
-        "token still valid after revoke-orphan; revoking it with itself"
-    );
-    vault
-        .send(RevokeSelf {
-            token: VaultToken::new(token_id.to_string()),
-            deadline: dl(),
-        })
-        .await??;
-    if alive().await? {
-        return Err(ActorError::Vault(
-            crate::vault::VaultError::InvalidResponse(
-                "token still valid after revoke-orphan and revoke-self".into(),
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// After the token: is the lease still held? Vault revokes a token's leases asynchronously
-/// (they are marked expired and revoked by its expiration manager, usually within milliseconds),
-/// so the lease is looked up until it is gone. If it stays (its parent is another token, or its
-/// revocation through the token failed), it is revoked explicitly. vault-db-injector's
-/// documented policy grants neither `sys/leases/revoke` nor always `sys/leases/lookup`: without
-/// them vdbi relies on the token revocation, as vault-db-injector did.
-async fn revoke_lease_if_held(
-    vault: &ActorHandle<VaultSession>,
-    lease_id: &str,
-    dl: impl Fn() -> tokio::time::Instant,
-    log: &Logger,
-) -> Result<(), ActorError> {
-    let denied = |e: &ActorError| e.vault().is_some_and(|v| v.is_permission_denied());
-    // Ok(true): still held; Ok(false): gone; Err: cannot tell.
-    let held = || async {
-        vault
-            .send(LookupLease {
-                lease_id: lease_id.to_string(),
-                deadline: dl(),
-            })
-            .await?
-            .map(|info| info.is_some())
-    };
-    let wait_gone = |delays: &'static [u64]| async move {
-        for ms in delays {
-            tokio::time::sleep(Duration::from_millis(*ms)).await;
-            if !held().await? {
-                return Ok::<bool, ActorError>(true);
-            }
-        }
-        Ok(false)
-    };
-    match held().await {
-        Ok(false) => return Ok(()),
-        Ok(true) => {
-            if wait_gone(&[10, 20, 40, 80, 160]).await? {
-                return Ok(());
-            }
-        }
-        Err(e) if denied(&e) => {
-            // Cannot verify: try the explicit revocation, else trust the token revocation.
-            return match vault
-                .send(RevokeLease {
-                    lease_id: lease_id.to_string(),
-                    deadline: dl(),
-                })
-                .await?
-            {
-                Err(e) if denied(&e) => {
-                    debug!(log, "cannot look up nor revoke the lease; relying on the token revocation"; "lease" => lease_id);
-                    Ok(())
-                }
-                other => other,
-            };
-        }
-        Err(e) => return Err(e),
-    }
-    match vault
-        .send(RevokeLease {
-            lease_id: lease_id.to_string(),
-            deadline: dl(),
-        })
-        .await?
-    {
-        Ok(()) => Ok(()),
-        Err(e) if denied(&e) => {
-            if wait_gone(&[250, 500, 1000, 2000]).await? {
-                Ok(())
-            } else {
-                // E.g. a revoker killed during revoke-orphan leaves the token half revoked
-                // (unusable, "not found" to revoke-orphan) and its lease alive: only an explicit
-                // lease revocation ends it before its TTL.
-                warn!(log, "lease still held after its token was revoked, and vdbi may not revoke leases: grant `update` on sys/leases/revoke; the entry is kept and retried until Vault drops the lease";
-                    "lease" => lease_id);
-                Err(e)
-            }
-        }
-        Err(e) => Err(e),
-    }
 }
 
 impl Actor for Revoker {

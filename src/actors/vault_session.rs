@@ -464,16 +464,24 @@ async fn timed<T>(
     }
 }
 
-/// Declares an operation message and its handler. `own` operations use vdbi's token.
-macro_rules! own_token_op {
-    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
-     |$client:ident, $token:ident, $msg:ident, $cfg:ident| $body:expr) => {
+/// An operation's message: its fields and the deadline; it answers `Result<$out, ActorError>`.
+macro_rules! op_message {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $out:ty) => {
         $(#[$doc])*
         pub struct $name { $(pub $field: $ty,)* pub deadline: Deadline }
 
         impl Message for $name {
             type Result = Result<$out, ActorError>;
         }
+    };
+}
+
+/// Declares operation messages and their handlers (`Name { fields } -> Output, |client, token,
+/// msg, cfg| body;` each). These operations use vdbi's own token.
+macro_rules! own_token_ops {
+    ($($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
+     |$client:ident, $token:ident, $msg:ident, $cfg:ident| $body:expr;)*) => {$(
+        op_message!($(#[$doc])* $name { $($field: $ty),* } -> $out);
 
         impl Handler<$name> for VaultSession {
             type Result = ResponseFuture<Result<$out, ActorError>>;
@@ -496,19 +504,14 @@ macro_rules! own_token_op {
                 ))
             }
         }
-    };
+    )*};
 }
 
-/// Declares an operation that does not use vdbi's token.
-macro_rules! plain_op {
-    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
-     |$client:ident, $msg:ident, $cfg:ident| $body:expr) => {
-        $(#[$doc])*
-        pub struct $name { $(pub $field: $ty,)* pub deadline: Deadline }
-
-        impl Message for $name {
-            type Result = Result<$out, ActorError>;
-        }
+/// Declares operations (as [`own_token_ops`]) that do not use vdbi's token.
+macro_rules! plain_ops {
+    ($($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
+     |$client:ident, $msg:ident, $cfg:ident| $body:expr;)*) => {$(
+        op_message!($(#[$doc])* $name { $($field: $ty),* } -> $out);
 
         impl Handler<$name> for VaultSession {
             type Result = ResponseFuture<Result<$out, ActorError>>;
@@ -523,117 +526,87 @@ macro_rules! plain_op {
                 })
             }
         }
-    };
+    )*};
 }
 
-plain_op!(
+plain_ops! {
     /// Login with a pod's JWT (projected mode) at vdbi's kubernetes auth mount.
     LoginKubernetes { role: String, jwt: ServiceAccountJwt } -> LoginResult,
-    |client, msg, cfg| client.login_kubernetes(&cfg.auth_mount, &msg.role, msg.jwt.expose()).await
-);
+    |client, msg, cfg| client.login_kubernetes(&cfg.auth_mount, &msg.role, msg.jwt.expose()).await;
 
-plain_op!(
     /// `auth/token/lookup-self` with the given token.
     LookupSelf { token: VaultToken } -> TokenInfo,
-    |client, msg, cfg| client.token_lookup_self(&msg.token).await
-);
+    |client, msg, cfg| client.token_lookup_self(&msg.token).await;
 
-plain_op!(
     /// `auth/token/revoke-self` with the given token (a pod token). Not-found counts as done.
     RevokeSelf { token: VaultToken } -> (),
     |client, msg, cfg| match client.token_revoke_self(&msg.token).await {
         Err(e) if e.is_not_found() || e.is_permission_denied() => Ok(()),
         other => other,
-    }
-);
+    };
 
-plain_op!(
     /// Unauthenticated `sys/health`.
     ReadHealth {} -> crate::vault::Health,
-    |client, msg, cfg| { let _ = msg; client.health().await }
-);
+    |client, msg, cfg| { let _ = msg; client.health().await };
+}
 
-own_token_op!(
+own_token_ops! {
     /// `auth/token/create-orphan` (legacy mode) with vdbi's session.
     CreateOrphanToken { policies: Vec<String>, period: Duration, display_name: String } -> TokenAuth,
-    |client, token, msg, cfg| client.create_orphan_token(&token, &msg.policies, msg.period, &msg.display_name).await
-);
+    |client, token, msg, cfg| client.create_orphan_token(&token, &msg.policies, msg.period, &msg.display_name).await;
 
-own_token_op!(
     /// `<mount>/creds/<role>`, with `token` (a pod or orphan token) or vdbi's own.
     ReadDbCredentials { token: Option<VaultToken>, mount: String, role: String } -> DbCredentials,
-    |client, own, msg, cfg| client.read_db_credentials(msg.token.as_ref().unwrap_or(&own), &msg.mount, &msg.role).await
-);
+    |client, own, msg, cfg| client.read_db_credentials(msg.token.as_ref().unwrap_or(&own), &msg.mount, &msg.role).await;
 
-own_token_op!(
     /// Writes the bookkeeping entry `<vaultSecretName>/data/<vaultSecretPrefix>/<uuid>`.
     KvPut { uuid: String, entry: BookkeepingEntry } -> (),
-    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid), &msg.entry.to_map()).await
-);
+    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid), &msg.entry.to_map()).await;
 
-own_token_op!(
     /// Reads a bookkeeping entry; `None` when absent.
     KvGet { uuid: String } -> Option<BookkeepingEntry>,
     |client, token, msg, cfg| client
         .kv_get(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid))
         .await
-        .map(|o| o.map(|m| BookkeepingEntry::from_map(&m)))
-);
+        .map(|o| o.map(|m| BookkeepingEntry::from_map(&m)));
 
-own_token_op!(
     /// Lists the bookkeeping uuids under `vaultSecretPrefix`.
     KvList {} -> Vec<String>,
-    |client, token, msg, cfg| { let _ = msg; client.kv_list(&token, &cfg.kv_mount, &cfg.kv_prefix).await }
-);
+    |client, token, msg, cfg| { let _ = msg; client.kv_list(&token, &cfg.kv_mount, &cfg.kv_prefix).await };
 
-own_token_op!(
     /// Deletes a bookkeeping entry (data, then metadata; absent counts as done).
     KvDelete { uuid: String } -> (),
-    |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await
-);
+    |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await;
 
-own_token_op!(
     /// `auth/token/renew` of another token.
     RenewToken { target: VaultToken, increment: Duration } -> TokenTtl,
-    |client, token, msg, cfg| client.token_renew(&token, &msg.target, msg.increment).await
-);
+    |client, token, msg, cfg| client.token_renew(&token, &msg.target, msg.increment).await;
 
-own_token_op!(
     /// `auth/token/revoke-orphan` of another token; not-found counts as done.
     RevokeOrphan { target: VaultToken } -> (),
-    |client, token, msg, cfg| client.token_revoke_orphan(&token, &msg.target).await
-);
+    |client, token, msg, cfg| client.token_revoke_orphan(&token, &msg.target).await;
 
-own_token_op!(
     /// `sys/leases/renew`.
     RenewLease { lease_id: String, increment: Duration } -> LeaseTtl,
-    |client, token, msg, cfg| client.lease_renew(&token, &msg.lease_id, msg.increment).await
-);
+    |client, token, msg, cfg| client.lease_renew(&token, &msg.lease_id, msg.increment).await;
 
-own_token_op!(
     /// `sys/leases/revoke`; not-found counts as done.
     RevokeLease { lease_id: String } -> (),
-    |client, token, msg, cfg| client.lease_revoke(&token, &msg.lease_id).await
-);
+    |client, token, msg, cfg| client.lease_revoke(&token, &msg.lease_id).await;
 
-own_token_op!(
     /// `sys/leases/lookup`: the lease's times; `None` when Vault no longer holds it.
     LookupLease { lease_id: String } -> Option<LeaseInfo>,
     |client, token, msg, cfg| match client.lease_lookup(&token, &msg.lease_id).await {
         Ok(info) => Ok(Some(info)),
         Err(e) if e.is_invalid_lease() => Ok(None),
         Err(e) => Err(e),
-    }
-);
+    };
 
-own_token_op!(
     /// `LIST sys/leases/lookup/<prefix>` (orphan-lease discovery).
     ListLeases { prefix: String } -> Vec<String>,
-    |client, token, msg, cfg| client.list_leases(&token, &msg.prefix).await
-);
+    |client, token, msg, cfg| client.list_leases(&token, &msg.prefix).await;
 
-own_token_op!(
     /// `auth/<vaultAuthPath>/role/<role>` (legacy role check).
     ReadAuthRole { role: String } -> KubeAuthRole,
-    |client, token, msg, cfg| client.read_kubernetes_auth_role(&token, &cfg.auth_mount, &msg.role).await
-);
+    |client, token, msg, cfg| client.read_kubernetes_auth_role(&token, &cfg.auth_mount, &msg.role).await;
+}

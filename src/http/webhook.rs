@@ -32,6 +32,27 @@ fn bad_request(state: &WebhookState, reason: &str, detail: String) -> HttpRespon
     HttpResponse::BadRequest().json(json!({"error": reason, "message": detail}))
 }
 
+/// The request of an AdmissionReview body whose object is read as `T`; on failure the
+/// `reason` label and the detail for [`bad_request`] (`reason` when the body does not parse,
+/// `malformed_review` when it holds no request).
+fn request_of<T>(
+    body: &[u8],
+    reason: &'static str,
+    context: &str,
+) -> Result<AdmissionRequest<T>, (&'static str, String)>
+where
+    T: kube::Resource + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<T> =
+        serde_json::from_slice(body).map_err(|e| (reason, format!("{context}: {e}")))?;
+    review.try_into().map_err(|_| {
+        (
+            "malformed_review",
+            "AdmissionReview without request".to_string(),
+        )
+    })
+}
+
 async fn review(
     state: web::Data<WebhookState>,
     req: HttpRequest,
@@ -39,26 +60,11 @@ async fn review(
 ) -> HttpResponse {
     let _ = req;
     // Read as a dynamic object first so a non-Pod kind is a clear denial, not a parse error.
-    let dynamic: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                &state,
-                "malformed_review",
-                format!("not an AdmissionReview: {e}"),
-            )
-        }
-    };
-    let dyn_req: AdmissionRequest<DynamicObject> = match dynamic.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return bad_request(
-                &state,
-                "malformed_review",
-                "AdmissionReview without request".into(),
-            )
-        }
-    };
+    let dyn_req =
+        match request_of::<DynamicObject>(&body, "malformed_review", "not an AdmissionReview") {
+            Ok(r) => r,
+            Err((reason, detail)) => return bad_request(&state, reason, detail),
+        };
     if dyn_req.kind.kind != "Pod" || !dyn_req.kind.group.is_empty() {
         state
             .metrics
@@ -71,25 +77,9 @@ async fn review(
         ));
         return HttpResponse::Ok().json(resp.into_review());
     }
-    let typed: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
+    let request = match request_of::<Pod>(&body, "malformed_pod", "the Pod object does not parse") {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                &state,
-                "malformed_pod",
-                format!("the Pod object does not parse: {e}"),
-            )
-        }
-    };
-    let request: AdmissionRequest<Pod> = match typed.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return bad_request(
-                &state,
-                "malformed_review",
-                "AdmissionReview without request".into(),
-            )
-        }
+        Err((reason, detail)) => return bad_request(&state, reason, detail),
     };
     let fallback = AdmissionResponse::from(&request);
     let response = match state.admission.send(Mutate { request }).await {
@@ -134,4 +124,54 @@ pub fn webhook_server(
     .client_request_timeout(std::time::Duration::from_secs(10))
     .bind_rustls_0_23(addr, tls)?
     .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review(object: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "userInfo": {},
+                "object": object,
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn request_of_names_what_is_wrong() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let req = request_of::<Pod>(&review(pod), "malformed_pod", "the Pod").unwrap();
+        assert_eq!(req.uid, "u-1");
+        assert_eq!(req.object.unwrap().metadata.name.as_deref(), Some("p"));
+
+        let (reason, detail) =
+            request_of::<DynamicObject>(b"{", "malformed_review", "not an AdmissionReview")
+                .unwrap_err();
+        assert_eq!(reason, "malformed_review");
+        assert!(detail.starts_with("not an AdmissionReview: "), "{detail}");
+
+        let bad_pod = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": 3}});
+        let (reason, detail) =
+            request_of::<Pod>(&review(bad_pod), "malformed_pod", "the Pod").unwrap_err();
+        assert_eq!(reason, "malformed_pod");
+        assert!(detail.starts_with("the Pod: "), "{detail}");
+
+        let empty = serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"
+        }))
+        .unwrap();
+        let (reason, detail) = request_of::<Pod>(&empty, "malformed_pod", "the Pod").unwrap_err();
+        assert_eq!(reason, "malformed_review");
+        assert_eq!(detail, "AdmissionReview without request");
+    }
 }

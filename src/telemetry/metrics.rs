@@ -61,6 +61,7 @@ pub struct Metrics {
 
     // ---- vdbi additions ----
     pub admission_duration: HistogramVec,
+    pub admission_own_duration: HistogramVec,
     pub admission_denied: CounterVec,
     pub vault_request_duration: HistogramVec,
     pub actor_restarts: CounterVec,
@@ -376,6 +377,16 @@ impl Metrics {
                 &["mode", "result"],
                 lat(),
             ),
+            admission_own_duration: histogram_vec(
+                &r,
+                "vdbi_admission_own_duration_seconds",
+                "Admission latency minus the time spent waiting on Vault and Kubernetes",
+                &["mode", "result"],
+                vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0,
+                ],
+            ),
             admission_denied: counter_vec(
                 &r,
                 "vdbi_admission_denied_total",
@@ -528,6 +539,7 @@ fn descriptor_names(m: &Metrics) -> Vec<String> {
         Box::new(m.nri_cache_hit.clone()),
         Box::new(m.nri_reconnect.clone()),
         Box::new(m.admission_duration.clone()),
+        Box::new(m.admission_own_duration.clone()),
         Box::new(m.admission_denied.clone()),
         Box::new(m.vault_request_duration.clone()),
         Box::new(m.actor_restarts.clone()),

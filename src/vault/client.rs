@@ -110,6 +110,16 @@ pub(crate) fn api_path(parts: &[&str]) -> Result<String, VaultError> {
     Ok(out)
 }
 
+/// One request: `path` is already encoded (see [`api_path`]); `list` adds `?list=true` (Vault's
+/// LIST).
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub token: Option<&'a VaultToken>,
+    pub list: bool,
+    pub body: Option<&'a serde_json::Value>,
+}
+
 /// A raw answer: status and body.
 pub(crate) struct Reply {
     pub status: u16,
@@ -299,16 +309,15 @@ impl VaultClient {
         self.inner.limiter.as_ref()
     }
 
-    /// Sends one request through the limiter and the pool. `path` is already encoded
-    /// (see [`api_path`]); `list` adds `?list=true` (Vault's LIST).
-    pub(crate) async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&VaultToken>,
-        list: bool,
-        body: Option<&serde_json::Value>,
-    ) -> Result<Reply, VaultError> {
+    /// Sends one request through the limiter and the pool; any status is a [`Reply`].
+    pub(crate) async fn send(&self, request: Request<'_>) -> Result<Reply, VaultError> {
+        let Request {
+            method,
+            path,
+            token,
+            list,
+            body,
+        } = request;
         if let Some(l) = &self.inner.limiter {
             l.acquire().await;
         }
@@ -353,7 +362,15 @@ impl VaultClient {
         list: bool,
         body: Option<&serde_json::Value>,
     ) -> Result<Reply, VaultError> {
-        let reply = self.send(method, path, token, list, body).await?;
+        let reply = self
+            .send(Request {
+                method,
+                path,
+                token,
+                list,
+                body,
+            })
+            .await?;
         if (200..300).contains(&reply.status) {
             Ok(reply)
         } else {

@@ -1,6 +1,6 @@
 //! The typed Vault operations vdbi performs (compat §3), as methods of [`VaultClient`].
 
-use super::client::{api_path, parse_json, Reply, VaultClient};
+use super::client::{api_path, parse_json, Reply, Request, VaultClient};
 use super::error::VaultError;
 use super::secret::{Secret, VaultToken};
 use super::types::{
@@ -588,7 +588,13 @@ impl VaultClient {
     /// are a [`Health`], not an error.
     pub async fn health(&self) -> Result<Health, VaultError> {
         let r = self
-            .send(Method::GET, "sys/health", None, false, None)
+            .send(Request {
+                method: Method::GET,
+                path: "sys/health",
+                token: None,
+                list: false,
+                body: None,
+            })
             .await?;
         match r.status {
             200 | 429 | 472 | 473 | 474 | 501 | 503 => match r.json::<Health>("sys/health") {

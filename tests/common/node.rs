@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::path::PathBuf;
 
 /// The running node, from the env file `platform/vdbi-node up` writes.
@@ -40,7 +42,7 @@ impl Node {
     }
 
     /// Runs `vdbi-cri`; `Ok(json)` on success, `Err(stderr)` on failure.
-    pub async fn cri(&self, args: &[&str]) -> Result<Value, String> {
+    pub async fn cri<S: AsRef<OsStr> + Debug>(&self, args: &[S]) -> Result<Value, String> {
         let output = tokio::process::Command::new(self.var("VDBI_NODE_CRI"))
             .arg("-endpoint")
             .arg(self.var("VDBI_NODE_CRI_ENDPOINT"))
@@ -55,10 +57,88 @@ impl Node {
         }
     }
 
-    pub async fn cri_ok(&self, args: &[&str]) -> Value {
+    pub async fn cri_ok<S: AsRef<OsStr> + Debug>(&self, args: &[S]) -> Value {
         self.cri(args)
             .await
             .unwrap_or_else(|e| panic!("vdbi-cri {args:?} failed: {e}"))
+    }
+}
+
+/// A pod sandbox created through CRI (`vdbi-cri runp`), as the kubelet creates one, with what
+/// `vdbi-cri create` must repeat for its containers.
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    /// `key=value`, the sandbox's one label.
+    pub label: String,
+}
+
+impl Sandbox {
+    pub async fn run(node: &Node, name: &str, namespace: &str, uid: &str, label: &str) -> Sandbox {
+        let v = node
+            .cri_ok(&[
+                "runp",
+                "-name",
+                name,
+                "-namespace",
+                namespace,
+                "-uid",
+                uid,
+                "-label",
+                label,
+            ])
+            .await;
+        Sandbox {
+            id: v["id"].as_str().unwrap().to_string(),
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            uid: uid.to_string(),
+            label: label.to_string(),
+        }
+    }
+
+    /// `vdbi-cri create` arguments for a container of this sandbox with `env` (`K=V` lines); a
+    /// command goes after `--`.
+    pub fn create_args(
+        &self,
+        node: &Node,
+        container: &str,
+        env: &[impl AsRef<str>],
+    ) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "create",
+            "-sandbox",
+            &self.id,
+            "-pod-name",
+            &self.name,
+            "-pod-namespace",
+            &self.namespace,
+            "-pod-uid",
+            &self.uid,
+            "-pod-label",
+            &self.label,
+            "-name",
+            container,
+            "-image",
+            node.var("VDBI_NODE_IMAGE"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for e in env {
+            args.push("-env".into());
+            args.push(e.as_ref().to_string());
+        }
+        args
+    }
+
+    /// Stops and removes the sandbox (both are tried); the first failure.
+    pub async fn remove(&self, node: &Node) -> Result<(), String> {
+        let stopped = node.cri(&["stopp", &self.id]).await;
+        let removed = node.cri(&["rmp", &self.id]).await;
+        stopped.and(removed).map(drop)
     }
 }
 

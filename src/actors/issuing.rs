@@ -1,0 +1,385 @@
+//! Issuing credentials for one dbConfig, shared by the Admission actor (webhook) and the NRI
+//! plugin: the steps of the legacy sequence (role check against the Vault k8s-auth role, orphan
+//! token) and of the projected one (TokenRequest, login as the dbConfig's role, period check),
+//! the credentials read and the bookkeeping write, each with its metrics.
+//!
+//! Each step is one call, so the caller records what a step created (its own tracking, its own
+//! cleanup) before the next one runs, and maps an [`IssueError`] to its own refusal. Every call to
+//! Vault (through the VaultSession actor) or to Kubernetes is awaited through the caller's
+//! [`ExternalClock`], so the caller can tell its own time from the time spent waiting.
+
+use super::error::ActorError;
+use super::vault_session::{
+    CreateOrphanToken, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole, ReadDbCredentials,
+    RevokeOrphan, RevokeSelf, VaultSession,
+};
+use super::ActorHandle;
+use crate::annotations::DbConfig;
+use crate::bookkeeping::BookkeepingEntry;
+use crate::config::Config;
+use crate::k8s::{self, PodBinding};
+use crate::telemetry::{ExternalClock, Metrics};
+use crate::vault::{can_get_role, DbCredentials, KubeAuthRole, VaultError, VaultToken};
+use actix::prelude::*;
+use slog::{debug, warn, Logger};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::time::Instant as Deadline;
+
+/// Vault k8s-auth roles read for the legacy role check, kept for a short while.
+#[derive(Default)]
+pub struct RoleCache {
+    entries: Mutex<HashMap<String, (Instant, KubeAuthRole)>>,
+}
+
+const ROLE_CACHE_TTL: Duration = Duration::from_secs(30);
+
+impl RoleCache {
+    pub fn get(&self, role: &str) -> Option<KubeAuthRole> {
+        let g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        g.get(role)
+            .filter(|(t, _)| t.elapsed() < ROLE_CACHE_TTL)
+            .map(|(_, r)| r.clone())
+    }
+    pub fn put(&self, role: &str, value: KubeAuthRole) {
+        let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        g.insert(role.to_string(), (Instant::now(), value));
+    }
+}
+
+/// A token an issuance created, revoked if the issuance fails (its DB lease dies with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewToken {
+    /// Legacy orphan token: `revoke-orphan` with vdbi's session.
+    Orphan(VaultToken),
+    /// Projected pod token: `revoke-self` with the token itself.
+    Pod(VaultToken),
+}
+
+impl NewToken {
+    pub async fn revoke(
+        self,
+        vault: &ActorHandle<VaultSession>,
+        deadline: Deadline,
+    ) -> Result<(), ActorError> {
+        match self {
+            NewToken::Orphan(target) => vault.call(RevokeOrphan { target, deadline }).await,
+            NewToken::Pod(token) => vault.call(RevokeSelf { token, deadline }).await,
+        }
+    }
+}
+
+/// Revokes `tokens` concurrently; the errors of those that could not be revoked.
+pub async fn revoke_tokens(
+    vault: &ActorHandle<VaultSession>,
+    tokens: Vec<NewToken>,
+    deadline: Deadline,
+) -> Vec<ActorError> {
+    futures::future::join_all(tokens.into_iter().map(|t| t.revoke(vault, deadline)))
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// Why a step failed; the message names the dbConfig and never holds a secret.
+#[derive(Debug)]
+pub enum IssueError {
+    /// The dbConfig's Vault role does not exist (legacy role check).
+    RoleNotFound(String),
+    /// The service account may not use the Vault role (legacy role check).
+    ServiceAccountDenied(String),
+    /// The TokenRequest did not answer before the deadline (projected).
+    TokenRequestTimeout(String),
+    /// The TokenRequest failed (projected).
+    TokenRequest(String),
+    /// A Vault call failed while doing `step`; the caller words `error`.
+    Session { step: String, error: ActorError },
+}
+
+impl IssueError {
+    fn session(step: impl Into<String>) -> impl FnOnce(ActorError) -> IssueError {
+        move |error| IssueError::Session {
+            step: step.into(),
+            error,
+        }
+    }
+}
+
+/// `dbConfig "<name>" (role "<role>"): <step>: <what>`, the wording of a failed Vault step.
+pub fn step_message(db: &DbConfig, step: &str, what: &str) -> String {
+    format!(
+        "dbConfig {:?} (role {:?}): {step}: {what}",
+        db.name, db.role
+    )
+}
+
+/// Whose credentials: the pod's namespace and service account (API-attested).
+pub struct Subject<'a> {
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    pub fn new(namespace: &'a str, service_account: &'a str) -> Subject<'a> {
+        Subject {
+            namespace,
+            service_account,
+        }
+    }
+}
+
+/// The steps, for one admission or one NRI fetch: everything shares the deadline and the clock.
+pub struct Issuer<'a> {
+    pub config: &'a Config,
+    pub vault: &'a ActorHandle<VaultSession>,
+    pub metrics: &'a Metrics,
+    pub clock: &'a ExternalClock,
+    pub deadline: Deadline,
+}
+
+impl<'a> Issuer<'a> {
+    pub fn new(
+        config: &'a Config,
+        vault: &'a ActorHandle<VaultSession>,
+        metrics: &'a Metrics,
+        clock: &'a ExternalClock,
+        deadline: Deadline,
+    ) -> Issuer<'a> {
+        Issuer {
+            config,
+            vault,
+            metrics,
+            clock,
+            deadline,
+        }
+    }
+
+    /// A VaultSession request, timed as external.
+    pub async fn call<M, T>(&self, msg: M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Send + 'static,
+        T: Send + 'static,
+        VaultSession: Handler<M>,
+    {
+        self.clock.external(self.vault.call(msg)).await
+    }
+
+    /// Legacy authorisation (compat §3.7): the Vault role (read through `roles`) must admit the
+    /// pod's service account and namespace. Counts `sa_authorized` / `sa_denied`.
+    pub async fn authorise(
+        &self,
+        roles: &RoleCache,
+        db: &DbConfig,
+        who: &Subject<'_>,
+    ) -> Result<(), IssueError> {
+        let role = match roles.get(&db.role) {
+            Some(r) => r,
+            None => {
+                let r = self
+                    .call(ReadAuthRole {
+                        role: db.role.clone(),
+                        deadline: self.deadline,
+                    })
+                    .await
+                    .map_err(|e| {
+                        if e.is_not_found() {
+                            IssueError::RoleNotFound(format!(
+                                "dbConfig {:?}: Vault role {:?} does not exist at auth/{}/role/{}",
+                                db.name, db.role, self.config.vault_auth_path, db.role
+                            ))
+                        } else {
+                            IssueError::session("reading the Vault role")(e)
+                        }
+                    })?;
+                roles.put(&db.role, r.clone());
+                r
+            }
+        };
+        if let Err(cause) = can_get_role(&role, &db.role, who.service_account, who.namespace) {
+            let m = self.metrics;
+            m.sa_denied
+                .with_label_values(&[who.service_account, who.namespace, &db.role, cause.as_str()])
+                .inc();
+            return Err(IssueError::ServiceAccountDenied(format!(
+                "dbConfig {:?}: service account {}/{} may not use Vault role {:?} ({})",
+                db.name,
+                who.namespace,
+                who.service_account,
+                db.role,
+                cause.as_str()
+            )));
+        }
+        self.metrics.sa_authorized.inc();
+        Ok(())
+    }
+
+    /// Legacy: an orphan token with the role's policy, vdbi's session as parent.
+    pub async fn orphan_token(&self, db: &DbConfig) -> Result<VaultToken, IssueError> {
+        let orphan = self
+            .call(CreateOrphanToken {
+                policies: vec![db.role.clone()],
+                period: self.config.token_ttl,
+                display_name: "injector-orphan-token".into(),
+                deadline: self.deadline,
+            })
+            .await;
+        match orphan {
+            Ok(t) => {
+                self.metrics.orphan_ticket_success.inc();
+                Ok(t.token)
+            }
+            Err(e) => {
+                self.metrics.orphan_ticket_error.inc();
+                Err(IssueError::session("creating the orphan token")(e))
+            }
+        }
+    }
+
+    /// Projected: a TokenRequest for the service account (bound to the pod when `bind_to` names
+    /// it), then the login as the dbConfig's role. The pod token is the caller's to record.
+    pub async fn pod_login(
+        &self,
+        kube: &kube::Client,
+        db: &DbConfig,
+        who: &Subject<'_>,
+        bind_to: Option<&PodBinding>,
+    ) -> Result<VaultToken, IssueError> {
+        let (cfg, m) = (self.config, self.metrics);
+        let jwt = self
+            .clock
+            .external(tokio::time::timeout_at(
+                self.deadline,
+                k8s::token_request(
+                    kube,
+                    who.namespace,
+                    who.service_account,
+                    &cfg.token_request_audiences,
+                    cfg.token_request_expiration_seconds,
+                    bind_to,
+                ),
+            ))
+            .await
+            .map_err(|_| {
+                IssueError::TokenRequestTimeout(format!(
+                    "dbConfig {:?}: TokenRequest timed out",
+                    db.name
+                ))
+            })?
+            .map_err(|e| {
+                m.token_request_errors
+                    .with_label_values(&[e.token_request_reason()])
+                    .inc();
+                IssueError::TokenRequest(format!(
+                    "dbConfig {:?}: TokenRequest for service account {}/{} failed: {e}",
+                    db.name, who.namespace, who.service_account
+                ))
+            })?;
+        let login = self
+            .call(LoginKubernetes {
+                role: db.role.clone(),
+                jwt,
+                deadline: self.deadline,
+            })
+            .await
+            .map_err(|e| {
+                if let Some(v) = e.vault() {
+                    m.vault_login_errors
+                        .with_label_values(&[v.login_failure_reason(), "projected"])
+                        .inc();
+                }
+                IssueError::session(format!("Vault login as role {:?}", db.role))(e)
+            })?;
+        Ok(login.token)
+    }
+
+    /// Projected: warns (and counts) when the pod token has no period, so it cannot be renewed
+    /// past its TTL. Never fails the issuance.
+    pub async fn check_period(&self, db: &DbConfig, token: &VaultToken, log: &Logger) {
+        match self
+            .call(LookupSelf {
+                token: token.clone(),
+                deadline: self.deadline,
+            })
+            .await
+        {
+            Ok(info) if info.period.is_zero() => {
+                self.metrics
+                    .projected_role_misconfigured
+                    .with_label_values(&[&db.role])
+                    .inc();
+                warn!(log, "Vault role has no token_period: the pod token cannot be renewed past its TTL"; "role" => &db.role);
+            }
+            Ok(_) => {}
+            Err(e) => debug!(log, "lookup-self failed"; "error" => %e),
+        }
+    }
+
+    /// `<mount>/creds/<role>` with `token` (orphan or pod token), up to `attempts` times when
+    /// Vault answers HTTP 500: the database refused the role's creation statements for a
+    /// transient reason, typically PostgreSQL's "tuple concurrently updated" when several roles
+    /// are granted on one database at once. A 500 means nothing was created, so a retry cannot
+    /// leak a credential.
+    pub async fn read_credentials(
+        &self,
+        mount: &str,
+        db: &DbConfig,
+        token: &VaultToken,
+        attempts: u32,
+    ) -> Result<DbCredentials, IssueError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let res = self
+                .call(ReadDbCredentials {
+                    token: Some(token.clone()),
+                    mount: mount.to_string(),
+                    role: db.role.clone(),
+                    deadline: self.deadline,
+                })
+                .await;
+            let transient = matches!(
+                &res,
+                Err(ActorError::Vault(VaultError::Api { status: 500, .. }))
+            );
+            let pause = Duration::from_millis(20 * u64::from(attempt) + rand::random::<u64>() % 30);
+            if !transient || attempt >= attempts || Deadline::now() + pause >= self.deadline {
+                return res.map_err(IssueError::session(format!(
+                    "reading {mount}/creds/{}",
+                    db.role
+                )));
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Writes the bookkeeping entry `uuid`; counts `store_data_success` / `store_data_error`.
+    pub async fn write_entry(
+        &self,
+        uuid: &str,
+        entry: BookkeepingEntry,
+        namespace: &str,
+    ) -> Result<(), IssueError> {
+        let m = self.metrics;
+        let stored = self
+            .call(KvPut {
+                uuid: uuid.to_string(),
+                entry,
+                deadline: self.deadline,
+            })
+            .await;
+        match stored {
+            Ok(()) => {
+                m.store_data_success.inc();
+                Ok(())
+            }
+            Err(e) => {
+                m.store_data_error
+                    .with_label_values(&[m.uuid(uuid), namespace])
+                    .inc();
+                Err(IssueError::session("writing the bookkeeping entry")(e))
+            }
+        }
+    }
+}
