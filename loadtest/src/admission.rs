@@ -462,7 +462,14 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
         ),
     ));
     report::print_table("admission", &rows);
-    let name = format!("admission-{}", format!("{mode:?}").to_lowercase());
+    let name = format!(
+        "admission-{}{}",
+        format!("{mode:?}").to_lowercase(),
+        match a.concurrency {
+            Some(c) => format!("-closed{c}"),
+            None => String::new(),
+        }
+    );
     report::write_json(out, &name, &res).map_err(|e| e.to_string())?;
     report::write_svg(
         out,

@@ -66,6 +66,9 @@ enum Scenario {
         /// vdbi's `renewerConcurrency` (the daemon's default is 16).
         #[arg(long, default_value_t = 16)]
         renewer_concurrency: usize,
+        /// Run vdbi with `perUuidMetrics: false` (no per-credential series).
+        #[arg(long)]
+        no_per_uuid_metrics: bool,
         #[arg(long, default_value = "app-rw")]
         role: String,
         /// Leave PodName out of the entries: the cycle backfills (one KV write per entry).
@@ -162,6 +165,7 @@ fn main() {
                 rate_limit,
                 uuids_per_pod,
                 renewer_concurrency,
+                no_per_uuid_metrics,
                 role,
                 backfill,
             } => {
@@ -172,6 +176,7 @@ fn main() {
                     rate_limit,
                     concurrency: 16,
                     renewer_concurrency,
+                    per_uuid_metrics: !no_per_uuid_metrics,
                     uuids_per_pod,
                     role,
                     backfill,

@@ -26,6 +26,8 @@ pub struct Args {
     pub concurrency: usize,
     /// vdbi's `renewerConcurrency` (entries renewed at once).
     pub renewer_concurrency: usize,
+    /// vdbi's `perUuidMetrics` (one series per credential and metric when true).
+    pub per_uuid_metrics: bool,
     pub uuids_per_pod: usize,
     pub role: String,
     pub backfill: bool,
@@ -39,6 +41,7 @@ pub struct RenewalResult {
     pub with_lease: usize,
     pub rate_limit_per_s: u32,
     pub renewer_concurrency: usize,
+    pub per_uuid_metrics: bool,
     pub setup_s: f64,
     pub cycle_s: f64,
     pub live: usize,
@@ -159,6 +162,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
 
     let rate_limit = a.rate_limit;
     let renewer_concurrency = a.renewer_concurrency;
+    let per_uuid_metrics = a.per_uuid_metrics;
     let vdbi = start_vdbi(p, Mode::Renewer, "vdbi-renewer", |c| {
         c.injector_label = label.clone();
         c.pod_name = "renewer-0".into();
@@ -166,6 +170,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         c.sync_ttl_second = 3600;
         c.vault_rate_limit = rate_limit;
         c.renewer_concurrency = renewer_concurrency;
+        c.per_uuid_metrics = per_uuid_metrics;
     })
     .await;
     // Leadership and a synced pod index that sees every uuid.
@@ -262,6 +267,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         with_lease: lease_ids.len(),
         rate_limit_per_s: a.rate_limit,
         renewer_concurrency: a.renewer_concurrency,
+        per_uuid_metrics: a.per_uuid_metrics,
         setup_s: setup.as_secs_f64(),
         cycle_s: cycle.as_secs_f64(),
         live: report.live,
@@ -290,6 +296,10 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
                 format!("{}/s", res.rate_limit_per_s)
             },
         ),
+        (
+            "renewer concurrency / per-uuid metrics".into(),
+            format!("{} / {}", res.renewer_concurrency, res.per_uuid_metrics),
+        ),
         ("setup".into(), format!("{:.1}s", res.setup_s)),
         ("cycle duration".into(), format!("{:.2}s", res.cycle_s)),
         (
@@ -298,6 +308,10 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
                 "{} / {} / {}",
                 res.live, res.tokens_renewed, res.leases_renewed
             ),
+        ),
+        (
+            "skipped / purged / backfilled".into(),
+            format!("{} / {} / {}", res.skipped, res.purged, res.backfilled),
         ),
         ("vault calls".into(), res.vault_calls.to_string()),
         (
@@ -315,9 +329,14 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     report::write_json(
         out,
         &format!(
-            "renewal-{}{}",
+            "renewal-{}{}{}",
             res.entries,
-            if res.backfill { "-backfill" } else { "" }
+            if res.backfill { "-backfill" } else { "" },
+            if res.per_uuid_metrics {
+                ""
+            } else {
+                "-no-uuid-metrics"
+            }
         ),
         &res,
     )
