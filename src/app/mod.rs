@@ -3,6 +3,8 @@
 //! in-process.
 
 use crate::config::{Config, ConfigError, Severity};
+use crate::telemetry::sentry::FLUSH_TIMEOUT;
+use crate::telemetry::{Metrics, Sentry, SentrySettings};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -43,20 +45,49 @@ pub fn run_main(path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = loaded.config;
     crate::tls::install_crypto_provider();
-    let (log, _guard) = crate::telemetry::build_logger(loaded.config.log_level);
+    let metrics = Metrics::new(config.per_uuid_metrics);
+    // As `sentry.Init` in the Go version: started before anything logs, a failure is fatal.
+    let sentry = if config.sentry {
+        match Sentry::start(
+            SentrySettings::from_config(&config),
+            metrics.sentry_events.clone(),
+        ) {
+            Ok(s) => {
+                s.install_panic_hook();
+                Some(s)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let (log, _guard) = crate::telemetry::build_logger(config.log_level, sentry.as_ref());
     for w in &loaded.warnings {
         slog::warn!(log, "configuration warning"; "key" => &w.key, "problem" => &w.message);
     }
+    if let Some(s) = &sentry {
+        slog::info!(log, "reporting errors to Sentry"; "endpoint" => s.endpoint(), "environment" => &config.sentry_environment);
+    }
     let system = actix::System::new();
-    let result = system.block_on(runtime::run(loaded.config, log.clone()));
-    match result {
+    let result = system.block_on(runtime::run(config, log.clone(), metrics));
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             slog::error!(log, "vdbi stopped with an error"; "error" => %e);
             ExitCode::FAILURE
         }
+    };
+    if let Some(s) = &sentry {
+        if !s.flush(FLUSH_TIMEOUT) {
+            slog::warn!(log, "Sentry events still queued at exit"; "waited" => ?FLUSH_TIMEOUT);
+        }
     }
+    code
 }
 
 pub mod runtime;

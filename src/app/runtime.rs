@@ -65,8 +65,17 @@ fn bound(server: &actix_web::dev::Server) -> ServerHandle {
 
 /// Starts every component of `config.mode` on the current actix System.
 pub async fn start(config: Config, log: Logger) -> Result<Running, AppError> {
-    let config = Arc::new(config);
     let metrics = Metrics::new(config.per_uuid_metrics);
+    start_with_metrics(config, log, metrics).await
+}
+
+/// [`start`] with a registry made beforehand (the binary's, which Sentry already counts into).
+pub async fn start_with_metrics(
+    config: Config,
+    log: Logger,
+    metrics: Metrics,
+) -> Result<Running, AppError> {
+    let config = Arc::new(config);
     let health = HealthState::new();
     let mode = config.mode;
     let log = log.new(slog::o!("mode" => mode.as_str()));
@@ -466,8 +475,8 @@ fn start_leadership(
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down in order.
-pub async fn run(config: Config, log: Logger) -> Result<(), AppError> {
-    let running = start(config, log.clone()).await?;
+pub async fn run(config: Config, log: Logger, metrics: Metrics) -> Result<(), AppError> {
+    let running = start_with_metrics(config, log.clone(), metrics).await?;
     wait_for_signal().await;
     running.shutdown().await;
     actix::System::current().stop();

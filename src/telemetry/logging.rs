@@ -2,6 +2,7 @@
 //! and per-event fields (`namespace`, `pod`, `uuid`, `request_id`, `duration_ms`). Never log a
 //! secret: callers pass names and ids, never token or password values.
 
+use super::sentry::Sentry;
 use crate::config::LogLevel;
 use slog::{o, Drain, Level, Logger};
 
@@ -20,8 +21,9 @@ fn to_slog(level: LogLevel) -> Level {
 }
 
 /// The root logger for the process: JSON lines on stdout through a bounded async channel that
-/// blocks rather than drops under bursts.
-pub fn build_logger(level: LogLevel) -> (Logger, LogGuard) {
+/// blocks rather than drops under bursts. With `sentry`, Error and Critical records are also
+/// reported to Sentry, from the caller's thread and without waiting (see [`super::sentry`]).
+pub fn build_logger(level: LogLevel, sentry: Option<&Sentry>) -> (Logger, LogGuard) {
     let json = slog_json::Json::new(std::io::stdout())
         .set_newlines(true)
         .set_flush(true)
@@ -39,7 +41,11 @@ pub fn build_logger(level: LogLevel) -> (Logger, LogGuard) {
         .chan_size(4096)
         .overflow_strategy(slog_async::OverflowStrategy::Block)
         .build_with_guard();
-    let logger = Logger::root(drain.fuse(), o!("app" => "vdbi"));
+    let root = o!("app" => "vdbi");
+    let logger = match sentry {
+        None => Logger::root(drain.fuse(), root),
+        Some(s) => Logger::root(slog::Duplicate::new(drain, s.drain()).fuse(), root),
+    };
     (
         logger,
         LogGuard {

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub revocation_latency: HistogramVec,
     pub nri_create_container_duration: HistogramVec,
     pub vault_session_ready: IntGauge,
+    pub sentry_events: CounterVec,
 }
 
 const UUID_NS: &[&str] = &["uuid", "namespace"];
@@ -452,6 +453,12 @@ impl Metrics {
                 "vdbi_vault_session_ready",
                 "1 while vdbi's own Vault session is logged in",
             ),
+            sentry_events: counter_vec(
+                &r,
+                "vdbi_sentry_events_total",
+                "Sentry events by outcome (sent, failed, dropped)",
+                &["result"],
+            ),
             registry: r,
         }
     }
@@ -547,6 +554,7 @@ fn descriptor_names(m: &Metrics) -> Vec<String> {
         Box::new(m.cache_file_errors.clone()),
         Box::new(m.revocation_latency.clone()),
         Box::new(m.nri_create_container_duration.clone()),
+        Box::new(m.sentry_events.clone()),
     ];
     cols.iter()
         .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))

@@ -1,10 +1,12 @@
-//! Logs (slog, JSON) and metrics (Prometheus, `vdbi_*`).
+//! Logs (slog, JSON), metrics (Prometheus, `vdbi_*`) and optional Sentry error reporting.
 
 pub mod external_clock;
 pub mod logging;
 pub mod metrics;
+pub mod sentry;
 pub mod summary;
 
 pub use external_clock::ExternalClock;
 pub use logging::{build_logger, LogGuard};
 pub use metrics::Metrics;
+pub use sentry::{Sentry, SentrySettings};
