@@ -159,7 +159,10 @@ fn sentry_needs_dsn_and_dsn_is_masked() {
 fn malformed_sentry_dsn_is_an_error_without_the_key() {
     let yaml = format!("{MINIMAL}sentry: true\nsentryDsn: https://hunter2@sentry.example/\n");
     let errs = errors(Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap_err());
-    let p = errs.iter().find(|p| p.key == "sentryDsn").expect("sentryDsn refused");
+    let p = errs
+        .iter()
+        .find(|p| p.key == "sentryDsn")
+        .expect("sentryDsn refused");
     assert!(p.message.contains("no project id"), "{}", p.message);
     assert!(!p.message.contains("hunter2"), "{}", p.message);
     // Not checked while Sentry is off (as in the Go version).

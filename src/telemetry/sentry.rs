@@ -74,7 +74,11 @@ impl Dsn {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad("the scheme must be http or https"));
         }
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         let public_key = decode(url.username());
         if public_key.is_empty() {
             return Err(bad("no public key (want scheme://KEY@host/PROJECT)"));
@@ -387,7 +391,12 @@ impl Sentry {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            let message = info.payload_as_str().unwrap_or("(non-string panic payload)");
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(non-string panic payload)");
             let location = info
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
@@ -432,8 +441,11 @@ impl Drain for SentryDrain {
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), Never> {
         if record.level().is_at_least(Level::Error) {
-            self.0
-                .capture(record.level(), &record.msg().to_string(), fields(record, values));
+            self.0.capture(
+                record.level(),
+                &record.msg().to_string(),
+                fields(record, values),
+            );
         }
         Ok(())
     }
@@ -484,7 +496,9 @@ mod tests {
             d.envelope_url(),
             "http://127.0.0.1:9000/sentry/relay/api/7/envelope/"
         );
-        assert!(d.auth_header().ends_with("sentry_key=pub, sentry_secret=sec"));
+        assert!(d
+            .auth_header()
+            .ends_with("sentry_key=pub, sentry_secret=sec"));
         // The scheme's default port is not repeated; IPv6 keeps its brackets.
         assert_eq!(
             parse("https://k@sentry.example:443/1").envelope_url(),
