@@ -99,13 +99,17 @@ fn serve(conn: TcpStream, tx: &Sender<Received>) {
     );
 }
 
-fn settings(dsn: String) -> SentrySettings {
-    SentrySettings {
-        dsn,
+/// A registry and a reporter posting to `http://publickey@127.0.0.1:<port>/<path>`.
+fn reporter(port: u16, path: &str) -> (Metrics, Sentry) {
+    let metrics = Metrics::new(false);
+    let settings = SentrySettings {
+        dsn: format!("http://publickey@127.0.0.1:{port}/{path}"),
         environment: "staging-eu".into(),
         server_name: "vdbi-renewer-0".into(),
         mode: "renewer".into(),
-    }
+    };
+    let sentry = Sentry::start(settings, metrics.sentry_events.clone()).unwrap();
+    (metrics, sentry)
 }
 
 fn events_total(m: &Metrics, result: &str) -> f64 {
@@ -126,12 +130,7 @@ fn closed_port() -> u16 {
 #[test]
 fn error_records_arrive_as_events_and_info_records_do_not() {
     let (port, rx) = stand_in();
-    let metrics = Metrics::new(false);
-    let sentry = Sentry::start(
-        settings(format!("http://publickey@127.0.0.1:{port}/42")),
-        metrics.sentry_events.clone(),
-    )
-    .unwrap();
+    let (metrics, sentry) = reporter(port, "42");
     let (log, _guard) = build_logger(LogLevel::Info, Some(&sentry));
     let log = log.new(o!("component" => "renewer"));
     info!(log, "renewer cycle done"; "uuid" => "u-0");
@@ -187,12 +186,7 @@ fn error_records_arrive_as_events_and_info_records_do_not() {
 
 #[test]
 fn a_closed_port_counts_failed_without_blocking_the_logger() {
-    let metrics = Metrics::new(false);
-    let sentry = Sentry::start(
-        settings(format!("http://publickey@127.0.0.1:{}/42", closed_port())),
-        metrics.sentry_events.clone(),
-    )
-    .unwrap();
+    let (metrics, sentry) = reporter(closed_port(), "42");
     let (log, _guard) = build_logger(LogLevel::Info, Some(&sentry));
     let t0 = Instant::now();
     error!(log, "renewal failed"; "uuid" => "u-1");
@@ -212,12 +206,7 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
     // Accepts connections (the kernel does) but never answers: every post takes its 2 s timeout.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let metrics = Metrics::new(false);
-    let sentry = Sentry::start(
-        settings(format!("http://publickey@127.0.0.1:{port}/42")),
-        metrics.sentry_events.clone(),
-    )
-    .unwrap();
+    let (metrics, sentry) = reporter(port, "42");
     let (log, _guard) = build_logger(LogLevel::Info, Some(&sentry));
     let extra = 50;
     let t0 = Instant::now();
@@ -242,12 +231,7 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
 #[test]
 fn panics_are_reported_as_fatal_events() {
     let (port, rx) = stand_in();
-    let metrics = Metrics::new(false);
-    let sentry = Sentry::start(
-        settings(format!("http://publickey@127.0.0.1:{port}/sentry/42")),
-        metrics.sentry_events.clone(),
-    )
-    .unwrap();
+    let (metrics, sentry) = reporter(port, "sentry/42");
 
     // What the hook calls: synchronous, so the event is there when it returns.
     assert!(sentry.report_panic("index out of bounds", Some("src/renewer.rs:10:5")));
