@@ -16,6 +16,8 @@ use vdbi::config::Mode;
 use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
 
 const PREFIX: &str = "db-creds-injector.numberly.io/";
+/// The renewer's first scheduled cycle after it takes the Lease (src/app/runtime.rs).
+const FIRST_CYCLE_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Args {
     pub entries: usize,
@@ -175,6 +177,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     .await;
     // Leadership and a synced pod index that sees every uuid.
     let t = Instant::now();
+    let mut leading_since = None;
     loop {
         let leading = vdbi
             .running
@@ -183,6 +186,9 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
             .with_label_values(&[RENEWER_LEASE])
             .get()
             == 1.0;
+        if leading && leading_since.is_none() {
+            leading_since = Some(Instant::now());
+        }
         let synced = match &vdbi.running.pod_index {
             Some(pi) if leading => match pi.send(Snapshot).await.ok().flatten() {
                 Some(s) => issued.iter().all(|(u, _, _)| s.is_live(u)),
@@ -199,7 +205,13 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let renewer = vdbi.running.renewer.clone().ok_or("no renewer")?;
-    // Drain any scheduled first cycle (zero entries yet).
+    // The renewer runs its first scheduled cycle 10 s after it takes the Lease
+    // (`first_cycle_after`); let it run now, on zero entries, so that it cannot renew part of the
+    // entries while they are being written (the measured cycle would then skip those).
+    let since_leading = leading_since.map_or(Duration::ZERO, |at| at.elapsed());
+    if let Some(left) = FIRST_CYCLE_AFTER.checked_sub(since_leading) {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
     loop {
         match renewer.send(RunCycle).await {
             Ok(Err(e)) if e.contains("already running") => {
