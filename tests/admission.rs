@@ -158,19 +158,24 @@ async fn refusals_say_why_and_leave_nothing_behind() {
     )
     .await;
 
+    // A DB role of this test's own (bound to SA `app` of the namespace): any lease a refusal
+    // wrongly issued would show under it, whatever the other tests issue meanwhile.
+    let own = unique_name("refuse");
+    own_role(root, p, &own, &ns.name, false).await;
+
     // (pod name, service account, db.role, the other annotations, expected message part)
     type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
     const USER: (&str, &str) = ("db.env-key-dbuser", "U");
     #[rustfmt::skip]
     let cases: [Case; 6] = [
         ("unknown-role", "app", "no-such-role", &[USER], "does not exist"),
-        ("sa-not-bound", "intruder", "app-rw", &[USER], "may not use Vault role"),
-        ("bad-mode", "app", "app-rw", &[("db.mode", "weird"), USER], "db.mode"),
-        ("no-env-key", "app", "app-rw", &[], "env-key-dbuser"),
-        ("bad-container", "app", "app-rw", &[USER, ("db.containers", "nope")], "nope"),
+        ("sa-not-bound", "intruder", &own, &[USER], "may not use Vault role"),
+        ("bad-mode", "app", &own, &[("db.mode", "weird"), USER], "db.mode"),
+        ("no-env-key", "app", &own, &[], "env-key-dbuser"),
+        ("bad-container", "app", &own, &[USER, ("db.containers", "nope")], "nope"),
         ("no-db-role", "app", &ghost, &[USER], "creds"),
     ];
-    let leases_before = leases(root, "databases", "app-rw").await.len();
+    let leases_before = leases(root, &p.var("VDBI_DB_MOUNT"), &own).await.len();
     for (name, sa, role, others, expect) in cases {
         let mut ann = vec![("db.role", role)];
         ann.extend_from_slice(others);
@@ -178,8 +183,8 @@ async fn refusals_say_why_and_leave_nothing_behind() {
         assert!(err.contains("vault-db-injector"), "{name}: {err}");
         assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
     }
-    // Nothing left: no KV entry under this instance's prefix, no new app-rw lease, no token
-    // carrying the ghost policy.
+    // Nothing left: no KV entry under this instance's prefix, no new lease of the test's role,
+    // no token carrying the ghost policy.
     let mut keys = kv_keys(root, p, &vdbi.prefix).await;
     for _ in 0..50 {
         if keys.is_empty() {
@@ -190,7 +195,7 @@ async fn refusals_say_why_and_leave_nothing_behind() {
     }
     assert!(keys.is_empty(), "left-over bookkeeping entries: {keys:?}");
     assert_eq!(
-        leases(root, "databases", "app-rw").await.len(),
+        leases(root, &p.var("VDBI_DB_MOUNT"), &own).await.len(),
         leases_before
     );
     let mut ghost_tokens = 1;
@@ -209,15 +214,11 @@ async fn refusals_say_why_and_leave_nothing_behind() {
     assert!(m.mutated_pods_error.get() >= 6.0);
     assert_eq!(
         m.sa_denied
-            .with_label_values(&[
-                "intruder",
-                &ns.name,
-                "app-rw",
-                "ServiceAccountNameNotInRole"
-            ])
+            .with_label_values(&["intruder", &ns.name, &own, "ServiceAccountNameNotInRole"])
             .get(),
         1.0
     );
+    drop_role(root, p, &own).await;
     adm.stop().await;
 }
 
@@ -256,14 +257,17 @@ async fn tokens_with_policy(root: &vdbi::testing::platform::VaultRoot, policy: &
 async fn nri_mode_stores_only_placeholders() {
     let adm = Admitting::start("adm-nri", |o| o.nri = true).await;
     let (p, root, ns, vdbi, pods) = (&adm.p, &adm.root, &adm.ns, &adm.vdbi, &adm.pods);
-    let leases_before = leases(root, "databases", "app-ro").await.len();
+    // A DB role of the test's own: its lease count is not moved by the tests running beside it.
+    let own = unique_name("nri-adm");
+    own_role(root, p, &own, &ns.name, false).await;
+    let leases_before = leases(root, &p.var("VDBI_DB_MOUNT"), &own).await.len();
     let stored = create(
         pods,
         &pod(
             "nri",
             "app",
             &[
-                ("db.role", "app-ro"),
+                ("db.role", own.as_str()),
                 ("db.env-key-dbuser", "DB_USER"),
                 ("db.env-key-dbpassword", "DB_PASSWORD"),
             ],
@@ -281,7 +285,7 @@ async fn nri_mode_stores_only_placeholders() {
     assert_ne!(env["DB_USER"], env["DB_PASSWORD"]);
     // No credentials were issued at admission.
     assert_eq!(
-        leases(root, "databases", "app-ro").await.len(),
+        leases(root, &p.var("VDBI_DB_MOUNT"), &own).await.len(),
         leases_before
     );
     // The uuid is reserved in KV for the NRI plugin and the revoker.
@@ -299,6 +303,7 @@ async fn nri_mode_stores_only_placeholders() {
             assert!(vdbi::placeholder::is_placeholder(&env[k]), "{c}/{k}");
         }
     }
+    drop_role(root, p, &own).await;
     adm.stop().await;
 }
 
