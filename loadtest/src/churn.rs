@@ -7,7 +7,7 @@
 //! the DELETE is sent. At the end, before any cleanup by the harness, whatever vdbi left alive
 //! (KV entries, tokens, leases) is counted: it must be 0.
 
-use crate::harness::{cleanup_prefix, count_alive, kv_keys, start_vdbi, Leftovers};
+use crate::harness::{cleanup_prefix, count_alive, kv_keys, recorded_ids, start_vdbi, Leftovers};
 use crate::report::{self, proc_stats, summarize, summary_row, ProcStats, Summary};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -96,33 +96,6 @@ fn pod(name: &str, role: &str) -> Pod {
     .expect("pod")
 }
 
-/// The KV entry `<kv>/data/<prefix>/<uuid>`: Some((token, lease)) or None when absent.
-async fn entry(
-    root: &VaultRoot,
-    kv: &str,
-    prefix: &str,
-    uuid: &str,
-) -> Result<Option<(String, String)>, String> {
-    let r = root
-        .request(
-            reqwest::Method::GET,
-            &format!("{kv}/data/{prefix}/{uuid}"),
-            None,
-        )
-        .await;
-    match r.status.as_u16() {
-        404 => Ok(None),
-        200 => {
-            let d = &r.body["data"]["data"];
-            Ok(Some((
-                d["TokenId"].as_str().unwrap_or_default().to_string(),
-                d["LeaseId"].as_str().unwrap_or_default().to_string(),
-            )))
-        }
-        s => Err(format!("KV read answered {s}")),
-    }
-}
-
 /// One pod's life: create, record its entry, hold, delete, wait for revocation.
 async fn one_pod(
     pods: &Api<Pod>,
@@ -162,7 +135,7 @@ async fn one_pod(
             .unwrap()
             .error(format!("{name}: stored without credentials or uuid"));
     } else {
-        match entry(root, kv, prefix, &uuid).await {
+        match recorded_ids(root, kv, prefix, &uuid).await {
             Ok(Some((token, lease))) => {
                 let mut t = tally.lock().unwrap();
                 t.tokens.push(token);
@@ -188,7 +161,7 @@ async fn one_pod(
         return;
     }
     loop {
-        match entry(root, kv, prefix, &uuid).await {
+        match recorded_ids(root, kv, prefix, &uuid).await {
             Ok(None) => break,
             Ok(Some(_)) | Err(_) if t.elapsed() > REVOCATION_TIMEOUT => {
                 return tally.lock().unwrap().error(format!(

@@ -140,6 +140,30 @@ impl Leftovers {
     }
 }
 
+/// The token and lease ids recorded in the bookkeeping entry `<kv>/data/<prefix>/<uuid>`
+/// (empty strings where none), or None when the entry does not exist.
+pub async fn recorded_ids(
+    root: &VaultRoot,
+    kv: &str,
+    prefix: &str,
+    uuid: &str,
+) -> Result<Option<(String, String)>, String> {
+    let r = root
+        .request(Method::GET, &format!("{kv}/data/{prefix}/{uuid}"), None)
+        .await;
+    match r.status.as_u16() {
+        404 => Ok(None),
+        200 => {
+            let d = &r.body["data"]["data"];
+            Ok(Some((
+                d["TokenId"].as_str().unwrap_or_default().to_string(),
+                d["LeaseId"].as_str().unwrap_or_default().to_string(),
+            )))
+        }
+        s => Err(format!("KV read answered {s}")),
+    }
+}
+
 /// Revokes every token (with its child leases) and lease recorded under `<kv>/<prefix>`, plus
 /// `extra_tokens`, deletes the entries, then counts what is still alive.
 pub async fn cleanup_prefix(
@@ -153,17 +177,12 @@ pub async fn cleanup_prefix(
     let mut leases: Vec<String> = extra_leases.to_vec();
     let keys = kv_keys(root, kv, prefix).await;
     for chunk in keys.chunks(32) {
-        let reads = chunk.iter().map(|k| async move {
-            let r = root
-                .request(Method::GET, &format!("{kv}/data/{prefix}/{k}"), None)
-                .await;
-            let d = &r.body["data"]["data"];
-            (
-                d["TokenId"].as_str().unwrap_or_default().to_string(),
-                d["LeaseId"].as_str().unwrap_or_default().to_string(),
-            )
-        });
-        for (t, l) in futures::future::join_all(reads).await {
+        let reads = chunk.iter().map(|k| recorded_ids(root, kv, prefix, k));
+        for (t, l) in futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(|r| r.ok().flatten())
+        {
             if !t.is_empty() {
                 tokens.push(t);
             }

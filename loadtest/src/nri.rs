@@ -10,7 +10,7 @@
 //! container on the node pays). Then the harness revokes what vdbi recorded and checks that
 //! nothing of the run's own DB role is left.
 
-use crate::harness::{count_alive, start_vdbi, Leftovers};
+use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
 use crate::report::{self, proc_stats, summarize, summary_row, ProcStats, Summary};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -214,24 +214,6 @@ async fn measure(p: &Platform, a: &Args, projected: bool) -> Result<NriModeResul
     }
     eprintln!("[nri] {mode}: {} hits, {} skips", hits.len(), skipped.len());
     let proc_after = proc_stats();
-    // Tokens and leases of the pods, from the bookkeeping entries vdbi wrote.
-    let mut tokens = Vec::new();
-    let mut leases = Vec::new();
-    for k in crate::harness::kv_keys(&root, &kv, &vdbi.prefix).await {
-        let r = root
-            .request(
-                reqwest::Method::GET,
-                &format!("{kv}/data/{}/{k}", vdbi.prefix),
-                None,
-            )
-            .await;
-        let d = &r.body["data"]["data"];
-        for (field, into) in [("TokenId", &mut tokens), ("LeaseId", &mut leases)] {
-            if let Some(v) = d[field].as_str().filter(|v| !v.is_empty()) {
-                into.push(v.to_string());
-            }
-        }
-    }
     conn.close();
     vdbi.running.shutdown().await;
     let _ = api
@@ -243,9 +225,9 @@ async fn measure(p: &Platform, a: &Args, projected: bool) -> Result<NriModeResul
             &ListParams::default(),
         )
         .await;
-    // No revoker runs here: the harness revokes what the pods were given, then checks it is gone.
-    crate::harness::cleanup_prefix(&root, &kv, &vdbi.prefix, &tokens, &leases).await;
-    let mut issued_alive_after = count_alive(&root, &kv, &vdbi.prefix, &tokens, &leases).await;
+    // No revoker runs here: the harness revokes what vdbi recorded for the pods, then counts
+    // what is still alive.
+    let mut issued_alive_after = cleanup_prefix(&root, &kv, &vdbi.prefix, &[], &[]).await;
     let listed = root
         .request(
             reqwest::Method::from_bytes(b"LIST").unwrap(),

@@ -11,13 +11,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use vdbi::actors::leadership::RENEWER_LEASE;
 use vdbi::actors::pod_index::Snapshot;
-use vdbi::actors::renewer::RunCycle;
+use vdbi::actors::renewer::{RunCycle, FIRST_CYCLE_AFTER};
 use vdbi::config::Mode;
 use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
 
 const PREFIX: &str = "db-creds-injector.numberly.io/";
-/// The renewer's first scheduled cycle after it takes the Lease (src/app/runtime.rs).
-const FIRST_CYCLE_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Args {
     pub entries: usize,
@@ -205,9 +203,9 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let renewer = vdbi.running.renewer.clone().ok_or("no renewer")?;
-    // The renewer runs its first scheduled cycle 10 s after it takes the Lease
-    // (`first_cycle_after`); let it run now, on zero entries, so that it cannot renew part of the
-    // entries while they are being written (the measured cycle would then skip those).
+    // The renewer runs its first scheduled cycle FIRST_CYCLE_AFTER after it takes the Lease: let
+    // it run now, on zero entries, so that it cannot renew part of the entries while they are
+    // being written (the measured cycle would then skip those).
     let since_leading = leading_since.map_or(Duration::ZERO, |at| at.elapsed());
     if let Some(left) = FIRST_CYCLE_AFTER.checked_sub(since_leading) {
         tokio::time::sleep(left + Duration::from_secs(1)).await;

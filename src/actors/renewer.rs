@@ -35,6 +35,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// vault-db-injector's lease renew increment (5 days).
 pub const LEASE_INCREMENT: Duration = Duration::from_secs(432_000);
 
+/// How long after taking the Lease the first cycle runs (at most one interval).
+pub const FIRST_CYCLE_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub struct RenewerConfig {
     pub interval: Duration,

@@ -308,7 +308,7 @@ pub async fn start_with_metrics(
                 horizon_cycles: config.renew_horizon_cycles,
                 concurrency: config.renewer_concurrency,
                 call_timeout,
-                first_cycle_after: Duration::from_secs(10)
+                first_cycle_after: crate::actors::renewer::FIRST_CYCLE_AFTER
                     .min(Duration::from_secs(config.sync_ttl_second)),
             };
             let (v, p, m, l) = (
