@@ -1,7 +1,7 @@
 //! Leadership actor: Kubernetes Lease election (`coordination.k8s.io/v1`) for one duty, with
 //! vault-db-injector's lease names (`lock-injector-renewer`, `lock-injector-revoker`) and
 //! client-go timings (15 s lease, 10 s renew deadline, 2 s retry period; the algorithm is in
-//! [`crate::k8s::lease`]).
+//! [`crate::k8s::leader_election`]).
 //!
 //! It tells its subscribers when they start and stop leading. Unlike vault-db-injector it keeps
 //! campaigning after losing the lease; it stops leading on its own as soon as it has not renewed
@@ -12,7 +12,7 @@
 
 use super::supervision::{RestartGuard, Subscriber};
 use crate::http::HealthState;
-use crate::k8s::lease::{Attempt, Elector};
+use crate::k8s::leader_election::{Attempt, Elector};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use kube::Client;

@@ -7,7 +7,7 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use std::fmt;
 
-pub mod lease;
+pub mod leader_election;
 
 /// The Kubernetes layer's error.
 #[derive(Debug, thiserror::Error)]
