@@ -1,8 +1,8 @@
 //! NRI placeholders: generation (`placeholder::generate`, two per dbConfig at every NRI-mode
 //! admission), recognition and substitution in one value (`placeholder::find_all`,
 //! `placeholder::substitute`), and on the node the NRI plugin's per-pod mapping
-//! (`nri_mapping::plan` + `MappingPlan::resolve`) and per-container substitution
-//! (`nri_mapping::container_has_marker` + `nri_mapping::substitute_container`).
+//! (`substitution::plan` + `MappingPlan::resolve`) and per-container substitution
+//! (`substitution::container_has_marker` + `substitution::substitute_container`).
 //!
 //! Run with `cargo bench --bench placeholder`.
 
@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::collections::HashMap;
 use std::hint::black_box;
 use vdbi::annotations::render_uri;
-use vdbi::{nri_mapping, placeholder};
+use vdbi::{placeholder, substitution};
 
 mod fixtures;
 
@@ -54,7 +54,7 @@ fn single_value(c: &mut Criterion) {
 }
 
 fn nri_plan(c: &mut Criterion) {
-    let mut group = c.benchmark_group("nri_mapping/plan_and_resolve");
+    let mut group = c.benchmark_group("substitution/plan_and_resolve");
     for n in [1, 5] {
         let spec = fixtures::spec(n);
         let pod = fixtures::admitted_nri_pod(n);
@@ -62,16 +62,16 @@ fn nri_plan(c: &mut Criterion) {
             .into_iter()
             .map(|v| Some((v.username, v.password)))
             .collect();
-        assert_eq!(nri_mapping::plan(&spec, &pod).resolve(&creds).len(), 2 * n);
+        assert_eq!(substitution::plan(&spec, &pod).resolve(&creds).len(), 2 * n);
         group.bench_function(BenchmarkId::new("dbconfigs", n), |b| {
-            b.iter(|| nri_mapping::plan(&spec, black_box(&pod)).resolve(&creds))
+            b.iter(|| substitution::plan(&spec, black_box(&pod)).resolve(&creds))
         });
     }
     group.finish();
 }
 
 fn nri_substitute(c: &mut Criterion) {
-    let mut group = c.benchmark_group("nri_mapping/substitute_container");
+    let mut group = c.benchmark_group("substitution/substitute_container");
     // Throughput in env lines: the runtime hands over 50 `KEY=VALUE` lines per container.
     group.throughput(Throughput::Elements(fixtures::RUNTIME_ENV_LINES as u64));
     for n in [1, 5] {
@@ -85,14 +85,14 @@ fn nri_substitute(c: &mut Criterion) {
             .iter()
             .filter(|l| l.contains(placeholder::PREFIX))
             .count();
-        let out = nri_mapping::substitute_container(&env, &args, &values).unwrap();
+        let out = substitution::substitute_container(&env, &args, &values).unwrap();
         assert!(with_marker > 0 && out.env.len() == with_marker);
         // As `CreateContainer` does it: the cheap marker scan first, then the substitution.
         group.bench_function(BenchmarkId::new("dbconfigs", n), |b| {
             b.iter(|| {
                 let env = black_box(&env);
-                assert!(nri_mapping::container_has_marker(env, &args));
-                nri_mapping::substitute_container(env, &args, &values).unwrap()
+                assert!(substitution::container_has_marker(env, &args));
+                substitution::substitute_container(env, &args, &values).unwrap()
             })
         });
     }

@@ -1,7 +1,7 @@
 //! vdbi: per-pod, short-lived database credentials from Vault/OpenBao for Kubernetes.
 //!
 //! Layers (see `docs/architecture.md`):
-//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`nri_mapping`],
+//! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`substitution`],
 //!    [`bookkeeping`], [`cache_file`]
 //! 2. clients and protocols: [`vault`], [`k8s`], [`nri`]
 //! 3. actors: [`actors`]
@@ -17,8 +17,8 @@ pub mod http;
 pub mod k8s;
 pub mod mutation;
 pub mod nri;
-pub mod nri_mapping;
 pub mod placeholder;
+pub mod substitution;
 pub mod telemetry;
 pub mod testing;
 pub mod tls;

@@ -43,7 +43,7 @@ use crate::nri::{
     ContainerInfo, EnvAdjustment, NriError, NriHandler, PodSandboxInfo, ReconnectBackoff,
     RuntimeInfo, Stub, StubConfig, DEFAULT_RECONNECT_SCHEDULE, DEFAULT_REQUEST_TIMEOUT,
 };
-use crate::nri_mapping::{self, SubstitutionError};
+use crate::substitution::{self as nri_mapping, SubstitutionError};
 use crate::telemetry::{ExternalClock, Metrics};
 use crate::vault::VaultToken;
 use actix::prelude::*;
