@@ -3,7 +3,7 @@
 //! Layers (see `docs/architecture.md`):
 //! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`substitution`],
 //!    [`bookkeeping`], [`cache_file`]
-//! 2. clients and protocols: [`vault`], [`k8s`], [`nri`]
+//! 2. clients and protocols: [`vault`], [`k8s`], and the NRI protocol in the workspace crate `nri`
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`], [`app`] and the `vdbi` binary.
 
@@ -16,7 +16,6 @@ pub mod config;
 pub mod http;
 pub mod k8s;
 pub mod mutation;
-pub mod nri;
 pub mod placeholder;
 pub mod substitution;
 pub mod telemetry;

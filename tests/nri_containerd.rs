@@ -11,7 +11,8 @@
 
 #[path = "common/node.rs"]
 mod node;
-#[path = "common/substituting_handler.rs"]
+// Shared with the `nri` crate's own wire tests.
+#[path = "../crates/nri/tests/support/substituting_handler.rs"]
 mod substituting_handler;
 
 use std::path::PathBuf;
@@ -19,8 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use node::{strings, Node, Sandbox};
+use nri::{ReconnectBackoff, Stub, StubConfig};
 use substituting_handler::SubstitutingHandler;
-use vdbi::nri::{ReconnectBackoff, Stub, StubConfig};
+use vdbi::config::NRI_RECONNECT_SCHEDULE;
 
 const PLACEHOLDER: &str =
     "__VDBI_PH_5e1f0c2b9a7d4e3f8a6b1c0d2e4f6a8b0c1d3e5f7a9b2c4d6e8f0a1b3c5d7e9f___";
@@ -80,13 +82,12 @@ async fn placeholders_become_credentials_only_inside_the_container() {
     let handler = Arc::new(handler);
     let mut config = StubConfig::new("vdbi-e2e", "10");
     config.socket_path = PathBuf::from(node.var("VDBI_NODE_NRI_SOCK"));
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let stub = Arc::new(Stub::new(config, handler.clone(), log).unwrap());
+    let stub = Arc::new(Stub::new(config, handler.clone()).unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let plugin = {
         let stub = stub.clone();
         tokio::spawn(async move {
-            let mut backoff = ReconnectBackoff::default();
+            let mut backoff = ReconnectBackoff::new(NRI_RECONNECT_SCHEDULE.to_vec());
             stub.run(&mut backoff, async {
                 let _ = stop_rx.await;
             })

@@ -9,6 +9,8 @@
 mod admitting;
 mod common;
 
+use ::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
+use ::nri::{ContainerInfo, EnvAdjustment, NriError, PodSandboxInfo};
 use admitting::{app_login, Admitting};
 use common::nri::{start_nri, NriOptions};
 use common::*;
@@ -20,8 +22,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use vdbi::actors::credential_cache::Flush;
 use vdbi::actors::nri_plugin::{Status, Sweep};
-use vdbi::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
-use vdbi::nri::{ContainerInfo, EnvAdjustment, NriError, PodSandboxInfo};
 use vdbi::placeholder;
 use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 

@@ -36,13 +36,9 @@ use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::{self, BookkeepingEntry};
 use crate::cache_file::PodValues;
-use crate::config::Config;
+use crate::config::{Config, NRI_RECONNECT_SCHEDULE as DEFAULT_RECONNECT_SCHEDULE};
 use crate::http::HealthState;
 use crate::k8s::{self, PodBinding};
-use crate::nri::{
-    ContainerInfo, EnvAdjustment, NriError, NriHandler, PodSandboxInfo, ReconnectBackoff,
-    RuntimeInfo, Stub, StubConfig, DEFAULT_RECONNECT_SCHEDULE, DEFAULT_REQUEST_TIMEOUT,
-};
 use crate::substitution::{self as nri_mapping, SubstitutionError};
 use crate::telemetry::{ExternalClock, Metrics};
 use crate::vault::VaultToken;
@@ -54,6 +50,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use nri::{
+    ContainerInfo, EnvAdjustment, NriError, NriHandler, PodSandboxInfo, ReconnectBackoff,
+    RuntimeInfo, Stub, StubConfig, DEFAULT_REQUEST_TIMEOUT,
+};
 use slog::{debug, error, info, o, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1101,7 +1101,7 @@ async fn connection_loop(core: Arc<NriCore>) {
     stub_cfg.socket_path = cfg.nri.socket_path.clone();
     stub_cfg.deadline_fraction = core.deadline_fraction;
     let handler: Arc<dyn NriHandler> = Arc::new(PluginHandler { core: core.clone() });
-    let stub = match Stub::new(stub_cfg, handler, log.clone()) {
+    let stub = match Stub::new(stub_cfg, handler) {
         Ok(s) => s,
         Err(e) => {
             error!(log, "NRI plugin identity rejected; the plugin cannot start"; "error" => %e);

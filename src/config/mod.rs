@@ -128,6 +128,18 @@ pub struct PrewarmerConfig {
     pub max_concurrent: usize,
 }
 
+/// Waits between NRI reconnect attempts after the runtime connection ends: 1, 2, 5, 10, 30 s as
+/// vault-db-injector (compat), then the plugin gives up and the process exits so that the
+/// DaemonSet restarts it. Unlike vault-db-injector, a successful registration starts the schedule
+/// again. Not a configuration key.
+pub const NRI_RECONNECT_SCHEDULE: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
+
 /// `nri.*`
 #[derive(Clone, Debug, PartialEq)]
 pub struct NriConfig {

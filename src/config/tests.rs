@@ -248,3 +248,9 @@ fn lifecycle_keys_parse_and_validate() {
         );
     }
 }
+
+#[test]
+fn nri_reconnect_schedule_is_vault_db_injectors() {
+    let secs: Vec<u64> = NRI_RECONNECT_SCHEDULE.iter().map(|d| d.as_secs()).collect();
+    assert_eq!(secs, [1, 2, 5, 10, 30]);
+}

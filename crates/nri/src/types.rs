@@ -163,9 +163,10 @@ impl EventMask {
     pub const REMOVE_POD_SANDBOX: EventMask = EventMask(1 << 2);
     /// `CREATE_CONTAINER` (event 4).
     pub const CREATE_CONTAINER: EventMask = EventMask(1 << 3);
-    /// What vdbi subscribes to: `CREATE_CONTAINER | REMOVE_POD_SANDBOX` (0xC). Never 0, which the
-    /// runtime would read as "every event".
-    pub const VDBI: EventMask = EventMask(Self::CREATE_CONTAINER.0 | Self::REMOVE_POD_SANDBOX.0);
+    /// What a [`crate::Stub`] subscribes to: the events [`crate::NriHandler`] has methods for,
+    /// `CREATE_CONTAINER | REMOVE_POD_SANDBOX` (0xC). Never 0, which the runtime would read as
+    /// "every event".
+    pub const HANDLED: EventMask = EventMask(Self::CREATE_CONTAINER.0 | Self::REMOVE_POD_SANDBOX.0);
 
     /// True when every bit of `other` is set here.
     pub fn contains(self, other: EventMask) -> bool {
@@ -322,10 +323,10 @@ mod tests {
 
     #[test]
     fn event_mask_bits_follow_the_nri_enum() {
-        assert_eq!(EventMask::VDBI.0, 0xC);
+        assert_eq!(EventMask::HANDLED.0, 0xC);
         assert_eq!(EventMask::STOP_POD_SANDBOX.0, 0x2);
-        assert!(EventMask::VDBI.contains(EventMask::CREATE_CONTAINER));
-        assert!(!EventMask::VDBI.contains(EventMask::STOP_POD_SANDBOX));
+        assert!(EventMask::HANDLED.contains(EventMask::CREATE_CONTAINER));
+        assert!(!EventMask::HANDLED.contains(EventMask::STOP_POD_SANDBOX));
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use slog::{info, warn, Logger};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use ttrpc::r#async::transport::Socket;
 use ttrpc::r#async::{Client, Server};
+
+use log::{info, warn};
 
 use super::backoff::ReconnectBackoff;
 use super::error::NriError;
@@ -33,7 +34,7 @@ pub const DEFAULT_SOCKET_PATH: &str = "/var/run/nri/nri.sock";
 pub struct StubConfig {
     /// NRI socket of the runtime.
     pub socket_path: PathBuf,
-    /// Plugin name (`[a-zA-Z0-9_.+-]+`), e.g. `vault-db-injector`.
+    /// Plugin name (`[a-zA-Z0-9_.+-]+`), e.g. `my-plugin`.
     pub plugin_name: String,
     /// Plugin index: exactly two digits; plugins are called in ascending order.
     pub plugin_idx: String,
@@ -95,23 +96,19 @@ impl StubConfig {
 pub struct Stub {
     config: StubConfig,
     handler: Arc<dyn NriHandler>,
-    log: Logger,
+    /// `IDX-NAME`, the `plugin` field of every log record.
+    id: String,
 }
 
 impl Stub {
     /// Checks the configuration and prepares a stub.
-    pub fn new(
-        config: StubConfig,
-        handler: Arc<dyn NriHandler>,
-        log: Logger,
-    ) -> Result<Self, NriError> {
+    pub fn new(config: StubConfig, handler: Arc<dyn NriHandler>) -> Result<Self, NriError> {
         config.validate()?;
-        let log = log.new(slog::o!(
-            "nri_plugin" => format!("{}-{}", config.plugin_idx, config.plugin_name)));
+        let id = format!("{}-{}", config.plugin_idx, config.plugin_name);
         Ok(Self {
             config,
             handler,
-            log,
+            id,
         })
     }
 
@@ -140,10 +137,10 @@ impl Stub {
         let (signals_tx, signals) = mpsc::unbounded_channel();
         let service = PluginService::new(
             self.handler.clone(),
-            EventMask::VDBI,
+            EventMask::HANDLED,
             self.config.deadline_fraction,
             signals_tx,
-            self.log.clone(),
+            self.id.clone(),
         );
         let mut server = Server::new()
             .register_service(api_ttrpc::create_plugin(Arc::new(service)))
@@ -183,7 +180,7 @@ impl Stub {
                 _ => e,
             });
         }
-        info!(self.log, "registered with the runtime"; "socket" => %path.display());
+        info!(plugin = self.id.as_str(), socket:% = path.display(); "registered with the runtime");
         Ok(Session {
             mux,
             signals,
@@ -208,9 +205,11 @@ impl Stub {
                     Ok(mut session) => {
                         backoff.reset();
                         let end = session.closed().await;
-                        warn!(self.log, "NRI connection ended"; "reason" => ?end);
+                        warn!(plugin = self.id.as_str(), reason:? = end; "NRI connection ended");
                     }
-                    Err(e) => warn!(self.log, "NRI connection attempt failed"; "error" => %e),
+                    Err(e) => {
+                        warn!(plugin = self.id.as_str(), error:% = e; "NRI connection attempt failed")
+                    }
                 }
                 backoff.next_delay()
             };
@@ -223,7 +222,12 @@ impl Stub {
                     attempts: backoff.attempts(),
                 });
             };
-            info!(self.log, "reconnecting to the runtime"; "in_ms" => delay.as_millis() as u64, "attempt" => backoff.attempts());
+            info!(
+                plugin = self.id.as_str(),
+                in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                attempt = backoff.attempts();
+                "reconnecting to the runtime"
+            );
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(delay) => {}

@@ -15,10 +15,16 @@ use super::types::{ContainerInfo, EnvAdjustment, PodSandboxInfo, RuntimeInfo};
 ///
 /// All NRI calls on a node are serialized by the runtime, so these methods should answer from
 /// memory whenever possible.
+///
+/// Only `create_container` must be written; the other methods default to accepting the call and
+/// doing nothing.
 #[async_trait]
 pub trait NriHandler: Send + Sync + 'static {
     /// The runtime configured the plugin (once per connection, before `synchronize`).
-    async fn configure(&self, info: RuntimeInfo) -> Result<(), NriError>;
+    async fn configure(&self, info: RuntimeInfo) -> Result<(), NriError> {
+        let _ = info;
+        Ok(())
+    }
 
     /// Every pod and container the runtime knows, once per connection. Split sync messages are
     /// reassembled before this is called.
@@ -26,7 +32,10 @@ pub trait NriHandler: Send + Sync + 'static {
         &self,
         pods: Vec<PodSandboxInfo>,
         containers: Vec<ContainerInfo>,
-    ) -> Result<(), NriError>;
+    ) -> Result<(), NriError> {
+        let _ = (pods, containers);
+        Ok(())
+    }
 
     /// A container is being created. Return the environment changes to apply (empty: none). An
     /// error fails the creation with the error's message, which must not contain secrets.
@@ -37,5 +46,8 @@ pub trait NriHandler: Send + Sync + 'static {
     ) -> Result<EnvAdjustment, NriError>;
 
     /// A pod sandbox was removed.
-    async fn remove_pod_sandbox(&self, pod: PodSandboxInfo) -> Result<(), NriError>;
+    async fn remove_pod_sandbox(&self, pod: PodSandboxInfo) -> Result<(), NriError> {
+        let _ = pod;
+        Ok(())
+    }
 }

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use slog::{debug, info, warn, Logger};
 use tokio::sync::mpsc;
 use ttrpc::r#async::TtrpcContext;
+
+use log::{debug, info, warn};
 
 use super::error::NriError;
 use super::handler::NriHandler;
@@ -44,7 +45,8 @@ pub(crate) struct PluginService {
     deadline_fraction: f64,
     state: Mutex<State>,
     signals: mpsc::UnboundedSender<ServiceSignal>,
-    log: Logger,
+    /// `IDX-NAME`, the `plugin` field of every log record.
+    plugin: String,
 }
 
 impl PluginService {
@@ -53,7 +55,7 @@ impl PluginService {
         events: EventMask,
         deadline_fraction: f64,
         signals: mpsc::UnboundedSender<ServiceSignal>,
-        log: Logger,
+        plugin: String,
     ) -> Self {
         Self {
             handler,
@@ -61,7 +63,7 @@ impl PluginService {
             deadline_fraction,
             state: Mutex::new(State::default()),
             signals,
-            log,
+            plugin,
         }
     }
 
@@ -101,11 +103,13 @@ impl PluginService {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok(value) => {
-                debug!(self.log, "NRI request handled"; "request" => what, "duration_ms" => elapsed_ms);
+                debug!(plugin = self.plugin.as_str(), request = what, duration_ms = elapsed_ms;
+                    "NRI request handled");
                 Ok(value)
             }
             Err(e) => {
-                warn!(self.log, "NRI request failed"; "request" => what, "duration_ms" => elapsed_ms, "error" => %e);
+                warn!(plugin = self.plugin.as_str(), request = what, duration_ms = elapsed_ms,
+                    error:% = e; "NRI request failed");
                 Err(e.to_status())
             }
         }
@@ -120,11 +124,15 @@ impl api_ttrpc::Plugin for PluginService {
         req: api::ConfigureRequest,
     ) -> ttrpc::Result<api::ConfigureResponse> {
         let info = RuntimeInfo::from(req);
-        info!(self.log, "configured by runtime";
-            "runtime" => &info.runtime_name, "runtime_version" => &info.runtime_version,
-            "nri_version" => &info.nri_version,
-            "request_timeout_ms" => info.request_timeout.map(|d| d.as_millis() as u64),
-            "events" => format!("{:#x}", self.events.0));
+        info!(
+            plugin = self.plugin.as_str(),
+            runtime = info.runtime_name.as_str(),
+            runtime_version = info.runtime_version.as_str(),
+            nri_version = info.nri_version.as_str(),
+            request_timeout_ms:? = info.request_timeout.map(|d| d.as_millis()),
+            events:% = format_args!("{:#x}", self.events.0);
+            "configured by runtime"
+        );
         self.state().request_timeout = info.request_timeout;
         self.call(ctx, "Configure", self.handler.configure(info))
             .await?;
@@ -158,7 +166,8 @@ impl api_ttrpc::Plugin for PluginService {
                 std::mem::take(&mut state.sync_containers),
             )
         };
-        info!(self.log, "synchronizing with runtime"; "pods" => pods.len(), "containers" => containers.len());
+        info!(plugin = self.plugin.as_str(), pods = pods.len(), containers = containers.len();
+            "synchronizing with runtime");
         self.call(
             ctx,
             "Synchronize",
@@ -169,7 +178,7 @@ impl api_ttrpc::Plugin for PluginService {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::Empty) -> ttrpc::Result<api::Empty> {
-        info!(self.log, "runtime asked the plugin to shut down");
+        info!(plugin = self.plugin.as_str(); "runtime asked the plugin to shut down");
         // The session may already be gone; nothing else to do then.
         let _ = self.signals.send(ServiceSignal::Shutdown);
         Ok(api::Empty::default())
@@ -182,10 +191,20 @@ impl api_ttrpc::Plugin for PluginService {
     ) -> ttrpc::Result<api::CreateContainerResponse> {
         let pod = PodSandboxInfo::from(req.pod.into_option().unwrap_or_default());
         let container = ContainerInfo::from(req.container.into_option().unwrap_or_default());
-        let log = self.log.new(slog::o!(
-            "namespace" => pod.namespace.clone(), "pod" => pod.name.clone(),
-            "pod_uid" => pod.uid.clone(), "container" => container.name.clone()));
-        debug!(log, "CreateContainer"; "env_vars" => container.env.len());
+        debug!(plugin = self.plugin.as_str(), namespace = pod.namespace.as_str(),
+            pod = pod.name.as_str(), pod_uid = pod.uid.as_str(),
+            container = container.name.as_str(), env_vars = container.env.len();
+            "CreateContainer");
+        // Pod and container move into the handler: copy the names for the record below only
+        // when it will be written.
+        let names = log::log_enabled!(log::Level::Debug).then(|| {
+            (
+                pod.namespace.clone(),
+                pod.name.clone(),
+                pod.uid.clone(),
+                container.name.clone(),
+            )
+        });
         let adjustment = self
             .call(ctx, "CreateContainer", async {
                 let adj = self.handler.create_container(pod, container).await?;
@@ -196,9 +215,14 @@ impl api_ttrpc::Plugin for PluginService {
         if adjustment.is_empty() {
             return Ok(api::CreateContainerResponse::default());
         }
-        debug!(log, "adjusting container environment";
-            "keys" => adjustment.keys().collect::<Vec<_>>().join(","),
-            "args_replaced" => adjustment.args.is_some());
+        if let Some((namespace, pod_name, pod_uid, container_name)) = names {
+            debug!(plugin = self.plugin.as_str(), namespace = namespace.as_str(),
+                pod = pod_name.as_str(), pod_uid = pod_uid.as_str(),
+                container = container_name.as_str(),
+                keys:% = adjustment.keys().collect::<Vec<_>>().join(","),
+                args_replaced = adjustment.args.is_some();
+                "adjusting container environment");
+        }
         Ok(api::CreateContainerResponse {
             adjust: Some(api::ContainerAdjustment::from(&adjustment)).into(),
             ..Default::default()

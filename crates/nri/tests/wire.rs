@@ -6,23 +6,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "common/substituting_handler.rs"]
+#[path = "support/substituting_handler.rs"]
 mod substituting_handler;
 
-use substituting_handler::SubstitutingHandler;
-use vdbi::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
-use vdbi::nri::{
+use nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
+use nri::{
     ContainerInfo, EventMask, NriError, PodSandboxInfo, ReconnectBackoff, Session, SessionEnd,
     Stub, StubConfig,
 };
+use substituting_handler::SubstitutingHandler;
 
 const PLACEHOLDER: &str =
     "__VDBI_PH_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef___";
 const SECRET: &str = "s3cr3t-p4ss";
-
-fn discard() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
-}
 
 fn pod(n: usize) -> PodSandboxInfo {
     PodSandboxInfo {
@@ -62,7 +58,7 @@ fn setup(tune: impl FnOnce(&mut RuntimePeerConfig)) -> Setup {
     let handler = Arc::new(SubstitutingHandler::new(PLACEHOLDER, SECRET));
     let mut stub_config = StubConfig::new("vault-db-injector", "10");
     stub_config.socket_path = socket;
-    let stub = Stub::new(stub_config, handler.clone(), discard()).unwrap();
+    let stub = Stub::new(stub_config, handler.clone()).unwrap();
     Setup {
         _dir: dir,
         peer,
@@ -92,7 +88,7 @@ async fn registers_configures_and_reassembles_split_synchronize() {
 
     assert_eq!(conn.registration.plugin_name, "vault-db-injector");
     assert_eq!(conn.registration.plugin_idx, "10");
-    assert_eq!(conn.events, EventMask::VDBI);
+    assert_eq!(conn.events, EventMask::HANDLED);
     assert_eq!(conn.events.0, 0xC);
 
     let configured = s.handler.configured.lock().unwrap().clone();
@@ -371,7 +367,6 @@ async fn run_gives_up_when_the_schedule_is_exhausted() {
     let stub = Stub::new(
         config,
         Arc::new(SubstitutingHandler::new(PLACEHOLDER, SECRET)),
-        discard(),
     )
     .unwrap();
 

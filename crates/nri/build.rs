@@ -5,15 +5,15 @@
 //!
 //! The generated files start with inner attributes (`#![allow(...)]`), which `include!` rejects, so
 //! they must be real module files. This script therefore writes `$OUT_DIR/nri/modules.rs`, holding
-//! one `#[path = "<absolute path>"] pub mod ...;` per generated file; `src/nri/proto.rs` includes
-//! that file. `api_ttrpc.rs` refers to `super::api`, which those two sibling modules satisfy.
+//! one `#[path = "<absolute path>"] pub mod ...;` per generated file; `src/proto.rs` includes that
+//! file. `api_ttrpc.rs` refers to `super::api`, which those two sibling modules satisfy.
 
 use std::path::PathBuf;
 
 use ttrpc_codegen::{Codegen, Customize, ProtobufCustomize};
 
-const NRI_PROTO_DIR: &str = "src/nri/proto";
-const NRI_PROTO: &str = "src/nri/proto/nri/api.proto";
+const NRI_PROTO_DIR: &str = "proto";
+const NRI_PROTO: &str = "proto/nri/api.proto";
 
 fn main() {
     println!("cargo:rerun-if-changed={NRI_PROTO}");

@@ -1,7 +1,7 @@
 //! Generated NRI protobuf messages (`api`) and ttrpc bindings (`api_ttrpc`).
 //!
-//! Built from `src/nri/proto/nri/api.proto` by `build.rs`. Only the protocol layer uses these
-//! types; everything outside `crate::nri` sees the plain domain types of [`super::types`].
+//! Built from `proto/nri/api.proto` by `build.rs`. Only the protocol layer uses these types; the
+//! crate's public API shows the plain types of [`super::types`].
 
 #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 

@@ -58,7 +58,7 @@ impl RuntimePeerConfig {
         Self {
             socket_path: socket_path.into(),
             runtime: RuntimeInfo {
-                runtime_name: "vdbi-runtime-peer".into(),
+                runtime_name: "nri-runtime-peer".into(),
                 runtime_version: env!("CARGO_PKG_VERSION").into(),
                 nri_version: String::new(),
                 request_timeout: Some(Duration::from_secs(2)),

@@ -3,14 +3,15 @@
 //! container named as [`SubstitutingHandler::refused`] is refused with its message, one named
 //! `slow` takes 10 s.
 //!
-//! Used as `#[path = "common/substituting_handler.rs"] mod substituting_handler;`.
+//! Used as `#[path = "support/substituting_handler.rs"] mod substituting_handler;` (vdbi's
+//! containerd test includes it from `crates/nri/tests/support/`).
 #![allow(dead_code)]
 
 use async_trait::async_trait;
+use nri::{ContainerInfo, EnvAdjustment, NriError, NriHandler, PodSandboxInfo, RuntimeInfo};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use vdbi::nri::{ContainerInfo, EnvAdjustment, NriError, NriHandler, PodSandboxInfo, RuntimeInfo};
 
 pub struct SubstitutingHandler {
     placeholder: &'static str,

@@ -1,20 +1,13 @@
-//! Reconnect schedule for the NRI plugin.
+//! Reconnect schedule for a plugin.
 //!
-//! After the connection to the runtime ends the plugin waits 1 s, 2 s, 5 s, 10 s, then 30 s before
-//! successive attempts; once those five waits are used up without a successful registration, the
-//! caller gives up (the DaemonSet restarts the pod). Unlike the Go version, the attempt counter
-//! goes back to zero after every successful registration, so only consecutive failures count.
+//! After the connection to the runtime ends, [`crate::Stub::run`] waits the schedule's first
+//! delay, then the second, and so on before successive attempts; once every wait is used up
+//! without a successful registration, it gives up (for a DaemonSet plugin the pod then restarts).
+//! The attempt counter goes back to zero after every successful registration, so only
+//! consecutive failures count. The schedule itself is the plugin's policy: the crate has no
+//! default.
 
 use std::time::Duration;
-
-/// The default waits between reconnect attempts.
-pub const DEFAULT_RECONNECT_SCHEDULE: [Duration; 5] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(10),
-    Duration::from_secs(30),
-];
 
 /// Position in a reconnect schedule. Pure state: the caller does the sleeping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,14 +16,8 @@ pub struct ReconnectBackoff {
     attempts: usize,
 }
 
-impl Default for ReconnectBackoff {
-    fn default() -> Self {
-        Self::new(DEFAULT_RECONNECT_SCHEDULE.to_vec())
-    }
-}
-
 impl ReconnectBackoff {
-    /// A backoff over the given waits (tests use short ones).
+    /// A backoff over the given waits, used in order; an empty schedule gives up at once.
     pub fn new(schedule: Vec<Duration>) -> Self {
         Self {
             schedule,
@@ -64,9 +51,13 @@ mod tests {
         s.iter().map(|&s| Some(Duration::from_secs(s))).collect()
     }
 
+    fn one_two_five_ten_thirty() -> ReconnectBackoff {
+        ReconnectBackoff::new([1, 2, 5, 10, 30].map(Duration::from_secs).to_vec())
+    }
+
     #[test]
     fn follows_the_schedule_then_gives_up() {
-        let mut b = ReconnectBackoff::default();
+        let mut b = one_two_five_ten_thirty();
         let got: Vec<_> = (0..5).map(|_| b.next_delay()).collect();
         assert_eq!(got, secs(&[1, 2, 5, 10, 30]));
         assert_eq!(b.next_delay(), None);
@@ -76,9 +67,9 @@ mod tests {
 
     #[test]
     fn reset_after_success_restarts_the_schedule() {
-        let mut b = ReconnectBackoff::default();
+        let mut b = one_two_five_ten_thirty();
         // Six disconnects over the process lifetime, each followed by a successful
-        // registration, must never exhaust the schedule (the Go version's bug).
+        // registration, must never exhaust the schedule (a bug of the Go vault-db-injector).
         for _ in 0..6 {
             assert_eq!(b.next_delay(), Some(Duration::from_secs(1)));
             b.reset();
