@@ -31,6 +31,9 @@ pub mod runtime_peer;
 mod stub;
 mod types;
 
+#[cfg(test)]
+mod fuzz;
+
 /// Re-exported so that handler implementations use the same `#[async_trait]` as the trait.
 pub use async_trait::async_trait;
 pub use backoff::ReconnectBackoff;
