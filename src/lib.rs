@@ -2,7 +2,8 @@
 //!
 //! Layers (see `docs/architecture.md`):
 //! 1. pure domain: [`config`], [`annotations`], [`placeholder`], [`mutation`], [`substitution`],
-//!    [`bookkeeping`], [`cache_file`]
+//!    [`bookkeeping`], [`cache_file`], [`health`] (readiness state the actors write and the probes
+//!    read)
 //! 2. clients and protocols: [`vault`], [`k8s`], and the NRI protocol in the workspace crate `nri`
 //! 3. actors: [`actors`]
 //! 4. edges: [`http`], [`app`] and the `vdbi` binary.
@@ -13,6 +14,7 @@ pub mod app;
 pub mod bookkeeping;
 pub mod cache_file;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod k8s;
 pub mod mutation;

@@ -13,7 +13,7 @@ use vdbi::actors::error::ActorError;
 use vdbi::actors::supervision::{supervise, ActorHandle, Backoff};
 use vdbi::actors::vault_session::*;
 use vdbi::bookkeeping::BookkeepingEntry;
-use vdbi::http::HealthState;
+use vdbi::health::HealthState;
 use vdbi::k8s::ServiceAccountJwt;
 use vdbi::telemetry::Metrics;
 use vdbi::testing::platform::{install_crypto_provider, TestNamespace, VaultRoot};

@@ -11,7 +11,7 @@
 //! shutdown so that a peer takes over at its next attempt (≤ 2 s).
 
 use super::supervision::{RestartGuard, Subscriber};
-use crate::http::HealthState;
+use crate::health::HealthState;
 use crate::k8s::leader_election::{Attempt, Elector};
 use crate::telemetry::Metrics;
 use actix::prelude::*;

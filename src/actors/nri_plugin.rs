@@ -37,7 +37,7 @@ use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::{self, BookkeepingEntry};
 use crate::cache_file::PodValues;
 use crate::config::{Config, NRI_RECONNECT_SCHEDULE as DEFAULT_RECONNECT_SCHEDULE};
-use crate::http::HealthState;
+use crate::health::HealthState;
 use crate::k8s::{self, PodBinding};
 use crate::substitution::{self as nri_mapping, SubstitutionError};
 use crate::telemetry::{ExternalClock, Metrics};

@@ -14,7 +14,7 @@
 
 use super::supervision::{RestartGuard, Subscriber};
 use crate::annotations::UUID_KEY;
-use crate::http::HealthState;
+use crate::health::HealthState;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use futures::StreamExt;

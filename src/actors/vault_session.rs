@@ -15,7 +15,7 @@
 use super::error::ActorError;
 use super::supervision::RestartGuard;
 use crate::bookkeeping::{self, BookkeepingEntry};
-use crate::http::HealthState;
+use crate::health::HealthState;
 use crate::k8s::{self, ServiceAccountJwt};
 use crate::telemetry::Metrics;
 use crate::vault::{

@@ -1,8 +1,5 @@
 //! The HTTP edges: the admission webhook (HTTPS), the health probes and the metrics endpoint.
 
-pub mod health;
 pub mod probes;
 pub mod tls;
 pub mod webhook;
-
-pub use health::HealthState;

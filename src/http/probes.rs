@@ -1,7 +1,7 @@
 //! Plain-HTTP servers for probes (`:8888`: `/healthz`, `/readyz`, `/live`) and metrics (`:8080`,
 //! every path, like promhttp). `mode: all` runs one of each for every component.
 
-use super::health::HealthState;
+use crate::health::HealthState;
 use crate::telemetry::Metrics;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
