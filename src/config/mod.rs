@@ -8,6 +8,7 @@
 
 mod duration;
 mod fields;
+pub mod sentry_dsn;
 mod validate;
 
 pub use duration::{format_go_duration, parse_go_duration};

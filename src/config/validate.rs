@@ -109,7 +109,7 @@ pub(super) fn validate(c: &Config, out: &mut Vec<Problem>) {
     if c.sentry && c.sentry_dsn.is_empty() {
         out.push(Problem::error("sentryDsn", "required when sentry is true"));
     } else if c.sentry {
-        if let Err(e) = crate::telemetry::sentry::Dsn::parse(&c.sentry_dsn) {
+        if let Err(e) = super::sentry_dsn::Dsn::parse(&c.sentry_dsn) {
             out.push(Problem::error("sentryDsn", e.to_string()));
         }
     }
