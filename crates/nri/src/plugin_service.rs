@@ -109,7 +109,7 @@ impl PluginService {
             }
             Err(e) => {
                 warn!(plugin = self.plugin.as_str(), request = what, duration_ms = elapsed_ms,
-                    error:% = e; "NRI request failed");
+                    error:% = e; "NRI request {what} failed after {elapsed_ms:.1} ms: {e}");
                 Err(e.to_status())
             }
         }
@@ -131,7 +131,7 @@ impl api_ttrpc::Plugin for PluginService {
             nri_version = info.nri_version.as_str(),
             request_timeout_ms:? = info.request_timeout.map(|d| d.as_millis()),
             events:% = format_args!("{:#x}", self.events.0);
-            "configured by runtime"
+            "configured by runtime {} {}", info.runtime_name, info.runtime_version
         );
         self.state().request_timeout = info.request_timeout;
         self.call(ctx, "Configure", self.handler.configure(info))
@@ -167,7 +167,7 @@ impl api_ttrpc::Plugin for PluginService {
             )
         };
         info!(plugin = self.plugin.as_str(), pods = pods.len(), containers = containers.len();
-            "synchronizing with runtime");
+            "synchronizing with runtime: {} pods, {} containers", pods.len(), containers.len());
         self.call(
             ctx,
             "Synchronize",

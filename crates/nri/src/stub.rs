@@ -180,7 +180,8 @@ impl Stub {
                 _ => e,
             });
         }
-        info!(plugin = self.id.as_str(), socket:% = path.display(); "registered with the runtime");
+        info!(plugin = self.id.as_str(), socket:% = path.display();
+            "NRI plugin {} registered with the runtime at {}", self.id, path.display());
         Ok(Session {
             mux,
             signals,
@@ -205,10 +206,12 @@ impl Stub {
                     Ok(mut session) => {
                         backoff.reset();
                         let end = session.closed().await;
-                        warn!(plugin = self.id.as_str(), reason:? = end; "NRI connection ended");
+                        warn!(plugin = self.id.as_str(), reason:? = end;
+                            "NRI connection of {} ended: {end:?}", self.id);
                     }
                     Err(e) => {
-                        warn!(plugin = self.id.as_str(), error:% = e; "NRI connection attempt failed")
+                        warn!(plugin = self.id.as_str(), error:% = e;
+                            "NRI connection attempt of {} failed: {e}", self.id)
                     }
                 }
                 backoff.next_delay()
@@ -226,7 +229,7 @@ impl Stub {
                 plugin = self.id.as_str(),
                 in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 attempt = backoff.attempts();
-                "reconnecting to the runtime"
+                "NRI plugin {} reconnecting in {delay:?} (attempt {})", self.id, backoff.attempts()
             );
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
