@@ -17,7 +17,7 @@ use vdbi::http::HealthState;
 use vdbi::k8s::ServiceAccountJwt;
 use vdbi::telemetry::Metrics;
 use vdbi::testing::platform::{install_crypto_provider, TestNamespace, VaultRoot};
-use vdbi::testing::vault::{kube_client, settings, unique, VaultFixture};
+use vdbi::testing::vault::{client as vault_client, kube_client, settings, unique, VaultFixture};
 use vdbi::vault::{VaultClient, VaultSettings, VaultToken};
 
 /// A supervised VaultSession plus what the test observes it through.
@@ -96,7 +96,7 @@ async fn start_session(opts: Opts) -> Session {
     let jwt = common::own_jwt(&p, "vdbi-injector").await;
     let mut s = settings(&p);
     (opts.adjust)(&mut s);
-    let client = VaultClient::new(s).expect("Vault client");
+    let client = vault_client(s).expect("Vault client");
     let cfg = SessionConfig {
         auth_mount: fx.kube_auth_mount(),
         role: opts.role.unwrap_or_else(|| role.clone()),
@@ -353,7 +353,8 @@ async fn rate_limit_applies_to_the_sessions_calls() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let n = 11u32;
     let started = Instant::now();
-    let calls = (0..n).map(|_| s.handle.send(KvList { deadline: soon() }));
+    // (the paced lane: the renewer's and the revoker's calls)
+    let calls = (0..n).map(|_| s.handle.send(Paced(KvList { deadline: soon() })));
     for r in futures::future::join_all(calls).await {
         r.unwrap().expect("KvList");
     }
@@ -404,7 +405,7 @@ async fn deadlines_bound_every_operation() {
     let (addr, task) = stalled_listener().await;
     let p = vdbi::testing::platform::Platform::get();
     let jwt = common::own_jwt(&p, "vdbi-injector").await;
-    let client = VaultClient::new(VaultSettings {
+    let client = vault_client(VaultSettings {
         address: format!("http://{addr}"),
         request_timeout: Duration::from_secs(60),
         rate_limit_per_sec: 0,
@@ -873,4 +874,91 @@ async fn accessors(root: &VaultRoot) -> std::collections::HashSet<serde_json::Va
         .iter()
         .cloned()
         .collect()
+}
+
+#[actix::test]
+async fn a_paced_flood_never_delays_a_foreground_call() {
+    // vaultRateLimit 1/s: 20 queued renewer/revoker calls would take 19 s.
+    let s = start_session(Opts {
+        adjust: |s| {
+            s.rate_limit_per_sec = 1;
+            s.rate_burst = 1;
+        },
+        ..Opts::default()
+    })
+    .await;
+    s.wait_logged_in().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let flood: Vec<_> = (0..20)
+        .map(|_| {
+            let h = s.handle.clone();
+            tokio::spawn(async move { h.send(Paced(KvList { deadline })).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // an admission's call goes straight through
+    let started = Instant::now();
+    for _ in 0..5 {
+        s.handle
+            .send(KvList { deadline: soon() })
+            .await
+            .unwrap()
+            .expect("foreground KvList");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "5 foreground calls took {took:?}"
+    );
+    let done = flood.iter().filter(|f| f.is_finished()).count();
+    assert!(
+        done < 10,
+        "the paced calls were not paced ({done} of 20 done)"
+    );
+    for f in flood {
+        f.abort();
+    }
+    s.cleanup().await;
+}
+
+#[actix::test]
+async fn a_paced_caller_that_gives_up_releases_its_place() {
+    let s = start_session(Opts {
+        adjust: |s| {
+            s.rate_limit_per_sec = 1;
+            s.rate_burst = 1;
+        },
+        ..Opts::default()
+    })
+    .await;
+    s.wait_logged_in().await;
+    let first = s
+        .handle
+        .send(Paced(KvList { deadline: soon() }))
+        .await
+        .unwrap();
+    first.expect("first paced call");
+    // ten callers whose deadline passes while they wait for a slot
+    let quitters = (0..10).map(|_| {
+        s.handle.send(Paced(KvList {
+            deadline: Instant::now() + Duration::from_millis(300),
+        }))
+    });
+    for r in futures::future::join_all(quitters).await {
+        assert!(
+            matches!(r.unwrap(), Err(ActorError::Deadline(_))),
+            "a call past its deadline must fail"
+        );
+    }
+    // they took no slot: the next call waits for at most the one second after the first,
+    // not behind ten abandoned slots
+    let started = Instant::now();
+    s.handle
+        .send(Paced(KvList { deadline: soon() }))
+        .await
+        .unwrap()
+        .expect("paced call after the quitters");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    s.cleanup().await;
 }

@@ -275,7 +275,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
     // Bare Vault calls, sequential, before the load.
     let fx = VaultFixture::get();
     let mut bare = Bare {
-        client: VaultClient::new(settings(p)).map_err(|e| e.to_string())?,
+        client: vdbi::testing::vault::client(settings(p)).map_err(|e| e.to_string())?,
         root: fx.root.clone(),
         kube_mount: fx.kube_auth_mount(),
         kv: kv.clone(),

@@ -17,7 +17,7 @@ use crate::actors::{supervise, ActorHandle, Backoff};
 use crate::config::{Config, Mode};
 use crate::http::{probes, tls, webhook, HealthState};
 use crate::telemetry::Metrics;
-use crate::vault::{VaultClient, VaultSettings};
+use crate::vault::VaultSettings;
 use actix_web::dev::ServerHandle;
 use slog::{info, warn, Logger};
 use std::sync::Arc;
@@ -97,7 +97,7 @@ pub async fn start_with_metrics(
         let _ = hsrv.await;
     });
 
-    let client = VaultClient::new(VaultSettings {
+    let client = crate::actors::vault_session::connect(VaultSettings {
         address: config.vault_address.clone(),
         ca_cert_file: config.vault_ca_cert.clone(),
         skip_verify: config.vault_skip_verify,
