@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::time::Instant;
 use vdbi::bookkeeping::{self, BookkeepingEntry, KvData};
-use vdbi::testing::vault::{kube_client, service_account_jwt, unique, VaultFixture};
+use vdbi::testing::vault::{
+    client as vault_client, kube_client, service_account_jwt, unique, VaultFixture,
+};
 use vdbi::vault::{
     can_get_role, DbCredentials, DenyCause, VaultClient, VaultError, VaultSettings, VaultToken,
 };
@@ -641,7 +643,7 @@ async fn stalled_listener() -> (std::net::SocketAddr, tokio::task::JoinHandle<()
 }
 
 fn client_for(address: String, timeout: Duration) -> VaultClient {
-    VaultClient::new(VaultSettings {
+    vault_client(VaultSettings {
         address,
         request_timeout: timeout,
         rate_limit_per_sec: 0,
@@ -789,7 +791,7 @@ async fn tls_with_a_private_ca() {
         rate_limit_per_sec: 0,
         ..VaultSettings::default()
     };
-    let trusted = VaultClient::new(VaultSettings {
+    let trusted = vault_client(VaultSettings {
         ca_cert_file: Some(ca_file),
         ..base.clone()
     })
@@ -803,10 +805,10 @@ async fn tls_with_a_private_ca() {
         matches!(&e, VaultError::Transport(m) if m.contains("https to http")),
         "{e:?}"
     );
-    let untrusted = VaultClient::new(base.clone()).unwrap();
+    let untrusted = vault_client(base.clone()).unwrap();
     let e = untrusted.health().await.unwrap_err();
     assert!(matches!(e, VaultError::Transport(_)), "{e:?}");
-    let skip = VaultClient::new(VaultSettings {
+    let skip = vault_client(VaultSettings {
         skip_verify: true,
         ..base
     })
@@ -931,7 +933,7 @@ async fn recording_server() -> (
 #[tokio::test]
 async fn one_connection_pool_for_all_tokens() {
     let (addr, conns, heads) = recording_server().await;
-    let client = VaultClient::new(VaultSettings {
+    let client = vault_client(VaultSettings {
         address: format!("http://{addr}"),
         namespace: Some("team-a".into()),
         request_timeout: Duration::from_secs(5),

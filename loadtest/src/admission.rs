@@ -31,6 +31,9 @@ pub struct Args {
     pub duration: Duration,
     pub concurrency: Option<usize>,
     pub bare_samples: usize,
+    /// vdbi's `vaultRateLimit` (0 = unlimited): it paces only the renewer and the revoker, so
+    /// admissions must not slow down with it.
+    pub vault_rate_limit: u32,
     pub role: String,
 }
 
@@ -254,6 +257,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
         c.use_projected_sa = mode == AdmissionMode::Projected;
         c.nri.enabled = mode == AdmissionMode::Nri;
         c.admission_timeout = Duration::from_secs(8);
+        c.vault_rate_limit = a.vault_rate_limit;
     })
     .await;
     if !vdbi.running.health.is_ready() {
@@ -275,7 +279,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
     // Bare Vault calls, sequential, before the load.
     let fx = VaultFixture::get();
     let mut bare = Bare {
-        client: VaultClient::new(settings(p)).map_err(|e| e.to_string())?,
+        client: vdbi::testing::vault::client(settings(p)).map_err(|e| e.to_string())?,
         root: fx.root.clone(),
         kube_mount: fx.kube_auth_mount(),
         kv: kv.clone(),

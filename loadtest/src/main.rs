@@ -50,6 +50,9 @@ enum Scenario {
         bare_samples: usize,
         #[arg(long, default_value = "app-rw")]
         role: String,
+        /// vdbi's `vaultRateLimit` (calls/s, 0 = unlimited; it paces the renewer and revoker).
+        #[arg(long, default_value_t = 0)]
+        vault_rate_limit: u32,
     },
     /// One renewer cycle over N bookkeeping entries with real tokens (and leases).
     Renewal {
@@ -131,6 +134,7 @@ fn main() {
                 concurrency,
                 bare_samples,
                 role,
+                vault_rate_limit,
             } => {
                 let a = if cli.smoke {
                     admission::Args {
@@ -140,6 +144,7 @@ fn main() {
                         concurrency: None,
                         bare_samples: 10,
                         role,
+                        vault_rate_limit,
                     }
                 } else {
                     admission::Args {
@@ -149,6 +154,7 @@ fn main() {
                         concurrency,
                         bare_samples,
                         role,
+                        vault_rate_limit,
                     }
                 };
                 match admission::run(&p, a, &cli.out).await {

@@ -19,7 +19,7 @@ use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, Snapshot, WatchStatus};
 use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
-use super::vault_session::{KvGet, KvList, KvPut, RenewLease, RenewToken, VaultSession};
+use super::vault_session::{KvGet, KvList, KvPut, Paced, RenewLease, RenewToken, VaultSession};
 use super::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::telemetry::Metrics;
@@ -239,9 +239,9 @@ async fn run_cycle(
     };
     let listed = ctx
         .vault
-        .call(KvList {
+        .call(Paced(KvList {
             deadline: ctx.deadline(),
-        })
+        }))
         .await;
     let uuids = match listed {
         Ok(u) => u,
@@ -340,10 +340,10 @@ async fn renew_one(
         None => {
             let got = ctx
                 .vault
-                .call(KvGet {
+                .call(Paced(KvGet {
                     uuid: uuid.to_string(),
                     deadline: ctx.deadline(),
-                })
+                }))
                 .await;
             match got {
                 Ok(Some(entry)) => Known {
@@ -367,11 +367,11 @@ async fn renew_one(
         if due(k.token, horizon) {
             let res = ctx
                 .vault
-                .call(RenewToken {
+                .call(Paced(RenewToken {
                     target: VaultToken::new(k.entry.token_id.clone()),
                     increment: ctx.cfg.token_increment,
                     deadline: ctx.deadline(),
-                })
+                }))
                 .await;
             match res {
                 Ok(ttl) => {
@@ -405,11 +405,11 @@ async fn renew_one(
         if due(k.lease, horizon) {
             let res = ctx
                 .vault
-                .call(RenewLease {
+                .call(Paced(RenewLease {
                     lease_id: k.entry.lease_id.clone(),
                     increment: LEASE_INCREMENT,
                     deadline: ctx.deadline(),
-                })
+                }))
                 .await;
             match res {
                 Ok(ttl) => {
@@ -474,11 +474,11 @@ async fn renew_one(
             }
             let res = ctx
                 .vault
-                .call(KvPut {
+                .call(Paced(KvPut {
                     uuid: uuid.to_string(),
                     entry: entry.clone(),
                     deadline: ctx.deadline(),
-                })
+                }))
                 .await;
             match res {
                 Ok(()) => {

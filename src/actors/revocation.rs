@@ -8,7 +8,7 @@
 
 use super::error::ActorError;
 use super::vault_session::{
-    KvDelete, LookupLease, LookupSelf, RevokeLease, RevokeOrphan, RevokeSelf, VaultSession,
+    KvDelete, LookupLease, LookupSelf, Paced, RevokeLease, RevokeOrphan, RevokeSelf, VaultSession,
 };
 use super::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
@@ -32,10 +32,10 @@ pub async fn revoke_recorded(
     if !entry.token_id.is_empty() {
         // Revoking the token revokes the leases it created (the DB user is dropped).
         let res = vault
-            .send(RevokeOrphan {
+            .send(Paced(RevokeOrphan {
                 target: VaultToken::new(entry.token_id.clone()),
                 deadline: dl(),
-            })
+            }))
             .await?;
         let res = match res {
             Ok(()) => ensure_token_dead(vault, &entry.token_id, &dl, log).await,
@@ -56,10 +56,10 @@ pub async fn revoke_recorded(
         revoke_lease_if_held(vault, &entry.lease_id, &dl, log).await?;
     }
     match vault
-        .send(KvDelete {
+        .send(Paced(KvDelete {
             uuid: uuid.to_string(),
             deadline: dl(),
-        })
+        }))
         .await?
     {
         Ok(()) => metrics
@@ -90,10 +90,10 @@ async fn ensure_token_dead(
 ) -> Result<(), ActorError> {
     let alive = || async {
         match vault
-            .send(LookupSelf {
+            .send(Paced(LookupSelf {
                 token: VaultToken::new(token_id.to_string()),
                 deadline: dl(),
-            })
+            }))
             .await?
         {
             Ok(_) => Ok(true),
@@ -114,10 +114,10 @@ async fn ensure_token_dead(
         "token still valid after revoke-orphan; revoking it with itself"
     );
     vault
-        .send(RevokeSelf {
+        .send(Paced(RevokeSelf {
             token: VaultToken::new(token_id.to_string()),
             deadline: dl(),
-        })
+        }))
         .await??;
     if alive().await? {
         return Err(ActorError::Vault(
@@ -145,10 +145,10 @@ async fn revoke_lease_if_held(
     // Ok(true): still held; Ok(false): gone; Err: cannot tell.
     let held = || async {
         vault
-            .send(LookupLease {
+            .send(Paced(LookupLease {
                 lease_id: lease_id.to_string(),
                 deadline: dl(),
-            })
+            }))
             .await?
             .map(|info| info.is_some())
     };
@@ -171,10 +171,10 @@ async fn revoke_lease_if_held(
         Err(e) if denied(&e) => {
             // Cannot verify: try the explicit revocation, else trust the token revocation.
             return match vault
-                .send(RevokeLease {
+                .send(Paced(RevokeLease {
                     lease_id: lease_id.to_string(),
                     deadline: dl(),
-                })
+                }))
                 .await?
             {
                 Err(e) if denied(&e) => {
@@ -187,10 +187,10 @@ async fn revoke_lease_if_held(
         Err(e) => return Err(e),
     }
     match vault
-        .send(RevokeLease {
+        .send(Paced(RevokeLease {
             lease_id: lease_id.to_string(),
             deadline: dl(),
-        })
+        }))
         .await?
     {
         Ok(()) => Ok(()),

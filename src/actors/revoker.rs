@@ -34,7 +34,9 @@ use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
 use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
-use super::vault_session::{KvGet, KvList, ListLeases, LookupLease, RevokeLease, VaultSession};
+use super::vault_session::{
+    KvGet, KvList, ListLeases, LookupLease, Paced, RevokeLease, VaultSession,
+};
 use super::ActorHandle;
 use crate::annotations::UUID_KEY;
 use crate::bookkeeping::BookkeepingEntry;
@@ -436,9 +438,10 @@ impl SweepEnv {
     where
         M: Message<Result = Result<T, ActorError>> + Send + 'static,
         T: Send + 'static,
-        VaultSession: Handler<M>,
+        M::Result: Send,
+        VaultSession: Handler<Paced<M>>,
     {
-        self.vault.call(msg(self.deadline())).await
+        self.vault.call(Paced(msg(self.deadline()))).await
     }
 
     async fn kv_list(&self) -> Result<Vec<String>, String> {
@@ -774,10 +777,10 @@ pub async fn revoke_entry(
 ) -> Result<bool, ActorError> {
     let dl = || tokio::time::Instant::now() + timeout;
     let Some(entry) = vault
-        .send(KvGet {
+        .send(Paced(KvGet {
             uuid: uuid.to_string(),
             deadline: dl(),
-        })
+        }))
         .await??
     else {
         return Ok(false);

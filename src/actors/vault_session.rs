@@ -5,8 +5,15 @@
 //! when Vault says the token is gone (revoking the old one, so nothing leaks), and revokes itself
 //! on shutdown. Every Vault operation vdbi performs is a typed message handled here; operations
 //! that use vdbi's own token wait for the login (bounded by the caller's deadline). I/O runs off
-//! the actor's mailbox, so operations proceed concurrently; one pooled HTTP client and one
-//! rate limiter serve them all (see [`crate::vault`]).
+//! the actor's mailbox, so operations proceed concurrently; one pooled HTTP client serves them
+//! all (see [`crate::vault`]).
+//!
+//! Budgets: an operation sent as is runs in the foreground lane (admissions, NRI fetches and
+//! the cleanup of a failed admission), which is never rate-limited client-side. Wrapped in
+//! [`Paced`] (the renewer and the revoker), it runs in the paced lane: `vaultRateLimit`, and
+//! it yields to the foreground while Vault is busy ([`crate::vault::limiter`]). A caller's
+//! deadline bounds its wait for a slot too: an operation whose deadline passes while it waits
+//! leaves the queue without taking one.
 //!
 //! A failed login is retried with backoff (0.5 s doubling to 30 s); operations arriving meanwhile
 //! wait for that retry (up to their deadline) and never start logins of their own. A renewal
@@ -19,8 +26,8 @@ use crate::health::HealthState;
 use crate::k8s::{self, ServiceAccountJwt};
 use crate::telemetry::Metrics;
 use crate::vault::{
-    DbCredentials, KubeAuthRole, LeaseInfo, LeaseTtl, LoginResult, TokenAuth, TokenInfo, TokenTtl,
-    VaultClient, VaultError, VaultToken,
+    DbCredentials, KubeAuthRole, Lane, LeaseInfo, LeaseTtl, LoginResult, TokenAuth, TokenInfo,
+    TokenTtl, VaultClient, VaultError, VaultSettings, VaultToken,
 };
 use actix::prelude::*;
 use slog::{info, warn, Logger};
@@ -49,9 +56,18 @@ pub struct SessionConfig {
     pub max_renew_interval: Duration,
 }
 
+/// Builds the Vault client the session (and only the session) calls Vault with: one
+/// connection pool and one [`crate::vault::Pacer`] for every token.
+pub fn connect(settings: VaultSettings) -> Result<VaultClient, VaultError> {
+    VaultClient::new(settings)
+}
+
 pub struct VaultSession {
     _guard: RestartGuard,
+    /// Foreground lane: admissions, NRI fetches, the session's own calls (never rate-limited).
     client: VaultClient,
+    /// Paced lane (the same pool): [`Paced`] operations of the renewer and the revoker.
+    paced: VaultClient,
     cfg: SessionConfig,
     token: Option<VaultToken>,
     /// Accessor, login time and TTL of the current token (for [`SessionInfo`]).
@@ -81,7 +97,8 @@ impl VaultSession {
     ) -> VaultSession {
         VaultSession {
             _guard: guard,
-            client,
+            paced: client.in_lane(Lane::Paced),
+            client: client.in_lane(Lane::Foreground),
             cfg,
             token: None,
             info: None,
@@ -406,6 +423,14 @@ impl Handler<IsLoggedIn> for VaultSession {
 // ---------------------------------------------------------------------------------------------
 // Operations
 
+/// Runs the operation `M` in the paced lane: `vaultRateLimit`, behind the foreground (the
+/// renewer's and the revoker's calls, as vault-db-injector's limiter paced them).
+pub struct Paced<M>(pub M);
+
+impl<M: Message> Message for Paced<M> {
+    type Result = M::Result;
+}
+
 /// Runs `op` with vdbi's own token under `deadline`; if Vault refuses the token as invalid, logs
 /// in again and retries once.
 async fn with_own_token<T, F, Fut>(
@@ -465,6 +490,7 @@ async fn timed<T>(
 }
 
 /// An operation's message: its fields and the deadline; it answers `Result<$out, ActorError>`.
+/// `Paced<$name>` runs it in the paced lane.
 macro_rules! op_message {
     ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* } -> $out:ty) => {
         $(#[$doc])*
@@ -472,6 +498,17 @@ macro_rules! op_message {
 
         impl Message for $name {
             type Result = Result<$out, ActorError>;
+        }
+
+        impl Handler<Paced<$name>> for VaultSession {
+            type Result = ResponseFuture<Result<$out, ActorError>>;
+            fn handle(&mut self, msg: Paced<$name>, ctx: &mut Context<Self>) -> Self::Result {
+                // Handlers take their client when called: lend them the paced one.
+                let foreground = std::mem::replace(&mut self.client, self.paced.clone());
+                let fut = <Self as Handler<$name>>::handle(self, msg.0, ctx);
+                self.client = foreground;
+                fut
+            }
         }
     };
 }

@@ -18,7 +18,7 @@ use crate::config::{Config, Mode};
 use crate::health::HealthState;
 use crate::http::{probes, tls, webhook};
 use crate::telemetry::Metrics;
-use crate::vault::{VaultClient, VaultSettings};
+use crate::vault::VaultSettings;
 use actix_web::dev::ServerHandle;
 use slog::{info, warn, Logger};
 use std::sync::Arc;
@@ -98,7 +98,7 @@ pub async fn start_with_metrics(
         let _ = hsrv.await;
     });
 
-    let client = VaultClient::new(VaultSettings {
+    let client = crate::actors::vault_session::connect(VaultSettings {
         address: config.vault_address.clone(),
         ca_cert_file: config.vault_ca_cert.clone(),
         skip_verify: config.vault_skip_verify,

@@ -46,6 +46,8 @@ pub fn build_logger(level: LogLevel, sentry: Option<&Sentry>) -> (Logger, LogGua
         None => Logger::root(drain.fuse(), root),
         Some(s) => Logger::root(slog::Duplicate::new(drain, s.drain()).fuse(), root),
     };
+    // Library records (`log` and `tracing`) join vdbi's log (see `library_logs`).
+    super::library_logs::install(&logger.new(o!("component" => "library")));
     (
         logger,
         LogGuard {

@@ -1,6 +1,7 @@
 //! Logs (slog, JSON), metrics (Prometheus, `vdbi_*`) and optional Sentry error reporting.
 
 pub mod external_clock;
+pub mod library_logs;
 pub mod logging;
 pub mod metrics;
 pub mod sentry;

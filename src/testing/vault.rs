@@ -25,7 +25,7 @@ impl VaultFixture {
         let platform = Platform::get();
         let mut settings = settings(&platform);
         f(&mut settings);
-        let client = VaultClient::new(settings).expect("Vault client");
+        let client = client(settings).expect("Vault client");
         let root = VaultToken::new(platform.var("VDBI_VAULT_ROOT_TOKEN"));
         VaultFixture {
             platform,
@@ -89,6 +89,12 @@ impl VaultFixture {
             .trim()
             .to_string()
     }
+}
+
+/// A Vault client for tests that exercise the typed operations directly (the daemon builds
+/// its one client in the actor layer).
+pub fn client(settings: VaultSettings) -> Result<VaultClient, crate::vault::VaultError> {
+    crate::actors::vault_session::connect(settings)
 }
 
 /// Client settings for the platform's OpenBao (no rate limit).

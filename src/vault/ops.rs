@@ -1,78 +1,50 @@
 //! The typed Vault operations vdbi performs (compat §3), as methods of [`VaultClient`].
+//!
+//! vaultrs serves directly: kubernetes login, `auth/token/create-orphan`, `auth/token/renew`,
+//! `renew-self`, `revoke-orphan`, `revoke-self`, and KV v2 write/list/delete. vaultrs's *request* types,
+//! decoded by vdbi: database credentials (`GenerateCredentialsRequest`, unwrapped into
+//! `EndpointResult` to keep the lease), KV v2 read (`ReadSecretRequest`, for the version),
+//! token lookups and the kubernetes auth role (vaultrs's response types lack fields vdbi
+//! needs; see `mod.rs`). vdbi's own rustify endpoints: `sys/leases/*`, `sys/health`
+//! ([`super::endpoints`]).
 
-use super::client::{api_path, parse_json, Reply, Request, VaultClient};
+use super::client::{raw_path, VaultClient};
+use super::endpoints::{
+    HealthRequest, ListLeasesRequest, LogicalDeleteRequest, LogicalReadRequest,
+    LogicalWriteRequest, LookupLeaseRequest, RenewLeaseRequest, RevokeLeaseRequest,
+};
 use super::error::VaultError;
+use super::exec::{exec_envelope, exec_raw, from_client_error, from_rest_error, parse_json};
 use super::secret::{Secret, VaultToken};
 use super::types::{
     null_default, secs, DbCredentials, Health, KubeAuthRole, LeaseInfo, LeaseTtl, LoginResult,
     TokenAuth, TokenInfo, TokenTtl,
 };
-use reqwest::Method;
+use rustify::endpoint::Endpoint as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
 use std::time::Duration;
+use vaultrs::api::auth::kubernetes::requests::ReadKubernetesRoleRequest;
+use vaultrs::api::database::requests::GenerateCredentialsRequest;
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
+use vaultrs::api::token::requests::{
+    CreateOrphanTokenRequest, LookupTokenRequest, LookupTokenSelfRequest,
+};
+use vaultrs::api::AuthInfo;
+use vaultrs::client::Client as _;
 
-/// Vault's response envelope.
+/// Vault's response envelope, decoded leniently (null → default).
 #[derive(Deserialize)]
 struct Envelope<D> {
     #[serde(default = "Option::default")]
     data: Option<D>,
-    #[serde(default)]
-    auth: Option<AuthBlock>,
     #[serde(default, deserialize_with = "null_default")]
     lease_id: String,
     #[serde(default, deserialize_with = "secs")]
     lease_duration: Duration,
     #[serde(default, deserialize_with = "null_default")]
     renewable: bool,
-}
-
-#[derive(Deserialize)]
-struct AuthBlock {
-    #[serde(default, deserialize_with = "null_default")]
-    client_token: VaultToken,
-    #[serde(default, deserialize_with = "null_default")]
-    accessor: String,
-    #[serde(default, deserialize_with = "null_default")]
-    policies: Vec<String>,
-    #[serde(default, deserialize_with = "null_default")]
-    token_policies: Vec<String>,
-    #[serde(default, deserialize_with = "null_default")]
-    metadata: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "secs")]
-    lease_duration: Duration,
-    #[serde(default, deserialize_with = "null_default")]
-    renewable: bool,
-    #[serde(default, deserialize_with = "null_default")]
-    entity_id: String,
-    #[serde(default, deserialize_with = "null_default")]
-    token_type: String,
-    #[serde(default, deserialize_with = "null_default")]
-    orphan: bool,
-}
-
-impl AuthBlock {
-    fn into_token_auth(self, what: &str) -> Result<TokenAuth, VaultError> {
-        if self.client_token.is_empty() {
-            return Err(VaultError::InvalidResponse(format!(
-                "{what}: auth.client_token is empty"
-            )));
-        }
-        Ok(TokenAuth {
-            token: self.client_token,
-            accessor: self.accessor,
-            ttl: self.lease_duration,
-            renewable: self.renewable,
-            policies: self.policies,
-            token_policies: self.token_policies,
-            metadata: self.metadata,
-            entity_id: self.entity_id,
-            token_type: self.token_type,
-            orphan: self.orphan,
-        })
-    }
 }
 
 /// `{"keys": [...]}` of a LIST.
@@ -82,30 +54,38 @@ struct Keys {
     keys: Vec<String>,
 }
 
-fn envelope<D: DeserializeOwned>(r: &Reply, what: &str) -> Result<Envelope<D>, VaultError> {
-    r.json(what)
-}
-
-fn data<D: DeserializeOwned>(r: &Reply, what: &str) -> Result<D, VaultError> {
-    envelope::<D>(r, what)?
+fn data<D: DeserializeOwned>(body: &[u8], what: &str) -> Result<D, VaultError> {
+    parse_json::<Envelope<D>>(what, body)?
         .data
         .ok_or_else(|| VaultError::InvalidResponse(format!("{what}: no data")))
 }
 
-fn auth(r: &Reply, what: &str) -> Result<TokenAuth, VaultError> {
-    envelope::<Value>(r, what)?
-        .auth
-        .ok_or_else(|| VaultError::InvalidResponse(format!("{what}: no auth block")))?
-        .into_token_auth(what)
+fn token_auth(a: AuthInfo, what: &str) -> Result<TokenAuth, VaultError> {
+    if a.client_token.is_empty() {
+        return Err(VaultError::InvalidResponse(format!(
+            "{what}: auth.client_token is empty"
+        )));
+    }
+    Ok(TokenAuth {
+        token: VaultToken::new(a.client_token),
+        accessor: a.accessor,
+        ttl: Duration::from_secs(a.lease_duration),
+        renewable: a.renewable,
+        policies: a.policies,
+        token_policies: a.token_policies,
+        metadata: a.metadata.unwrap_or_default().into_iter().collect(),
+        entity_id: a.entity_id,
+        token_type: a.token_type,
+        orphan: a.orphan,
+    })
 }
 
-fn token_ttl(r: &Reply, what: &str) -> Result<TokenTtl, VaultError> {
-    let a = auth(r, what)?;
-    Ok(TokenTtl {
+fn token_ttl(a: AuthInfo) -> TokenTtl {
+    TokenTtl {
         accessor: a.accessor,
-        ttl: a.ttl,
+        ttl: Duration::from_secs(a.lease_duration),
         renewable: a.renewable,
-    })
+    }
 }
 
 /// Treats a 404 as `None`.
@@ -121,6 +101,14 @@ fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
+/// Maps a vaultrs error of a call made with `token`.
+fn mapped<'a>(
+    what: &'static str,
+    token: Option<&'a VaultToken>,
+) -> impl Fn(vaultrs::error::ClientError) -> VaultError + 'a {
+    move |e| from_client_error(e, what, token)
+}
+
 impl VaultClient {
     // -----------------------------------------------------------------------------------------
     // Auth
@@ -132,17 +120,14 @@ impl VaultClient {
         role: &str,
         jwt: &str,
     ) -> Result<LoginResult, VaultError> {
-        let body = json!({ "role": role, "jwt": jwt });
-        let r = self
-            .call(
-                Method::POST,
-                &api_path(&["auth", mount, "login"])?,
-                None,
-                false,
-                Some(&body),
-            )
-            .await?;
-        auth(&r, "kubernetes login")
+        let mount = raw_path(&[mount])?;
+        self.run(None, |c| async move {
+            let a = vaultrs::auth::kubernetes::login(&c, &mount, role, jwt)
+                .await
+                .map_err(mapped("kubernetes login", None))?;
+            token_auth(a, "kubernetes login")
+        })
+        .await
     }
 
     /// `POST auth/token/create-orphan {policies, period, display_name}` (compat §3.1 step 3:
@@ -155,41 +140,40 @@ impl VaultClient {
         period: Duration,
         display_name: &str,
     ) -> Result<TokenAuth, VaultError> {
-        let body = json!({
-            "policies": policies,
-            "period": seconds(period),
-            "display_name": display_name,
-        });
-        let r = self
-            .call(
-                Method::POST,
-                "auth/token/create-orphan",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        auth(&r, "create-orphan")
+        self.run(Some(token), |c| async move {
+            let mut req = CreateOrphanTokenRequest::builder();
+            req.policies(policies.to_vec())
+                .period(seconds(period))
+                .display_name(display_name);
+            let a = vaultrs::token::new_orphan(&c, Some(&mut req))
+                .await
+                .map_err(mapped("create-orphan", Some(token)))?;
+            token_auth(a, "create-orphan")
+        })
+        .await
     }
 
-    /// `GET auth/<mount>/role/<role>` of the kubernetes auth method (compat §3.7).
+    /// `GET auth/<mount>/role/<role>` of the kubernetes auth method (compat §3.7). vaultrs's
+    /// request, decoded leniently (its response type has no `audience` nor namespace selector
+    /// and refuses a scalar where a list is expected).
     pub async fn read_kubernetes_auth_role(
         &self,
         token: &VaultToken,
         mount: &str,
         role: &str,
     ) -> Result<KubeAuthRole, VaultError> {
-        let r = self
-            .call(
-                Method::GET,
-                &api_path(&["auth", mount, "role", role])?,
-                Some(token),
-                false,
-                None,
-            )
-            .await?;
-        let d: serde_json::Map<String, Value> = data(&r, "kubernetes auth role")?;
-        Ok(KubeAuthRole::from_data(&d))
+        let (mount, name) = (raw_path(&[mount])?, raw_path(&[role])?);
+        self.run(Some(token), |c| async move {
+            let req = ReadKubernetesRoleRequest::builder()
+                .mount(mount)
+                .name(name)
+                .build()
+                .map_err(|e| VaultError::InvalidRequest(e.to_string()))?;
+            let body = exec_raw(&c, req, "kubernetes auth role").await?;
+            let d: serde_json::Map<String, Value> = data(&body, "kubernetes auth role")?;
+            Ok(KubeAuthRole::from_data(&d))
+        })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -203,17 +187,14 @@ impl VaultClient {
         target: &VaultToken,
         increment: Duration,
     ) -> Result<TokenTtl, VaultError> {
-        let body = json!({ "token": target.expose(), "increment": seconds(increment) });
-        let r = self
-            .call(
-                Method::POST,
-                "auth/token/renew",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        token_ttl(&r, "token renew")
+        self.run(Some(token), |c| async move {
+            vaultrs::token::renew(&c, target.expose(), Some(&seconds(increment)))
+                .await
+                .map(token_ttl)
+                .map_err(|e| from_client_error(e, "token renew", Some(target)))
+                .map_err(|e| mask_error(e, token))
+        })
+        .await
     }
 
     /// `POST auth/token/renew-self {increment}`.
@@ -222,17 +203,13 @@ impl VaultClient {
         token: &VaultToken,
         increment: Duration,
     ) -> Result<TokenTtl, VaultError> {
-        let body = json!({ "increment": seconds(increment) });
-        let r = self
-            .call(
-                Method::POST,
-                "auth/token/renew-self",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        token_ttl(&r, "token renew-self")
+        self.run(Some(token), |c| async move {
+            vaultrs::token::renew_self(&c, Some(&seconds(increment)))
+                .await
+                .map(token_ttl)
+                .map_err(mapped("token renew-self", Some(token)))
+        })
+        .await
     }
 
     /// `POST auth/token/revoke-orphan {token}`: revokes `target` (and its leases) but not its
@@ -242,47 +219,37 @@ impl VaultClient {
         token: &VaultToken,
         target: &VaultToken,
     ) -> Result<(), VaultError> {
-        let body = json!({ "token": target.expose() });
-        match self
-            .call(
-                Method::POST,
-                "auth/token/revoke-orphan",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await
-        {
+        let r = self
+            .run(Some(token), |c| async move {
+                vaultrs::token::revoke_orphan(&c, target.expose())
+                    .await
+                    .map_err(|e| from_client_error(e, "token revoke-orphan", Some(target)))
+                    .map_err(|e| mask_error(e, token))
+            })
+            .await;
+        match r {
             Err(e) if e.is_token_not_found() => Ok(()),
-            other => other.map(|_| ()),
+            other => other,
         }
     }
 
     /// `POST auth/token/revoke-self`. An already invalid token answers 403.
     pub async fn token_revoke_self(&self, token: &VaultToken) -> Result<(), VaultError> {
-        self.call(
-            Method::POST,
-            "auth/token/revoke-self",
-            Some(token),
-            false,
-            None,
-        )
-        .await?;
-        Ok(())
+        self.run(Some(token), |c| async move {
+            vaultrs::token::revoke_self(&c)
+                .await
+                .map_err(mapped("token revoke-self", Some(token)))
+        })
+        .await
     }
 
-    /// `GET auth/token/lookup-self`.
+    /// `GET auth/token/lookup-self` (vaultrs's request; its response type has no `period`).
     pub async fn token_lookup_self(&self, token: &VaultToken) -> Result<TokenInfo, VaultError> {
-        let r = self
-            .call(
-                Method::GET,
-                "auth/token/lookup-self",
-                Some(token),
-                false,
-                None,
-            )
-            .await?;
-        data(&r, "token lookup-self")
+        self.run(Some(token), |c| async move {
+            let body = exec_raw(&c, LookupTokenSelfRequest {}, "token lookup-self").await?;
+            data(&body, "token lookup-self")
+        })
+        .await
     }
 
     /// `POST auth/token/lookup {token}`: another token's properties.
@@ -291,59 +258,53 @@ impl VaultClient {
         token: &VaultToken,
         target: &VaultToken,
     ) -> Result<TokenInfo, VaultError> {
-        let body = json!({ "token": target.expose() });
-        let r = self
-            .call(
-                Method::POST,
-                "auth/token/lookup",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        data(&r, "token lookup")
+        self.run(Some(token), |c| async move {
+            let req = LookupTokenRequest {
+                token: target.expose().to_string(),
+            };
+            let body = exec_raw(&c, req, "token lookup")
+                .await
+                .map_err(|e| mask_error(e, target))?;
+            data(&body, "token lookup")
+        })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
     // Database secrets engine
 
-    /// `GET <mount>/creds/<role>`, keeping the lease (`lease_id`, `lease_duration`,
-    /// `renewable`) that vaultrs drops. `data.username` and `data.password` must be strings.
+    /// `GET <mount>/creds/<role>` through vaultrs's `GenerateCredentialsRequest`, unwrapped into
+    /// `EndpointResult` so that the lease (`lease_id`, `lease_duration`, `renewable`) is kept.
     pub async fn read_db_credentials(
         &self,
         token: &VaultToken,
         mount: &str,
         role: &str,
     ) -> Result<DbCredentials, VaultError> {
-        #[derive(Deserialize)]
-        struct Creds {
-            username: String,
-            password: Secret<String>,
-        }
-        let r = self
-            .call(
-                Method::GET,
-                &api_path(&[mount, "creds", role])?,
-                Some(token),
-                false,
-                None,
-            )
-            .await?;
-        let env: Envelope<Creds> = envelope(&r, "database creds")?;
-        let creds = env
-            .data
-            .ok_or_else(|| VaultError::InvalidResponse("database creds: no data".into()))?;
-        Ok(DbCredentials {
-            username: creds.username,
-            password: creds.password,
-            lease_id: env.lease_id,
-            lease_duration: env.lease_duration,
-            renewable: env.renewable,
+        let (mount, name) = (raw_path(&[mount])?, raw_path(&[role])?);
+        self.run(Some(token), |c| async move {
+            let req = GenerateCredentialsRequest::builder()
+                .mount(mount)
+                .name(name)
+                .build()
+                .map_err(|e| VaultError::InvalidRequest(e.to_string()))?;
+            let r = exec_envelope(&c, req, "database creds").await?;
+            let creds = r
+                .data
+                .ok_or_else(|| VaultError::InvalidResponse("database creds: no data".into()))?;
+            Ok(DbCredentials {
+                username: creds.username,
+                password: Secret::new(creds.password),
+                lease_id: r.lease_id,
+                lease_duration: Duration::from_secs(r.lease_duration.into()),
+                renewable: r.renewable,
+            })
         })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
-    // Leases
+    // Leases (vdbi's endpoints: vaultrs has no `sys/leases`)
 
     /// `PUT sys/leases/renew {lease_id, increment}` (compat §3.5). See
     /// [`VaultError::is_lease_not_found`] and [`VaultError::is_unrecoverable_lease`].
@@ -353,40 +314,35 @@ impl VaultClient {
         lease_id: &str,
         increment: Duration,
     ) -> Result<LeaseTtl, VaultError> {
-        let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
-        let r = self
-            .call(
-                Method::PUT,
-                "sys/leases/renew",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        let env: Envelope<Value> = envelope(&r, "lease renew")?;
-        Ok(LeaseTtl {
-            lease_id: if env.lease_id.is_empty() {
-                lease_id.to_string()
-            } else {
-                env.lease_id
-            },
-            ttl: env.lease_duration,
-            renewable: env.renewable,
+        self.run(Some(token), |c| async move {
+            let req = RenewLeaseRequest {
+                lease_id: lease_id.to_string(),
+                increment: increment.as_secs(),
+            };
+            let body = exec_raw(&c, req, "lease renew").await?;
+            let env: Envelope<Value> = parse_json("lease renew", &body)?;
+            Ok(LeaseTtl {
+                lease_id: if env.lease_id.is_empty() {
+                    lease_id.to_string()
+                } else {
+                    env.lease_id
+                },
+                ttl: env.lease_duration,
+                renewable: env.renewable,
+            })
         })
+        .await
     }
 
     /// `PUT sys/leases/revoke {lease_id}`. Vault answers 204 for an unknown lease too.
     pub async fn lease_revoke(&self, token: &VaultToken, lease_id: &str) -> Result<(), VaultError> {
-        let body = json!({ "lease_id": lease_id });
-        self.call(
-            Method::PUT,
-            "sys/leases/revoke",
-            Some(token),
-            false,
-            Some(&body),
-        )
-        .await?;
-        Ok(())
+        self.run(Some(token), |c| async move {
+            let req = RevokeLeaseRequest {
+                lease_id: lease_id.to_string(),
+            };
+            exec_raw(&c, req, "lease revoke").await.map(|_| ())
+        })
+        .await
     }
 
     /// `PUT sys/leases/lookup {lease_id}`. An unknown lease is a 400 `invalid lease`.
@@ -395,17 +351,14 @@ impl VaultClient {
         token: &VaultToken,
         lease_id: &str,
     ) -> Result<LeaseInfo, VaultError> {
-        let body = json!({ "lease_id": lease_id });
-        let r = self
-            .call(
-                Method::PUT,
-                "sys/leases/lookup",
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        data(&r, "lease lookup")
+        self.run(Some(token), |c| async move {
+            let req = LookupLeaseRequest {
+                lease_id: lease_id.to_string(),
+            };
+            let body = exec_raw(&c, req, "lease lookup").await?;
+            data(&body, "lease lookup")
+        })
+        .await
     }
 
     /// `LIST sys/leases/lookup/<prefix>` (needs `sudo`): the lease ids' last segments, and
@@ -415,15 +368,18 @@ impl VaultClient {
         token: &VaultToken,
         prefix: &str,
     ) -> Result<Vec<String>, VaultError> {
-        let path = api_path(&["sys/leases/lookup", prefix])?;
-        let r = found(self.call(Method::GET, &path, Some(token), true, None).await)?;
-        match r {
-            None => Ok(Vec::new()),
-            Some(r) => Ok(envelope::<Keys>(&r, "lease list")?
-                .data
-                .map(|k| k.keys)
-                .unwrap_or_default()),
-        }
+        let prefix = raw_path(&[prefix])?;
+        self.run(Some(token), |c| async move {
+            let req = ListLeasesRequest { prefix };
+            match found(exec_raw(&c, req, "lease list").await)? {
+                None => Ok(Vec::new()),
+                Some(body) => Ok(parse_json::<Envelope<Keys>>("lease list", &body)?
+                    .data
+                    .map(|k| k.keys)
+                    .unwrap_or_default()),
+            }
+        })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -465,30 +421,24 @@ impl VaultClient {
     ) -> Result<u64, VaultError> {
         let data = serde_json::to_value(data)
             .map_err(|e| VaultError::Config(format!("encoding the KV entry: {e}")))?;
-        let body = match cas {
-            None => json!({ "data": data }),
-            Some(cas) => json!({ "data": data, "options": { "cas": cas } }),
-        };
-        let r = self
-            .call(
-                Method::POST,
-                &api_path(&[mount, "data", path])?,
-                Some(token),
-                false,
-                Some(&body),
-            )
-            .await?;
-        #[derive(Deserialize)]
-        struct Written {
-            #[serde(default, deserialize_with = "null_default")]
-            version: u64,
-        }
-        if r.body.is_empty() {
-            return Ok(0);
-        }
-        Ok(envelope::<Written>(&r, "kv write")?
-            .data
-            .map_or(0, |w| w.version))
+        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
+        let cas = cas
+            .map(|c| {
+                u32::try_from(c)
+                    .map(|cas| SetSecretRequestOptions { cas })
+                    .map_err(|_| VaultError::InvalidRequest(format!("cas {c} is out of range")))
+            })
+            .transpose()?;
+        self.run(Some(token), |c| async move {
+            let written = match cas {
+                None => vaultrs::kv2::set(&c, &mount, &path, &data).await,
+                Some(o) => vaultrs::kv2::set_with_options(&c, &mount, &path, &data, o).await,
+            };
+            written
+                .map(|m| m.version)
+                .map_err(mapped("kv write", Some(token)))
+        })
+        .await
     }
 
     /// `GET <mount>/data/<path>`: the latest version's data, `None` when absent or deleted.
@@ -511,37 +461,30 @@ impl VaultClient {
         mount: &str,
         path: &str,
     ) -> Result<Option<(T, u64)>, VaultError> {
-        #[derive(Deserialize)]
-        struct Meta {
-            #[serde(default, deserialize_with = "null_default")]
-            version: u64,
-        }
-        #[derive(Deserialize)]
-        struct Versioned {
-            #[serde(default)]
-            data: Option<Value>,
-            #[serde(default)]
-            metadata: Option<Meta>,
-        }
-        let path = api_path(&[mount, "data", path])?;
-        let Some(r) = found(
-            self.call(Method::GET, &path, Some(token), false, None)
-                .await,
-        )?
-        else {
-            return Ok(None);
-        };
-        let Some(v) = envelope::<Versioned>(&r, "kv read")?.data else {
-            return Ok(None);
-        };
-        let version = v.metadata.map_or(0, |m| m.version);
-        match v.data {
-            None | Some(Value::Null) => Ok(None),
-            Some(d) => {
-                let bytes = serde_json::to_vec(&d).unwrap_or_default();
-                Ok(Some((parse_json("kv entry", &bytes)?, version)))
+        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
+        self.run(Some(token), |c| async move {
+            let req = ReadSecretRequest::builder()
+                .mount(mount)
+                .path(path)
+                .build()
+                .map_err(|e| VaultError::InvalidRequest(e.to_string()))?;
+            let Some(r) = found(
+                vaultrs::api::exec_with_result(&c, req)
+                    .await
+                    .map_err(mapped("kv read", Some(token))),
+            )?
+            else {
+                return Ok(None);
+            };
+            match r.data {
+                Value::Null => Ok(None),
+                d => {
+                    let bytes = serde_json::to_vec(&d).unwrap_or_default();
+                    Ok(Some((parse_json("kv entry", &bytes)?, r.metadata.version)))
+                }
             }
-        }
+        })
+        .await
     }
 
     /// `LIST <mount>/metadata/<prefix>`: the keys under `prefix` (sub-folders end with `/`).
@@ -552,14 +495,14 @@ impl VaultClient {
         mount: &str,
         prefix: &str,
     ) -> Result<Vec<String>, VaultError> {
-        let path = api_path(&[mount, "metadata", prefix])?;
-        match found(self.call(Method::GET, &path, Some(token), true, None).await)? {
-            None => Ok(Vec::new()),
-            Some(r) => Ok(envelope::<Keys>(&r, "kv list")?
-                .data
-                .map(|k| k.keys)
-                .unwrap_or_default()),
-        }
+        let (mount, prefix) = (raw_path(&[mount])?, raw_path(&[prefix])?);
+        self.run(Some(token), |c| async move {
+            let keys = vaultrs::kv2::list(&c, &mount, &prefix)
+                .await
+                .map_err(mapped("kv list", Some(token)));
+            Ok(found(keys)?.unwrap_or_default())
+        })
+        .await
     }
 
     /// `DELETE <mount>/data/<path>` then `DELETE <mount>/metadata/<path>` (compat §3.6): the
@@ -570,14 +513,21 @@ impl VaultClient {
         mount: &str,
         path: &str,
     ) -> Result<(), VaultError> {
-        for kind in ["data", "metadata"] {
-            let p = api_path(&[mount, kind, path])?;
+        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
+        self.run(Some(token), |c| async move {
             found(
-                self.call(Method::DELETE, &p, Some(token), false, None)
-                    .await,
+                vaultrs::kv2::delete_latest(&c, &mount, &path)
+                    .await
+                    .map_err(mapped("kv delete", Some(token))),
             )?;
-        }
-        Ok(())
+            found(
+                vaultrs::kv2::delete_metadata(&c, &mount, &path)
+                    .await
+                    .map_err(mapped("kv metadata delete", Some(token))),
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -587,23 +537,91 @@ impl VaultClient {
     /// standby, 472/473 DR/performance standby, 501 not initialised, 503 sealed): all of these
     /// are a [`Health`], not an error.
     pub async fn health(&self) -> Result<Health, VaultError> {
-        let r = self
-            .send(Request {
-                method: Method::GET,
-                path: "sys/health",
-                token: None,
-                list: false,
-                body: None,
-            })
-            .await?;
-        match r.status {
-            200 | 429 | 472 | 473 | 474 | 501 | 503 => match r.json::<Health>("sys/health") {
-                Ok(h) => Ok(h),
-                // a 503 that is not a health body (a proxy) is an error, not "sealed"
-                Err(_) if r.status != 200 => Err(VaultError::from_status(r.status, Vec::new())),
-                Err(e) => Err(e),
-            },
-            s => Err(VaultError::from_status(s, Vec::new())),
-        }
+        self.run(None, |c| async move {
+            let res = HealthRequest {}
+                .with_middleware(c.middle())
+                .exec(c.http())
+                .await;
+            match res {
+                Ok(r) => parse_json("sys/health", r.response.body()),
+                Err(rustify::errors::ClientError::ServerResponseError { code, content })
+                    if matches!(code, 429 | 472 | 473 | 474 | 501 | 503) =>
+                {
+                    // a non-200 that is not a health body (a proxy) is an error, not "sealed"
+                    content
+                        .and_then(|c| serde_json::from_str::<Health>(&c).ok())
+                        .ok_or_else(|| VaultError::from_status(code, Vec::new()))
+                }
+                Err(e) => Err(from_rest_error(e, "sys/health", None)),
+            }
+        })
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Generic calls (set-up code and tests; the daemon does not use them)
+
+    /// Generic read of `path` (e.g. `sys/mounts`), returning the whole response JSON, or `None`
+    /// for a 204. The value may hold secrets: never log it.
+    pub async fn logical_read(
+        &self,
+        token: &VaultToken,
+        path: &str,
+    ) -> Result<Option<Value>, VaultError> {
+        let path = raw_path(&[path])?;
+        self.run(Some(token), |c| async move {
+            let body = exec_raw(&c, LogicalReadRequest { path }, "logical read").await?;
+            opt_json(&body, "logical read")
+        })
+        .await
+    }
+
+    /// Generic write (`POST`) of `body` to `path`; see [`logical_read`](Self::logical_read).
+    pub async fn logical_write(
+        &self,
+        token: &VaultToken,
+        path: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, VaultError> {
+        let path = raw_path(&[path])?;
+        let body = serde_json::to_vec(body)
+            .map_err(|e| VaultError::Config(format!("encoding the request: {e}")))?;
+        self.run(Some(token), |c| async move {
+            let body = exec_raw(&c, LogicalWriteRequest { path, body }, "logical write").await?;
+            opt_json(&body, "logical write")
+        })
+        .await
+    }
+
+    /// Generic `DELETE` of `path`; see [`logical_read`](Self::logical_read).
+    pub async fn logical_delete(&self, token: &VaultToken, path: &str) -> Result<(), VaultError> {
+        let path = raw_path(&[path])?;
+        self.run(Some(token), |c| async move {
+            exec_raw(&c, LogicalDeleteRequest { path }, "logical delete")
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+}
+
+fn opt_json(body: &[u8], what: &str) -> Result<Option<Value>, VaultError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(None)
+    } else {
+        parse_json(what, body).map(Some)
+    }
+}
+
+/// Masks a second token (the session's, when the error was mapped with the target's).
+fn mask_error(e: VaultError, token: &VaultToken) -> VaultError {
+    let t = token.expose();
+    if t.len() < 4 || !e.errors().iter().any(|s| s.contains(t)) {
+        return e;
+    }
+    let errors = e.errors().iter().map(|s| s.replace(t, "***")).collect();
+    match e.status() {
+        Some(status) => VaultError::from_status(status, errors),
+        None => e,
     }
 }
