@@ -22,18 +22,20 @@ use std::time::{Duration, Instant};
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
 use vdbi::actors::renewer::RunCycle;
 use vdbi::actors::revoker::{DiscoverOrphans, Sweep};
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::{start_with, Running};
 use vdbi::config::{Config, Mode, OrphanLeaseMode};
+use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
 use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// One "release" of vdbi: its bookkeeping prefix, its pod label and its Lease namespace.
+/// One "release" of vdbi: its bookkeeping prefix, its pod label and the chart's RBAC installed
+/// in its own namespace (where its Leases live), with Vault roles carrying the published policies.
 struct Release {
     prefix: String,
     label: String,
-    leases: TestNamespace,
+    leases: ChartRelease,
 }
 
 impl Release {
@@ -41,7 +43,7 @@ impl Release {
         Release {
             prefix: unique_name("lc"),
             label: unique_name("vdbi-lc"),
-            leases: TestNamespace::create(client, "lc-leases").await,
+            leases: ChartRelease::install(&Platform::get(), client, "lc-leases").await,
         }
     }
 }
@@ -49,7 +51,7 @@ impl Release {
 /// An in-process vdbi of a release.
 struct Instance {
     running: Running,
-    _jwt: tempfile::NamedTempFile,
+    _dir: tempfile::TempDir,
     _cert: TestCert,
 }
 
@@ -58,26 +60,36 @@ fn release_config(p: &Platform, rel: &Release, mode: Mode, identity: &str) -> Co
     c.mode = mode;
     c.injector_label = rel.label.clone();
     c.pod_name = identity.to_string();
-    c.pod_namespace = rel.leases.name.clone();
+    c.pod_namespace = rel.leases.namespace.name.clone();
+    c.kube_role = rel.leases.vault_role(Component::of_mode(mode));
     c.sync_ttl_second = 3600;
     c.revoker_unseen_grace = Duration::from_secs(60);
     c
 }
 
-async fn start_instance(p: &Platform, mut c: Config) -> Instance {
+/// Starts vdbi in-process with the chart's RBAC of its mode's component and the release's Vault
+/// role (through the least-privilege guard).
+async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance {
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
-    let jwt = own_jwt(p, "vdbi-revoker").await;
+    let component = Component::of_mode(c.mode);
+    let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    c.kube_token_path = jwt.path().to_path_buf();
+    c.kube_token_path = rel.leases.jwt_file(component, dir.path()).await;
     c.cert_file = cert.cert.clone();
     c.key_file = cert.key.clone();
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi starts");
+    let kube = rel.leases.kube_client(component).await;
+    assert_least_privilege(p, Some(&kube), &c.vault_auth_path, &[&c.kube_role]).await;
+    let running = start_with(
+        c,
+        vdbi::telemetry::logging::test_logger(),
+        vdbi::telemetry::Metrics::new(true),
+        Some(kube),
+    )
+    .await
+    .expect("vdbi starts");
     Instance {
         running,
-        _jwt: jwt,
+        _dir: dir,
         _cert: cert,
     }
 }
@@ -348,13 +360,19 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
     let ns = TestNamespace::create(&client, "lc-watch").await;
     ns.service_account("app").await;
     ns.service_account("default").await;
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::All, "replica-a")).await;
+    let inst = start_instance(&p, &rel, release_config(&p, &rel, Mode::All, "replica-a")).await;
     inst.wait_leading(REVOKER_LEASE).await;
+    // The instance's JWT directory stays alive with `_identity` (vdbi re-reads it at login).
+    let Instance {
+        running,
+        _dir: _identity,
+        _cert: cert,
+    } = inst;
     let vdbi = Vdbi {
-        running: inst.running,
+        running,
         prefix: rel.prefix.clone(),
-        cert: inst._cert,
-        jwt_file: inst._jwt,
+        cert,
+        jwt_file: tempfile::NamedTempFile::new().unwrap(),
     };
     let wh = register_webhook(&client, &vdbi, &ns.name).await;
     let pods: Api<Pod> = ns.api();
@@ -468,7 +486,7 @@ async fn stopped_revoker_sweeps_up_after_restart() {
 
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
     cfg.revoker_unseen_grace = Duration::from_secs(4);
-    let inst = start_instance(&p, cfg.clone()).await;
+    let inst = start_instance(&p, &rel, cfg.clone()).await;
     inst.wait_leading(REVOKER_LEASE).await;
     inst.running.shutdown().await;
 
@@ -486,7 +504,7 @@ async fn stopped_revoker_sweeps_up_after_restart() {
     }
 
     let t0 = Instant::now();
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
     let took =
         t0.elapsed() + wait_all_gone(&root, &p, &rel.prefix, &gone, Duration::from_secs(30)).await;
@@ -524,7 +542,7 @@ async fn entry_of_a_pod_that_never_appeared_is_revoked_after_the_grace() {
     let grace = Duration::from_secs(10);
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
     cfg.revoker_unseen_grace = grace;
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
 
     let i = issue(&root, &p, "app-rw", "768h").await;
@@ -578,7 +596,12 @@ async fn finished_pod_credentials_are_revoked() {
     record(&root, &p, &rel.prefix, &web, &ns.name, "web").await;
     create_pod(&pods, &labelled_pod("web", &rel.label, &[&web.uuid])).await;
 
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::Revoker, "revoker-0")).await;
+    let inst = start_instance(
+        &p,
+        &rel,
+        release_config(&p, &rel, Mode::Revoker, "revoker-0"),
+    )
+    .await;
     inst.wait_leading(REVOKER_LEASE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(all_alive(&root, &p, &rel.prefix, &job).await);
@@ -640,7 +663,7 @@ async fn removing_the_label_does_not_revoke() {
     create_pod(&pods, &labelled_pod("relabelled", &rel.label, &[&i.uuid])).await;
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
     cfg.revoker_unseen_grace = Duration::from_secs(2);
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     pods.patch(
@@ -718,7 +741,7 @@ async fn renewer_extends_live_pods_and_leaves_other_releases_alone() {
 
     let mut cfg = release_config(&p, &rel, Mode::Renewer, "renewer-0");
     cfg.sync_ttl_second = 2;
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(RENEWER_LEASE).await;
     let m = &inst.running.metrics;
     let t = Instant::now();
@@ -789,7 +812,12 @@ async fn zero_pods_guard_touches_nothing() {
     let ns = TestNamespace::create(&client, "lc-zero").await;
     let i = issue(&root, &p, "app-rw", "1h").await;
     record(&root, &p, &rel.prefix, &i, &ns.name, "").await;
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::Renewer, "renewer-0")).await;
+    let inst = start_instance(
+        &p,
+        &rel,
+        release_config(&p, &rel, Mode::Renewer, "renewer-0"),
+    )
+    .await;
     inst.wait_leading(RENEWER_LEASE).await;
     let err = inst.run_cycle().await.expect_err("the cycle must refuse");
     assert!(err.contains("zero live"), "{err}");
@@ -901,7 +929,12 @@ async fn unrecoverable_lease_entry_is_purged() {
     )
     .await;
 
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::Renewer, "renewer-0")).await;
+    let inst = start_instance(
+        &p,
+        &rel,
+        release_config(&p, &rel, Mode::Renewer, "renewer-0"),
+    )
+    .await;
     inst.wait_leading(RENEWER_LEASE).await;
     let report = inst.run_cycle().await.unwrap();
     assert_eq!(report.purged, 1, "{report:?}");
@@ -924,27 +957,6 @@ async fn unrecoverable_lease_entry_is_purged() {
 // ---------------------------------------------------------------------------------------------
 // Orphan leases
 
-/// A k8s-auth role for vdbi's own login with the legacy policy plus what orphan discovery needs.
-async fn discovery_login_role(root: &VaultRoot, p: &Platform, name: &str) {
-    let mount = p.var("VDBI_DB_MOUNT");
-    root.write(
-        &format!("sys/policies/acl/{name}"),
-        &json!({"policy": format!(
-            "path \"sys/leases/lookup/{mount}/creds/*\" {{ capabilities = [\"list\", \"sudo\"] }}\npath \"sys/leases/revoke\" {{ capabilities = [\"update\"] }}\n")}),
-    )
-    .await;
-    root.write(
-        &format!("auth/{}/role/{name}", p.var("VDBI_K8S_AUTH_MOUNT")),
-        &json!({
-            "bound_service_account_names": ["vdbi-revoker"],
-            "bound_service_account_namespaces": [p.var("VDBI_SYSTEM_NAMESPACE")],
-            "token_policies": ["vdbi-legacy", name],
-            "token_ttl": "1h"
-        }),
-    )
-    .await;
-}
-
 /// Leases Vault holds under the roles this release uses but that no entry records (a crash
 /// between issuing and recording) are reported, and in `revoke` mode revoked once older than
 /// the grace; younger ones, recorded ones and other roles' are left alone.
@@ -958,8 +970,6 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
     ns.service_account("default").await;
     let pods: Api<Pod> = ns.api();
     let role = OwnRole::create(&root, &p).await;
-    let login = unique_name("lc-discovery");
-    discovery_login_role(&root, &p, &login).await;
     let grace = Duration::from_secs(10);
 
     let recorded = issue(&root, &p, &role.name, "1h").await;
@@ -974,11 +984,10 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
 
     // Report mode: counted, nothing revoked.
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
-    cfg.kube_role = login.clone();
     cfg.revoker_unseen_grace = Duration::from_secs(2);
     cfg.orphan_lease_grace = grace;
     cfg.orphan_lease_discovery = OrphanLeaseMode::Report;
-    let inst = start_instance(&p, cfg.clone()).await;
+    let inst = start_instance(&p, &rel, cfg.clone()).await;
     inst.wait_leading(REVOKER_LEASE).await;
     let revoker = inst.running.revoker.clone().unwrap();
     // A pass learns the roles from the entries, the next one lists their leases.
@@ -1013,7 +1022,7 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
 
     // Revoke mode.
     cfg.orphan_lease_discovery = OrphanLeaseMode::Revoke;
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
     let m = inst.running.metrics.clone();
     let t = Instant::now();
@@ -1062,14 +1071,6 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
     )
     .await;
     role.delete(&root, &p).await;
-    root.request(
-        Method::DELETE,
-        &format!("auth/{}/role/{login}", p.var("VDBI_K8S_AUTH_MOUNT")),
-        None,
-    )
-    .await;
-    root.request(Method::DELETE, &format!("sys/policies/acl/{login}"), None)
-        .await;
     ns.cleanup().await;
     rel.leases.cleanup().await;
 }
@@ -1097,7 +1098,8 @@ fn free_port() -> u16 {
 struct ProcEnv {
     dir: tempfile::TempDir,
     cert: TestCert,
-    jwt: tempfile::NamedTempFile,
+    /// Per component: (Vault JWT file, kubeconfig) of the chart's ServiceAccount.
+    identities: BTreeMap<&'static str, (PathBuf, PathBuf)>,
 }
 
 impl ProcEnv {
@@ -1121,11 +1123,26 @@ impl ProcEnv {
         out
     }
 
-    async fn new(p: &Platform) -> ProcEnv {
+    async fn new(p: &Platform, rel: &Release) -> ProcEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let mut identities = BTreeMap::new();
+        for c in [Component::All, Component::Renewer, Component::Revoker] {
+            let jwt = rel.leases.jwt_file(c, dir.path()).await;
+            let kubeconfig = rel.leases.kubeconfig(c, dir.path()).await;
+            let kube = rel.leases.kube_client(c).await;
+            assert_least_privilege(
+                p,
+                Some(&kube),
+                &p.var("VDBI_K8S_AUTH_MOUNT"),
+                &[&rel.leases.vault_role(c)],
+            )
+            .await;
+            identities.insert(c.as_str(), (jwt, kubeconfig));
+        }
         ProcEnv {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             cert: make_cert(),
-            jwt: own_jwt(p, "vdbi-revoker").await,
+            identities,
         }
     }
 
@@ -1140,10 +1157,16 @@ impl ProcEnv {
         kubeconfig: Option<&Path>,
     ) -> Proc {
         let (mport, hport) = (free_port(), free_port());
+        let (jwt, chart_kubeconfig) = &self.identities[mode];
         let kube_role = if extra.contains("kubeRole:") {
-            ""
+            String::new()
         } else {
-            "kubeRole: vdbi\n"
+            let c = match mode {
+                "renewer" => Component::Renewer,
+                "revoker" => Component::Revoker,
+                _ => Component::All,
+            };
+            format!("kubeRole: {}\n", rel.leases.vault_role(c))
         };
         let cfg = format!(
             "mode: {mode}\nvaultAddress: {}\nvaultAuthPath: {}\n{kube_role}vaultSecretName: {}\n\
@@ -1155,7 +1178,7 @@ impl ProcEnv {
             p.var("VDBI_KV_MOUNT"),
             rel.prefix,
             rel.label,
-            self.jwt.path().display(),
+            jwt.display(),
             self.cert.cert.display(),
             self.cert.key.display(),
         );
@@ -1170,14 +1193,9 @@ impl ProcEnv {
         let child = Command::new(env!("CARGO_BIN_EXE_vdbi"))
             .arg("--config")
             .arg(&cfg_path)
-            .env(
-                "KUBECONFIG",
-                kubeconfig
-                    .map(|k| k.display().to_string())
-                    .unwrap_or_else(|| p.var("KUBECONFIG")),
-            )
+            .env("KUBECONFIG", kubeconfig.unwrap_or(chart_kubeconfig))
             .env("POD_NAME", name)
-            .env("POD_NAMESPACE", &rel.leases.name)
+            .env("POD_NAMESPACE", &rel.leases.namespace.name)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -1314,7 +1332,7 @@ async fn leader_election_between_real_processes() {
     let client = p.kube_client().await;
     let rel = Release::new(&client).await;
     let ns = TestNamespace::create(&client, "lc-election").await;
-    let env = ProcEnv::new(&p).await;
+    let env = ProcEnv::new(&p, &rel).await;
     let extra = "syncTTLSecond: 2\nrevokerUnseenGrace: 2s\n";
     let a = env.spawn(&p, &rel, "replica-a", "all", extra, None);
     let b = env.spawn(&p, &rel, "replica-b", "all", extra, None);
@@ -1499,11 +1517,11 @@ async fn revoker_killed_mid_revocation_leaks_nothing() {
         create_pod(&pods, &labelled_pod(&name, &rel.label, &[&i.uuid])).await;
         issued.push(i);
     }
-    let env = ProcEnv::new(&p).await;
+    let env = ProcEnv::new(&p, &rel).await;
     // The revoker policy of the documented split (projected) setup: it may revoke leases, which
     // is what ends a lease whose token was left half revoked by the kill (vault-db-injector's
     // single legacy policy may not: such a lease then lives until its TTL, entry kept).
-    let extra = "revokerUnseenGrace: 4s\nkubeRole: vdbi-revoker\n";
+    let extra = "revokerUnseenGrace: 4s\n";
     let mut r = env.spawn(&p, &rel, "revoker-0", "revoker", extra, None);
     until(&env, "revoker leads", Duration::from_secs(40), || async {
         r.leads(REVOKER_LEASE).await && r.index_synced().await
@@ -1588,9 +1606,9 @@ async fn replica_with_a_broken_watch_steps_down() {
     let p = Platform::get();
     let client = p.kube_client().await;
     let rel = Release::new(&client).await;
-    let lease_ns = rel.leases.name.clone();
+    let lease_ns = rel.leases.namespace.name.clone();
     // A ServiceAccount that may use Leases in the lease namespace, and nothing else.
-    rel.leases.service_account("blind").await;
+    rel.leases.namespace.service_account("blind").await;
     let role = Role {
         metadata: ObjectMeta {
             name: Some("leases".into()),
@@ -1606,7 +1624,7 @@ async fn replica_with_a_broken_watch_steps_down() {
             ..Default::default()
         }]),
     };
-    let roles: Api<Role> = rel.leases.api();
+    let roles: Api<Role> = rel.leases.namespace.api();
     roles.create(&PostParams::default(), &role).await.unwrap();
     let binding = RoleBinding {
         metadata: ObjectMeta {
@@ -1625,12 +1643,12 @@ async fn replica_with_a_broken_watch_steps_down() {
             ..Default::default()
         }]),
     };
-    let bindings: Api<RoleBinding> = rel.leases.api();
+    let bindings: Api<RoleBinding> = rel.leases.namespace.api();
     bindings
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
-    let env = ProcEnv::new(&p).await;
+    let env = ProcEnv::new(&p, &rel).await;
     let kubeconfig =
         service_account_kubeconfig(&p, &client, &lease_ns, "blind", env.dir.path()).await;
     let extra = "podWatchBrokenAfter: 3s\n";

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub nri_substitutions: Counter,
     pub nri_unwrap_failures: CounterVec,
     pub token_request_errors: CounterVec,
+    pub pod_check_errors: CounterVec,
     pub vault_login_errors: CounterVec,
     pub projected_role_misconfigured: CounterVec,
     pub nri_resolve_duplicate: Counter,
@@ -326,6 +327,12 @@ impl Metrics {
                 "TokenRequest failures",
                 &["reason"],
             ),
+            pod_check_errors: counter_vec(
+                &r,
+                "vdbi_pod_check_errors_total",
+                "Live pod checks of the revoker that could not tell whether a pod exists",
+                &["reason"],
+            ),
             vault_login_errors: counter_vec(
                 &r,
                 "vdbi_vault_login_errors_total",
@@ -540,6 +547,7 @@ fn descriptor_names(m: &Metrics) -> Vec<String> {
         Box::new(m.leader_election_duration.clone()),
         Box::new(m.nri_unwrap_failures.clone()),
         Box::new(m.token_request_errors.clone()),
+        Box::new(m.pod_check_errors.clone()),
         Box::new(m.vault_login_errors.clone()),
         Box::new(m.projected_role_misconfigured.clone()),
         Box::new(m.nri_prewarm_error.clone()),
