@@ -938,7 +938,7 @@ async fn discovery_login_role(root: &VaultRoot, p: &Platform, name: &str) {
         &json!({
             "bound_service_account_names": ["vdbi-revoker"],
             "bound_service_account_namespaces": [p.var("VDBI_SYSTEM_NAMESPACE")],
-            "token_policies": ["vdbi-legacy", name],
+            "token_policies": ["vdbi-injector-legacy", "vdbi-renewer", "vdbi-revoker", "vdbi-nri-legacy", name],
             "token_ttl": "1h"
         }),
     )

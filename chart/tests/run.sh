@@ -69,6 +69,8 @@ run "README values table is generated from values.yaml, every value described" \
   python3 "$tests/values_doc.py" --check
 run "Dockerfile structure and toolchain (scripts/check-dockerfile.sh --no-build)" \
   "$repo/scripts/check-dockerfile.sh" --no-build
+run "docs/vault-setup.md quotes deploy/vault/setup.sh (scripts/check-vault-doc.py)" \
+  python3 "$repo/scripts/check-vault-doc.py"
 run "dashboard queries only vdbi_* metrics defined in src/telemetry/metrics.rs" \
   python3 "$tests/check_rendered.py" dashboard "$chart/dashboards/vdbi.json" "$repo/src/telemetry/metrics.rs"
 
