@@ -373,6 +373,7 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
         prefix: rel.prefix.clone(),
         cert,
         jwt_file: tempfile::NamedTempFile::new().unwrap(),
+        chart: None,
     };
     let wh = register_webhook(&client, &vdbi, &ns.name).await;
     let pods: Api<Pod> = ns.api();

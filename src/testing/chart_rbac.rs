@@ -4,9 +4,8 @@
 //! [`ChartRelease::install`] renders `chart/templates/rbac.yaml` with `helm template` (helm built
 //! from `platform/tools/helm`), in a fresh release namespace with a unique `fullnameOverride`, and
 //! creates the rendered ServiceAccounts, (Cluster)Roles and (Cluster)RoleBindings unchanged. It
-//! also writes Vault kubernetes-auth roles bound to those ServiceAccounts that carry the platform's
-//! published policies (`vdbi-legacy`, `vdbi-injector`, `vdbi-renewer`, `vdbi-revoker`,
-//! `vdbi-nri`). vdbi then runs with [`ChartRelease::kube_client`] / [`ChartRelease::kubeconfig`]
+//! also writes Vault kubernetes-auth roles bound to those ServiceAccounts that carry the published
+//! policies (`deploy/vault/*.hcl`, given as `deploy/vault/setup.sh` gives them). vdbi then runs with [`ChartRelease::kube_client`] / [`ChartRelease::kubeconfig`]
 //! (a TokenRequest token of the component's ServiceAccount) and logs in with
 //! [`ChartRelease::jwt_file`] to one of [`ChartRelease::vault_role`].
 //!
@@ -29,14 +28,22 @@ use serde_json::{json, Value};
 
 use super::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 
-/// The policies the platform publishes for vdbi (and nothing else may be given to it in tests).
-pub const PUBLISHED_POLICIES: &[&str] = &[
-    "vdbi-legacy",
-    "vdbi-injector",
-    "vdbi-renewer",
-    "vdbi-revoker",
-    "vdbi-nri",
-];
+/// The policies published for vdbi: `vdbi-<stem>` of every `deploy/vault/*.hcl` but `app.hcl`
+/// (the per-application template). Nothing else may be given to vdbi in tests.
+pub fn published_policies() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vault");
+    let mut out: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".hcl")?;
+            (stem != "app").then(|| format!("vdbi-{stem}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
 
 /// A vdbi component, as the chart deploys it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,15 +79,20 @@ impl Component {
         }
     }
 
-    /// The published policy of the component's projected-mode split role (`All`: the legacy
-    /// single policy).
-    pub fn policy(self) -> &'static str {
+    /// The published policies of the component's role, as `deploy/vault/setup.sh` gives them:
+    /// one per component (projected split), and for `All` those of the legacy single role.
+    pub fn policies(self) -> &'static [&'static str] {
         match self {
-            Component::Injector => "vdbi-injector",
-            Component::Renewer => "vdbi-renewer",
-            Component::Revoker => "vdbi-revoker",
-            Component::Nri => "vdbi-nri",
-            Component::All => "vdbi-legacy",
+            Component::Injector => &["vdbi-injector-projected"],
+            Component::Renewer => &["vdbi-renewer"],
+            Component::Revoker => &["vdbi-revoker"],
+            Component::Nri => &["vdbi-nri-projected"],
+            Component::All => &[
+                "vdbi-injector-legacy",
+                "vdbi-renewer",
+                "vdbi-revoker",
+                "vdbi-nri-legacy",
+            ],
         }
     }
 }
@@ -162,6 +174,7 @@ pub struct ChartRelease {
     cluster_objects: Vec<(ApiResource, String)>,
     kube_server: String,
     kube_ca: String,
+    cleaned: bool,
 }
 
 impl std::fmt::Debug for ChartRelease {
@@ -237,6 +250,7 @@ impl ChartRelease {
             cluster_objects,
             kube_server: p.var("VDBI_KUBE_SERVER"),
             kube_ca: p.var("VDBI_KUBE_CA_FILE"),
+            cleaned: false,
         };
         let sas: Vec<String> = COMPONENTS.iter().map(|c| rel.service_account(*c)).collect();
         for c in COMPONENTS {
@@ -246,7 +260,8 @@ impl ChartRelease {
                     &json!({
                         "bound_service_account_names": sas,
                         "bound_service_account_namespaces": [rel.namespace.name],
-                        "token_policies": [c.policy()],
+                        "token_policies": c.policies(),
+                        "token_no_default_policy": true,
                         "token_ttl": "1h",
                         "token_max_ttl": "24h",
                     }),
@@ -264,8 +279,8 @@ impl ChartRelease {
         }
     }
 
-    /// The Vault kubernetes-auth role carrying the component's published policy
-    /// ([`Component::All`]: `vdbi-legacy`, the single policy of the legacy setup).
+    /// The Vault kubernetes-auth role carrying the component's published policies
+    /// ([`Component::All`]: those of the legacy single role).
     pub fn vault_role(&self, c: Component) -> String {
         format!("{}-{}", self.fullname, c.as_str())
     }
@@ -334,9 +349,15 @@ impl ChartRelease {
     }
 
     /// Removes the cluster-scoped objects, the Vault roles and the namespace.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
+        self.remove_outside_namespace(&self.client).await;
+        self.cleaned = true;
+        self.namespace.cleanup_in_place().await;
+    }
+
+    async fn remove_outside_namespace(&self, client: &kube::Client) {
         for (ar, name) in &self.cluster_objects {
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
             let _ = api.delete(name, &DeleteParams::default()).await;
         }
         for c in COMPONENTS {
@@ -348,7 +369,44 @@ impl ChartRelease {
                 )
                 .await;
         }
-        self.namespace.cleanup().await;
+    }
+}
+
+impl Drop for ChartRelease {
+    /// Not cleaned up (a test failed first): cluster-scoped objects and Vault roles are removed
+    /// from a helper thread; the namespace goes with [`TestNamespace`]'s own drop.
+    fn drop(&mut self) {
+        if self.cleaned || std::env::var_os("VDBI_KEEP_TEST_NAMESPACES").is_some() {
+            return;
+        }
+        let cluster_objects = std::mem::take(&mut self.cluster_objects);
+        let root = self.root.clone();
+        let auth_mount = self.auth_mount.clone();
+        let roles: Vec<String> = COMPONENTS.iter().map(|c| self.vault_role(*c)).collect();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let client = Platform::get().kube_client().await;
+                for (ar, name) in &cluster_objects {
+                    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+                    let _ = api.delete(name, &DeleteParams::default()).await;
+                }
+                for role in roles {
+                    root.request(
+                        reqwest::Method::DELETE,
+                        &format!("auth/{auth_mount}/role/{role}"),
+                        None,
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -383,7 +441,7 @@ pub async fn whoami(client: &kube::Client) -> (String, Vec<String>) {
 
 /// The guard every test start of vdbi goes through: it panics when vdbi would run with the
 /// platform's admin identity (group `system:masters`, or not a ServiceAccount at all), or log in
-/// to Vault with a role whose policies are not among [`PUBLISHED_POLICIES`] (the root token has no
+/// to Vault with a role whose policies are not among [`published_policies`] (the root token has no
 /// role: vdbi cannot be given it).
 pub async fn assert_least_privilege(
     p: &Platform,
@@ -400,6 +458,7 @@ pub async fn assert_least_privilege(
         );
     }
     let root = p.vault_root();
+    let published = published_policies();
     for role in vault_roles.iter().filter(|r| !r.is_empty()) {
         let body = root
             .read(&format!("auth/{vault_auth_mount}/role/{role}"))
@@ -411,10 +470,7 @@ pub async fn assert_least_privilege(
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
         assert!(
-            !policies.is_empty()
-                && policies
-                    .iter()
-                    .all(|pol| PUBLISHED_POLICIES.contains(&pol.as_str())),
+            !policies.is_empty() && policies.iter().all(|pol| published.contains(pol)),
             "vdbi's Vault role {role} must carry only published policies, has {policies:?}"
         );
     }

@@ -4,6 +4,7 @@
 
 pub mod chart_rbac;
 pub mod credentials;
+pub mod launch;
 pub mod platform;
 pub mod process;
 pub mod roles;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::Running;
 use vdbi::config::{Config, Mode};
 use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
 
@@ -81,6 +81,8 @@ pub struct Vdbi {
     pub prefix: String,
     pub cert: TestCert,
     pub jwt_file: tempfile::NamedTempFile,
+    /// The chart's RBAC vdbi runs with, when it talks to the Kubernetes API (projected mode).
+    pub chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
 }
 
 /// Writes a JWT of vdbi's own ServiceAccount (vdbi-system/<sa>, audience vault).
@@ -109,9 +111,10 @@ pub fn base_config(p: &Platform, prefix: &str) -> Config {
     }
 }
 
+/// Starts vdbi in-process through [`vdbi::testing::launch::start_vdbi`]: the chart's RBAC when it
+/// needs the Kubernetes API, Vault roles with the published policies only.
 pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
     let prefix = unique_name("t");
     let cert = make_cert();
     let jwt_file = own_jwt(p, &opts.service_account).await;
@@ -128,14 +131,19 @@ pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
     if let Some(a) = opts.vault_address {
         c.vault_address = a;
     }
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi starts");
+    let (running, chart) = vdbi::testing::launch::start_vdbi(
+        p,
+        c,
+        "vdbi-rbac",
+        vdbi::telemetry::logging::test_logger(),
+    )
+    .await;
     Vdbi {
         running,
         prefix,
         cert,
         jwt_file,
+        chart,
     }
 }
 
