@@ -34,7 +34,9 @@ use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
 use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
-use super::vault_session::{KvGet, KvList, ListLeases, LookupLease, RevokeLease, VaultSession};
+use super::vault_session::{
+    KvDeleteMetadata, KvGet, KvList, ListLeases, LookupLease, RevokeLease, VaultSession,
+};
 use super::ActorHandle;
 use crate::annotations::UUID_KEY;
 use crate::bookkeeping::BookkeepingEntry;
@@ -517,7 +519,10 @@ async fn run_sweep(
     for (uuid, entry, state) in checks {
         match (entry, state) {
             (Ok(None), _) => {
+                // Metadata without data (a deletion cut short between its two calls, or data
+                // deleted by hand): nothing to revoke, but it would be listed for good.
                 still_unseen.remove(&uuid);
+                delete_hollow(env, &uuid).await;
             }
             (Ok(Some(_)), Some(state)) => {
                 let revoke = match state {
@@ -550,6 +555,24 @@ async fn run_sweep(
         confirmed,
         still_unseen,
     })
+}
+
+/// Deletes the metadata of an entry found without data. A failure is logged; the next sweep
+/// retries.
+async fn delete_hollow(env: &SweepEnv, uuid: &str) {
+    let id = uuid.to_string();
+    match env
+        .call(|deadline| KvDeleteMetadata { uuid: id, deadline })
+        .await
+    {
+        Ok(()) => {
+            env.metrics.hollow_entries_deleted.inc();
+            info!(env.log, "deleted the metadata of a bookkeeping entry without data"; "uuid" => uuid);
+        }
+        Err(e) => {
+            warn!(env.log, "cannot delete the metadata of an entry without data"; "uuid" => uuid, "error" => %e)
+        }
+    }
 }
 
 /// `(mount, role)` of a lease id `<mount>/creds/<role>/<id>` (the mount may contain `/`).
@@ -739,6 +762,10 @@ async fn pod_state(kube: &kube::Client, e: &BookkeepingEntry, uuid: &str) -> Pod
     };
     if !e.pod_name.is_empty() {
         return match crate::k8s::get_pod(kube, &e.namespace, &e.pod_name).await {
+            // A pod of that name that does not reference the entry (a repeated delivery's
+            // credential set the stored pod does not carry, or a later pod of the same name):
+            // the entry's pod is gone.
+            Ok(Some(p)) if !references(&p, uuid) => PodState::Gone,
             Ok(Some(p)) => state_of(&p),
             Ok(None) => PodState::Gone,
             Err(_) => PodState::Unknown,
@@ -749,18 +776,21 @@ async fn pod_state(kube: &kube::Client, e: &BookkeepingEntry, uuid: &str) -> Pod
         Ok(list) => list
             .items
             .iter()
-            .find(|p| {
-                p.metadata.uid.as_deref() == Some(uuid)
-                    || p.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(UUID_KEY))
-                        .is_some_and(|v| v.split(',').any(|x| x.trim() == uuid))
-            })
+            .find(|p| references(p, uuid))
             .map(state_of)
             .unwrap_or(PodState::Gone),
         Err(_) => PodState::Unknown,
     }
+}
+
+/// Does pod `p` own the entry `uuid` (its UID, or listed in its uuid annotation)?
+fn references(p: &Pod, uuid: &str) -> bool {
+    p.metadata.uid.as_deref() == Some(uuid)
+        || p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(UUID_KEY))
+            .is_some_and(|v| v.split(',').any(|x| x.trim() == uuid))
 }
 
 /// Revokes one entry: token, lease (if Vault still holds it), then the KV entry. `Ok(false)`
