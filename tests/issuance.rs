@@ -235,17 +235,18 @@ async fn refused_under_a_rate_limit_leaves_only_what_admitted_pods_hold() {
         "{claims_nothing} refusals say nothing was issued, but only {} pods got no token",
         60 - tokens_issued.min(60)
     );
-    // Once undone, every lease and token left belongs to an admitted pod (an entry written
-    // after its caller gave up holds a revoked token: the sweep deletes it).
+    // Once undone, every lease and token left belongs to an admitted pod (a token created by a
+    // call that outlived its caller expires with its provisional TTL; an entry written after
+    // its caller gave up holds a revoked token: the sweep deletes it).
     let t = Instant::now();
     loop {
         let (_, l, tk) = footprint(&root, &p, &vdbi.prefix, &role).await;
-        if (l, tk) == (allowed, allowed) {
+        if l <= allowed && tk <= allowed {
             break;
         }
         assert!(
-            t.elapsed() < grace,
-            "(leases, tokens) = {:?}, expected ({allowed}, {allowed})",
+            t.elapsed() < 2 * grace,
+            "(leases, tokens) = {:?}, admitted pods hold ({allowed}, {allowed})",
             (l, tk)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
