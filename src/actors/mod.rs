@@ -4,7 +4,7 @@
 pub mod admission;
 pub mod credential_cache;
 pub mod error;
-pub mod issuing;
+pub mod issuance;
 pub mod leadership;
 pub mod missed_events;
 pub mod nri_plugin;

@@ -58,6 +58,10 @@ pub async fn pod_state(
     }
     if !e.pod_name.is_empty() {
         return match crate::k8s::find_pod(kube, &e.namespace, &e.pod_name).await {
+            // A pod of that name that does not reference the entry (a repeated delivery's
+            // credential set the stored pod does not carry, or a later pod of the same name):
+            // the entry's pod is gone.
+            Ok(Some(p)) if !references(&p, uuid) => PodState::Gone,
             Ok(Some(p)) => state_of(&p),
             Ok(None) => PodState::Gone,
             Err(err) => {
@@ -71,14 +75,7 @@ pub async fn pod_state(
         Ok(list) => list
             .items
             .iter()
-            .find(|p| {
-                p.metadata.uid.as_deref() == Some(uuid)
-                    || p.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(UUID_KEY))
-                        .is_some_and(|v| v.split(',').any(|x| x.trim() == uuid))
-            })
+            .find(|p| references(p, uuid))
             .map(state_of)
             .unwrap_or(PodState::Gone),
         Err(err) => {
@@ -86,6 +83,16 @@ pub async fn pod_state(
             PodState::Unknown
         }
     }
+}
+
+/// Does pod `p` own the entry `uuid` (its UID, or listed in its uuid annotation)?
+fn references(p: &Pod, uuid: &str) -> bool {
+    p.metadata.uid.as_deref() == Some(uuid)
+        || p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(UUID_KEY))
+            .is_some_and(|v| v.split(',').any(|x| x.trim() == uuid))
 }
 
 /// A deletion the watch reported: does the same pod (same UID) still exist? `Some(state)` when it

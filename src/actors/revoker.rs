@@ -36,7 +36,9 @@ use super::pod_check::{pod_state, still_exists, PodState};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
 use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
-use super::vault_session::{KvGet, KvList, ListLeases, LookupLease, RevokeLease, VaultSession};
+use super::vault_session::{
+    KvDeleteMetadata, KvGet, KvList, ListLeases, LookupLease, RevokeLease, VaultSession,
+};
 use super::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::config::OrphanLeaseMode;
@@ -504,7 +506,10 @@ async fn run_sweep(
     for (uuid, entry, state) in checks {
         match (entry, state) {
             (Ok(None), _) => {
+                // Metadata without data (a deletion cut short between its two calls, or data
+                // deleted by hand): nothing to revoke, but it would be listed for good.
                 still_unseen.remove(&uuid);
+                delete_hollow(env, &uuid).await;
             }
             (Ok(Some(_)), Some(state)) => {
                 let revoke = match state {
@@ -537,6 +542,24 @@ async fn run_sweep(
         confirmed,
         still_unseen,
     })
+}
+
+/// Deletes the metadata of an entry found without data. A failure is logged; the next sweep
+/// retries.
+async fn delete_hollow(env: &SweepEnv, uuid: &str) {
+    let id = uuid.to_string();
+    match env
+        .call(|deadline| KvDeleteMetadata { uuid: id, deadline })
+        .await
+    {
+        Ok(()) => {
+            env.metrics.hollow_entries_deleted.inc();
+            info!(env.log, "deleted the metadata of a bookkeeping entry without data"; "uuid" => uuid);
+        }
+        Err(e) => {
+            warn!(env.log, "cannot delete the metadata of an entry without data"; "uuid" => uuid, "error" => %e)
+        }
+    }
 }
 
 /// `(mount, role)` of a lease id `<mount>/creds/<role>/<id>` (the mount may contain `/`).

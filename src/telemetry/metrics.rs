@@ -69,6 +69,10 @@ pub struct Metrics {
     pub cert_reloads: CounterVec,
     pub cache_file_errors: CounterVec,
     pub renew_skipped: Counter,
+    /// Admission reviews that joined the issuance in flight for the same pod.
+    pub admission_coalesced: Counter,
+    /// Bookkeeping entries without data (metadata only) whose metadata the sweep deleted.
+    pub hollow_entries_deleted: Counter,
     pub orphan_leases_found: Counter,
     pub orphan_leases_revoked: Counter,
     pub revocation_latency: HistogramVec,
@@ -430,6 +434,16 @@ impl Metrics {
                 &r,
                 "vdbi_renew_skipped_total",
                 "Renewals skipped because the TTL left covers the next cycles",
+            ),
+            admission_coalesced: counter(
+                &r,
+                "vdbi_admission_coalesced_total",
+                "Admission reviews that joined the issuance in flight for the same pod",
+            ),
+            hollow_entries_deleted: counter(
+                &r,
+                "vdbi_hollow_entries_deleted_total",
+                "Bookkeeping entries left without data (metadata only) that the sweep deleted",
             ),
             orphan_leases_found: counter(
                 &r,

@@ -121,6 +121,17 @@ fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
+/// What [`VaultClient::create_orphan_token_with`] creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrphanTokenSpec {
+    pub policies: Vec<String>,
+    /// First TTL (whole seconds; at least 1 s).
+    pub ttl: Duration,
+    pub display_name: String,
+    /// Token metadata (no secret: names and ids only).
+    pub meta: BTreeMap<String, String>,
+}
+
 impl VaultClient {
     // -----------------------------------------------------------------------------------------
     // Auth
@@ -159,6 +170,35 @@ impl VaultClient {
             "policies": policies,
             "period": seconds(period),
             "display_name": display_name,
+        });
+        let r = self
+            .call(
+                Method::POST,
+                "auth/token/create-orphan",
+                Some(token),
+                false,
+                Some(&body),
+            )
+            .await?;
+        auth(&r, "create-orphan")
+    }
+
+    /// `POST auth/token/create-orphan {policies, ttl, renewable, display_name, meta}`: a
+    /// **non-periodic** orphan token whose first TTL is short ([`OrphanTokenSpec::ttl`]), renewable
+    /// up to the token store's max TTL. vdbi issues provisional tokens this way and renews them to
+    /// their full TTL once recorded, so a token created by an issuance that dies before recording
+    /// it expires by itself (and its DB leases with it). `meta` is visible to `lookup-accessor`.
+    pub async fn create_orphan_token_with(
+        &self,
+        token: &VaultToken,
+        spec: &OrphanTokenSpec,
+    ) -> Result<TokenAuth, VaultError> {
+        let body = json!({
+            "policies": spec.policies,
+            "ttl": seconds(spec.ttl),
+            "renewable": true,
+            "display_name": spec.display_name,
+            "meta": spec.meta,
         });
         let r = self
             .call(
@@ -577,6 +617,22 @@ impl VaultClient {
                     .await,
             )?;
         }
+        Ok(())
+    }
+
+    /// `DELETE <mount>/metadata/<path>`: the entry's metadata and every version at once (what is
+    /// left of an entry whose data was deleted but whose metadata was not). 404 counts as done.
+    pub async fn kv_delete_metadata(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        path: &str,
+    ) -> Result<(), VaultError> {
+        let p = api_path(&[mount, "metadata", path])?;
+        found(
+            self.call(Method::DELETE, &p, Some(token), false, None)
+                .await,
+        )?;
         Ok(())
     }
 
