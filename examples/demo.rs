@@ -10,7 +10,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vdbi::testing::platform::{service_account_token, Platform, TestNamespace};
+use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
+use vdbi::testing::platform::{Platform, TestNamespace};
 
 fn step(msg: &str) {
     println!("\n==> {msg}");
@@ -57,17 +58,25 @@ async fn main() {
     let dir = std::path::PathBuf::from(p.var("VDBI_PLATFORM_DIR")).join("demo");
     std::fs::create_dir_all(&dir).unwrap();
 
-    step("preparing vdbi's identity and webhook certificate");
-    let sa_ns = p.var("VDBI_SYSTEM_NAMESPACE");
-    let jwt = service_account_token(&client, &sa_ns, "vdbi-injector", &["vault"]).await;
-    let jwt_path = dir.join("token");
-    std::fs::write(&jwt_path, jwt).unwrap();
+    step("preparing vdbi's identity (the chart's RBAC, the published Vault policies) and webhook certificate");
+    let release = ChartRelease::install(&p, &client, "demo-vdbi").await;
+    let sa_ns = release.namespace.name.clone();
+    let jwt_path = release.jwt_file(Component::All, &dir).await;
+    let kubeconfig = release.kubeconfig(Component::All, &dir).await;
+    let role = release.vault_role(Component::All);
+    assert_least_privilege(
+        &p,
+        Some(&release.kube_client(Component::All).await),
+        "kubernetes",
+        &[&role],
+    )
+    .await;
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
     std::fs::write(dir.join("tls.crt"), ck.cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), ck.signing_key.serialize_pem()).unwrap();
     let config = format!(
         "mode: all\ncertFile: {d}/tls.crt\nkeyFile: {d}/tls.key\nvaultAddress: {va}\nvaultAuthPath: kubernetes\n\
-kubeRole: vdbi\nvaultSecretName: {kv}\nvaultSecretPrefix: demo\nkubeTokenPath: {jwt}\n\
+kubeRole: {role}\nvaultSecretName: {kv}\nvaultSecretPrefix: demo\nkubeTokenPath: {jwt}\n\
 webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 127.0.0.1:28888\nsyncTTLSecond: 60\n",
         d = dir.display(),
         va = p.vault_addr(),
@@ -84,7 +93,7 @@ webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 12
     let child = Command::new(&bin)
         .arg("--config")
         .arg(&cfg_path)
-        .env("KUBECONFIG", p.var("KUBECONFIG"))
+        .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAME", "vdbi-demo")
         .env("POD_NAMESPACE", &sa_ns)
         .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -216,6 +225,7 @@ webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 12
     step("cleaning up");
     webhook.delete().await;
     ns.cleanup().await;
+    release.cleanup().await;
     drop(daemon);
     println!("    done: vdbi stopped (SIGTERM), demo namespace removed");
 }

@@ -222,37 +222,6 @@ async fn refusals_say_why_and_leave_nothing_behind() {
     adm.stop().await;
 }
 
-/// Tokens (any) whose policies include `policy`, found through the accessor list.
-async fn tokens_with_policy(root: &vdbi::testing::platform::VaultRoot, policy: &str) -> usize {
-    let list = root
-        .request(
-            reqwest::Method::from_bytes(b"LIST").unwrap(),
-            "auth/token/accessors",
-            None,
-        )
-        .await
-        .ok("accessor list");
-    let mut n = 0;
-    for acc in list["data"]["keys"].as_array().cloned().unwrap_or_default() {
-        let r = root
-            .request(
-                reqwest::Method::POST,
-                "auth/token/lookup-accessor",
-                Some(&serde_json::json!({"accessor": acc})),
-            )
-            .await;
-        if r.status != 200 {
-            continue;
-        }
-        let v = r.ok("lookup-accessor");
-        let has = v["data"]["policies"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|x| x == policy));
-        n += has as usize;
-    }
-    n
-}
-
 #[actix_rt::test]
 async fn nri_mode_stores_only_placeholders() {
     let adm = Admitting::start("adm-nri", |o| o.nri = true).await;

@@ -22,18 +22,20 @@ use std::time::{Duration, Instant};
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
 use vdbi::actors::renewer::RunCycle;
 use vdbi::actors::revoker::{DiscoverOrphans, Sweep};
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::{start_with, Running};
 use vdbi::config::{Config, Mode, OrphanLeaseMode};
+use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
 use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// One "release" of vdbi: its bookkeeping prefix, its pod label and its Lease namespace.
+/// One "release" of vdbi: its bookkeeping prefix, its pod label and the chart's RBAC installed
+/// in its own namespace (where its Leases live), with Vault roles carrying the published policies.
 struct Release {
     prefix: String,
     label: String,
-    leases: TestNamespace,
+    leases: ChartRelease,
 }
 
 impl Release {
@@ -41,7 +43,7 @@ impl Release {
         Release {
             prefix: unique_name("lc"),
             label: unique_name("vdbi-lc"),
-            leases: TestNamespace::create(client, "lc-leases").await,
+            leases: ChartRelease::install(&Platform::get(), client, "lc-leases").await,
         }
     }
 }
@@ -49,7 +51,7 @@ impl Release {
 /// An in-process vdbi of a release.
 struct Instance {
     running: Running,
-    _jwt: tempfile::NamedTempFile,
+    _dir: tempfile::TempDir,
     _cert: TestCert,
 }
 
@@ -58,26 +60,36 @@ fn release_config(p: &Platform, rel: &Release, mode: Mode, identity: &str) -> Co
     c.mode = mode;
     c.injector_label = rel.label.clone();
     c.pod_name = identity.to_string();
-    c.pod_namespace = rel.leases.name.clone();
+    c.pod_namespace = rel.leases.namespace.name.clone();
+    c.kube_role = rel.leases.vault_role(Component::of_mode(mode));
     c.sync_ttl_second = 3600;
     c.revoker_unseen_grace = Duration::from_secs(60);
     c
 }
 
-async fn start_instance(p: &Platform, mut c: Config) -> Instance {
+/// Starts vdbi in-process with the chart's RBAC of its mode's component and the release's Vault
+/// role (through the least-privilege guard).
+async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance {
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
-    let jwt = own_jwt(p, "vdbi-revoker").await;
+    let component = Component::of_mode(c.mode);
+    let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
-    c.kube_token_path = jwt.path().to_path_buf();
+    c.kube_token_path = rel.leases.jwt_file(component, dir.path()).await;
     c.cert_file = cert.cert.clone();
     c.key_file = cert.key.clone();
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi starts");
+    let kube = rel.leases.kube_client(component).await;
+    assert_least_privilege(p, Some(&kube), &c.vault_auth_path, &[&c.kube_role]).await;
+    let running = start_with(
+        c,
+        vdbi::telemetry::logging::test_logger(),
+        vdbi::telemetry::Metrics::new(true),
+        Some(kube),
+    )
+    .await
+    .expect("vdbi starts");
     Instance {
         running,
-        _jwt: jwt,
+        _dir: dir,
         _cert: cert,
     }
 }
@@ -348,13 +360,20 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
     let ns = TestNamespace::create(&client, "lc-watch").await;
     ns.service_account("app").await;
     ns.service_account("default").await;
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::All, "replica-a")).await;
+    let inst = start_instance(&p, &rel, release_config(&p, &rel, Mode::All, "replica-a")).await;
     inst.wait_leading(REVOKER_LEASE).await;
+    // The instance's JWT directory stays alive with `_identity` (vdbi re-reads it at login).
+    let Instance {
+        running,
+        _dir: _identity,
+        _cert: cert,
+    } = inst;
     let vdbi = Vdbi {
-        running: inst.running,
+        running,
         prefix: rel.prefix.clone(),
-        cert: inst._cert,
-        jwt_file: inst._jwt,
+        cert,
+        jwt_file: tempfile::NamedTempFile::new().unwrap(),
+        chart: None,
     };
     let wh = register_webhook(&client, &vdbi, &ns.name).await;
     let pods: Api<Pod> = ns.api();
@@ -468,7 +487,7 @@ async fn stopped_revoker_sweeps_up_after_restart() {
 
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
     cfg.revoker_unseen_grace = Duration::from_secs(4);
-    let inst = start_instance(&p, cfg.clone()).await;
+    let inst = start_instance(&p, &rel, cfg.clone()).await;
     inst.wait_leading(REVOKER_LEASE).await;
     inst.running.shutdown().await;
 
@@ -486,7 +505,7 @@ async fn stopped_revoker_sweeps_up_after_restart() {
     }
 
     let t0 = Instant::now();
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
     let took =
         t0.elapsed() + wait_all_gone(&root, &p, &rel.prefix, &gone, Duration::from_secs(30)).await;
@@ -524,7 +543,7 @@ async fn entry_of_a_pod_that_never_appeared_is_revoked_after_the_grace() {
     let grace = Duration::from_secs(10);
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
     cfg.revoker_unseen_grace = grace;
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
 
     let i = issue(&root, &p, "app-rw", "768h").await;
@@ -578,7 +597,12 @@ async fn finished_pod_credentials_are_revoked() {
     record(&root, &p, &rel.prefix, &web, &ns.name, "web").await;
     create_pod(&pods, &labelled_pod("web", &rel.label, &[&web.uuid])).await;
 
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::Revoker, "revoker-0")).await;
+    let inst = start_instance(
+        &p,
+        &rel,
+        release_config(&p, &rel, Mode::Revoker, "revoker-0"),
+    )
+    .await;
     inst.wait_leading(REVOKER_LEASE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(all_alive(&root, &p, &rel.prefix, &job).await);
@@ -640,7 +664,7 @@ async fn removing_the_label_does_not_revoke() {
     create_pod(&pods, &labelled_pod("relabelled", &rel.label, &[&i.uuid])).await;
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
     cfg.revoker_unseen_grace = Duration::from_secs(2);
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     pods.patch(
@@ -718,7 +742,7 @@ async fn renewer_extends_live_pods_and_leaves_other_releases_alone() {
 
     let mut cfg = release_config(&p, &rel, Mode::Renewer, "renewer-0");
     cfg.sync_ttl_second = 2;
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(RENEWER_LEASE).await;
     let m = &inst.running.metrics;
     let t = Instant::now();
@@ -789,7 +813,12 @@ async fn zero_pods_guard_touches_nothing() {
     let ns = TestNamespace::create(&client, "lc-zero").await;
     let i = issue(&root, &p, "app-rw", "1h").await;
     record(&root, &p, &rel.prefix, &i, &ns.name, "").await;
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::Renewer, "renewer-0")).await;
+    let inst = start_instance(
+        &p,
+        &rel,
+        release_config(&p, &rel, Mode::Renewer, "renewer-0"),
+    )
+    .await;
     inst.wait_leading(RENEWER_LEASE).await;
     let err = inst.run_cycle().await.expect_err("the cycle must refuse");
     assert!(err.contains("zero live"), "{err}");
@@ -901,7 +930,12 @@ async fn unrecoverable_lease_entry_is_purged() {
     )
     .await;
 
-    let inst = start_instance(&p, release_config(&p, &rel, Mode::Renewer, "renewer-0")).await;
+    let inst = start_instance(
+        &p,
+        &rel,
+        release_config(&p, &rel, Mode::Renewer, "renewer-0"),
+    )
+    .await;
     inst.wait_leading(RENEWER_LEASE).await;
     let report = inst.run_cycle().await.unwrap();
     assert_eq!(report.purged, 1, "{report:?}");
@@ -924,27 +958,6 @@ async fn unrecoverable_lease_entry_is_purged() {
 // ---------------------------------------------------------------------------------------------
 // Orphan leases
 
-/// A k8s-auth role for vdbi's own login with the legacy policy plus what orphan discovery needs.
-async fn discovery_login_role(root: &VaultRoot, p: &Platform, name: &str) {
-    let mount = p.var("VDBI_DB_MOUNT");
-    root.write(
-        &format!("sys/policies/acl/{name}"),
-        &json!({"policy": format!(
-            "path \"sys/leases/lookup/{mount}/creds/*\" {{ capabilities = [\"list\", \"sudo\"] }}\npath \"sys/leases/revoke\" {{ capabilities = [\"update\"] }}\n")}),
-    )
-    .await;
-    root.write(
-        &format!("auth/{}/role/{name}", p.var("VDBI_K8S_AUTH_MOUNT")),
-        &json!({
-            "bound_service_account_names": ["vdbi-revoker"],
-            "bound_service_account_namespaces": [p.var("VDBI_SYSTEM_NAMESPACE")],
-            "token_policies": ["vdbi-legacy", name],
-            "token_ttl": "1h"
-        }),
-    )
-    .await;
-}
-
 /// Leases Vault holds under the roles this release uses but that no entry records (a crash
 /// between issuing and recording) are reported, and in `revoke` mode revoked once older than
 /// the grace; younger ones, recorded ones and other roles' are left alone.
@@ -958,8 +971,6 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
     ns.service_account("default").await;
     let pods: Api<Pod> = ns.api();
     let role = OwnRole::create(&root, &p).await;
-    let login = unique_name("lc-discovery");
-    discovery_login_role(&root, &p, &login).await;
     let grace = Duration::from_secs(10);
 
     let recorded = issue(&root, &p, &role.name, "1h").await;
@@ -974,11 +985,10 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
 
     // Report mode: counted, nothing revoked.
     let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
-    cfg.kube_role = login.clone();
     cfg.revoker_unseen_grace = Duration::from_secs(2);
     cfg.orphan_lease_grace = grace;
     cfg.orphan_lease_discovery = OrphanLeaseMode::Report;
-    let inst = start_instance(&p, cfg.clone()).await;
+    let inst = start_instance(&p, &rel, cfg.clone()).await;
     inst.wait_leading(REVOKER_LEASE).await;
     let revoker = inst.running.revoker.clone().unwrap();
     // A pass learns the roles from the entries, the next one lists their leases.
@@ -1013,7 +1023,7 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
 
     // Revoke mode.
     cfg.orphan_lease_discovery = OrphanLeaseMode::Revoke;
-    let inst = start_instance(&p, cfg).await;
+    let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
     let m = inst.running.metrics.clone();
     let t = Instant::now();
@@ -1062,14 +1072,6 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
     )
     .await;
     role.delete(&root, &p).await;
-    root.request(
-        Method::DELETE,
-        &format!("auth/{}/role/{login}", p.var("VDBI_K8S_AUTH_MOUNT")),
-        None,
-    )
-    .await;
-    root.request(Method::DELETE, &format!("sys/policies/acl/{login}"), None)
-        .await;
     ns.cleanup().await;
     rel.leases.cleanup().await;
 }
@@ -1097,7 +1099,8 @@ fn free_port() -> u16 {
 struct ProcEnv {
     dir: tempfile::TempDir,
     cert: TestCert,
-    jwt: tempfile::NamedTempFile,
+    /// Per component: (Vault JWT file, kubeconfig) of the chart's ServiceAccount.
+    identities: BTreeMap<&'static str, (PathBuf, PathBuf)>,
 }
 
 impl ProcEnv {
@@ -1121,11 +1124,31 @@ impl ProcEnv {
         out
     }
 
-    async fn new(p: &Platform) -> ProcEnv {
+    async fn new(p: &Platform, rel: &Release) -> ProcEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let mut identities = BTreeMap::new();
+        for c in [
+            Component::All,
+            Component::Renewer,
+            Component::Revoker,
+            Component::Injector,
+        ] {
+            let jwt = rel.leases.jwt_file(c, dir.path()).await;
+            let kubeconfig = rel.leases.kubeconfig(c, dir.path()).await;
+            let kube = rel.leases.kube_client(c).await;
+            assert_least_privilege(
+                p,
+                Some(&kube),
+                &p.var("VDBI_K8S_AUTH_MOUNT"),
+                &[&rel.leases.vault_role(c)],
+            )
+            .await;
+            identities.insert(c.as_str(), (jwt, kubeconfig));
+        }
         ProcEnv {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             cert: make_cert(),
-            jwt: own_jwt(p, "vdbi-revoker").await,
+            identities,
         }
     }
 
@@ -1140,22 +1163,34 @@ impl ProcEnv {
         kubeconfig: Option<&Path>,
     ) -> Proc {
         let (mport, hport) = (free_port(), free_port());
+        let (jwt, chart_kubeconfig) = &self.identities[mode];
         let kube_role = if extra.contains("kubeRole:") {
+            String::new()
+        } else {
+            // A legacy injector logs in with the legacy single role, as the chart configures it.
+            let c = match mode {
+                "renewer" => Component::Renewer,
+                "revoker" => Component::Revoker,
+                _ => Component::All,
+            };
+            format!("kubeRole: {}\n", rel.leases.vault_role(c))
+        };
+        let webhook = if extra.contains("webhookListen:") {
             ""
         } else {
-            "kubeRole: vdbi\n"
+            "webhookListen: 127.0.0.1:0\n"
         };
         let cfg = format!(
             "mode: {mode}\nvaultAddress: {}\nvaultAuthPath: {}\n{kube_role}vaultSecretName: {}\n\
              vaultSecretPrefix: {}\ninjectorLabel: {}\nkubeTokenPath: {}\ncertFile: {}\nkeyFile: {}\n\
-             webhookListen: 127.0.0.1:0\nmetricsListen: 127.0.0.1:{mport}\nhealthListen: 127.0.0.1:{hport}\n\
+             {webhook}metricsListen: 127.0.0.1:{mport}\nhealthListen: 127.0.0.1:{hport}\n\
              vaultRateLimit: 0\nlogLevel: debug\n{extra}",
             p.vault_addr(),
             p.var("VDBI_K8S_AUTH_MOUNT"),
             p.var("VDBI_KV_MOUNT"),
             rel.prefix,
             rel.label,
-            self.jwt.path().display(),
+            jwt.display(),
             self.cert.cert.display(),
             self.cert.key.display(),
         );
@@ -1170,14 +1205,9 @@ impl ProcEnv {
         let child = Command::new(env!("CARGO_BIN_EXE_vdbi"))
             .arg("--config")
             .arg(&cfg_path)
-            .env(
-                "KUBECONFIG",
-                kubeconfig
-                    .map(|k| k.display().to_string())
-                    .unwrap_or_else(|| p.var("KUBECONFIG")),
-            )
+            .env("KUBECONFIG", kubeconfig.unwrap_or(chart_kubeconfig))
             .env("POD_NAME", name)
-            .env("POD_NAMESPACE", &rel.leases.name)
+            .env("POD_NAMESPACE", &rel.leases.namespace.name)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -1314,7 +1344,7 @@ async fn leader_election_between_real_processes() {
     let client = p.kube_client().await;
     let rel = Release::new(&client).await;
     let ns = TestNamespace::create(&client, "lc-election").await;
-    let env = ProcEnv::new(&p).await;
+    let env = ProcEnv::new(&p, &rel).await;
     let extra = "syncTTLSecond: 2\nrevokerUnseenGrace: 2s\n";
     let a = env.spawn(&p, &rel, "replica-a", "all", extra, None);
     let b = env.spawn(&p, &rel, "replica-b", "all", extra, None);
@@ -1474,8 +1504,8 @@ async fn leader_election_between_real_processes() {
     rel.leases.cleanup().await;
 }
 
-/// The revoker is killed (-9) in the middle of revoking many pods' credentials; after a restart
-/// nothing is leaked: every lease and token revoked, every entry gone.
+/// The revoker is killed (-9) twice in the middle of revoking many pods' credentials; after a
+/// restart nothing is leaked: every lease and token revoked, every entry gone, metadata included.
 #[actix_rt::test]
 async fn revoker_killed_mid_revocation_leaks_nothing() {
     let p = Platform::get();
@@ -1499,11 +1529,11 @@ async fn revoker_killed_mid_revocation_leaks_nothing() {
         create_pod(&pods, &labelled_pod(&name, &rel.label, &[&i.uuid])).await;
         issued.push(i);
     }
-    let env = ProcEnv::new(&p).await;
+    let env = ProcEnv::new(&p, &rel).await;
     // The revoker policy of the documented split (projected) setup: it may revoke leases, which
     // is what ends a lease whose token was left half revoked by the kill (vault-db-injector's
     // single legacy policy may not: such a lease then lives until its TTL, entry kept).
-    let extra = "revokerUnseenGrace: 4s\nkubeRole: vdbi-revoker\n";
+    let extra = "revokerUnseenGrace: 4s\n";
     let mut r = env.spawn(&p, &rel, "revoker-0", "revoker", extra, None);
     until(&env, "revoker leads", Duration::from_secs(40), || async {
         r.leads(REVOKER_LEASE).await && r.index_synced().await
@@ -1519,6 +1549,18 @@ async fn revoker_killed_mid_revocation_leaks_nothing() {
         "revocations start",
         Duration::from_secs(10),
         || async { kv_keys(&root, &p, &rel.prefix).await.len() < total },
+    )
+    .await;
+    r.kill();
+    // Restart and kill again as soon as the restarted revoker makes progress.
+    let before = kv_keys(&root, &p, &rel.prefix).await.len();
+    drop(r);
+    let mut r = env.spawn(&p, &rel, "revoker-0", "revoker", extra, None);
+    until(
+        &env,
+        "revocations resume",
+        Duration::from_secs(40),
+        || async { kv_keys(&root, &p, &rel.prefix).await.len() < before },
     )
     .await;
     r.kill();
@@ -1552,6 +1594,14 @@ async fn revoker_killed_mid_revocation_leaks_nothing() {
         log.matches("token still valid after revoke-orphan").count(),
         log.matches("lease still held after its token").count(),
     );
+    // Not even metadata is left (a kill between an entry's two deletions leaves it alone).
+    until(
+        &env,
+        "no metadata-only entry left",
+        Duration::from_secs(30),
+        || async { kv_keys(&root, &p, &rel.prefix).await.is_empty() },
+    )
+    .await;
     for i in issued.iter().take(3) {
         assert!(pg_connect(&p, &i.username, &i.password).await.is_err());
     }
@@ -1588,9 +1638,9 @@ async fn replica_with_a_broken_watch_steps_down() {
     let p = Platform::get();
     let client = p.kube_client().await;
     let rel = Release::new(&client).await;
-    let lease_ns = rel.leases.name.clone();
+    let lease_ns = rel.leases.namespace.name.clone();
     // A ServiceAccount that may use Leases in the lease namespace, and nothing else.
-    rel.leases.service_account("blind").await;
+    rel.leases.namespace.service_account("blind").await;
     let role = Role {
         metadata: ObjectMeta {
             name: Some("leases".into()),
@@ -1606,7 +1656,7 @@ async fn replica_with_a_broken_watch_steps_down() {
             ..Default::default()
         }]),
     };
-    let roles: Api<Role> = rel.leases.api();
+    let roles: Api<Role> = rel.leases.namespace.api();
     roles.create(&PostParams::default(), &role).await.unwrap();
     let binding = RoleBinding {
         metadata: ObjectMeta {
@@ -1625,12 +1675,12 @@ async fn replica_with_a_broken_watch_steps_down() {
             ..Default::default()
         }]),
     };
-    let bindings: Api<RoleBinding> = rel.leases.api();
+    let bindings: Api<RoleBinding> = rel.leases.namespace.api();
     bindings
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
-    let env = ProcEnv::new(&p).await;
+    let env = ProcEnv::new(&p, &rel).await;
     let kubeconfig =
         service_account_kubeconfig(&p, &client, &lease_ns, "blind", env.dir.path()).await;
     let extra = "podWatchBrokenAfter: 3s\n";
@@ -1699,5 +1749,191 @@ async fn replica_with_a_broken_watch_steps_down() {
     drop(healthy);
     let _ = bindings.delete("leases", &DeleteParams::default()).await;
     let _ = roles.delete("leases", &DeleteParams::default()).await;
+    rel.leases.cleanup().await;
+}
+
+/// Entries whose data was deleted but whose metadata remains (a deletion cut short, or by hand):
+/// the renewer does not count them (no "zero live pods" refusal because of them) and the sweep
+/// deletes their metadata once past the grace.
+#[actix_rt::test]
+async fn metadata_only_entries_are_deleted_by_the_sweep_and_not_counted() {
+    let p = Platform::get();
+    let root = p.vault_root();
+    let client = p.kube_client().await;
+    let rel = Release::new(&client).await;
+    let grace = Duration::from_secs(10);
+    let mut cfg = release_config(&p, &rel, Mode::All, "all-0");
+    cfg.revoker_unseen_grace = grace;
+    let inst = start_instance(&p, &rel, cfg).await;
+    inst.wait_leading(REVOKER_LEASE).await;
+    inst.wait_leading(RENEWER_LEASE).await;
+    let kv = p.var("VDBI_KV_MOUNT");
+    for n in 0..3 {
+        let path = format!("{kv}/data/{}/hollow-{n}", rel.prefix);
+        root.write(
+            &path,
+            &json!({"data": {"LeaseId": "", "TokenId": "", "Namespace": "x"}}),
+        )
+        .await;
+        root.request(Method::DELETE, &path, None).await;
+    }
+    let t0 = Instant::now();
+    assert_eq!(kv_keys(&root, &p, &rel.prefix).await.len(), 3);
+    let report = inst
+        .run_cycle()
+        .await
+        .expect("a cycle despite zero live pods");
+    assert_eq!(report.entries, 0, "metadata-only entries are not counted");
+    let env = ProcEnv::new(&p, &rel).await;
+    let took = until(&env, "metadata deleted", 2 * grace, || async {
+        kv_keys(&root, &p, &rel.prefix).await.is_empty()
+    })
+    .await;
+    println!(
+        "3 metadata-only entries deleted {:.1} s after they appeared (grace {grace:?})",
+        (t0.elapsed().max(took)).as_secs_f64()
+    );
+    assert_eq!(inst.running.metrics.hollow_entries_deleted.get(), 3.0);
+    inst.running.shutdown().await;
+    rel.leases.cleanup().await;
+}
+
+/// The injector is killed (-9) three times during an 8-worker admission burst (legacy mode):
+/// once as soon as a bookkeeping entry appears, then at random instants. Whatever it had
+/// created — provisional orphan tokens not yet recorded, their leases, entries of pods that
+/// were never stored — is gone within two `revokerUnseenGrace` of the last kill: KV keys
+/// (metadata included), tokens and their leases of the test's DB role all at zero (a lease
+/// Vault itself lost track of, when the kill cut the request that created it, is counted apart;
+/// drop_role revokes it).
+#[actix_rt::test]
+async fn injector_killed_during_an_admission_burst_leaks_nothing() {
+    let p = Platform::get();
+    let root = p.vault_root();
+    let client = p.kube_client().await;
+    let rel = Release::new(&client).await;
+    let ns = TestNamespace::create(&client, "lc-burst").await;
+    let role = unique_name("burst");
+    own_role(&root, &p, &role, &ns.name, false).await;
+    let env = ProcEnv::new(&p, &rel).await;
+    let grace = Duration::from_secs(10);
+    let revoker_extra = format!("revokerUnseenGrace: {}s\n", grace.as_secs());
+    let revoker = env.spawn(&p, &rel, "revoker-0", "revoker", &revoker_extra, None);
+    until(&env, "revoker leads", Duration::from_secs(40), || async {
+        revoker.leads(REVOKER_LEASE).await && revoker.index_synced().await
+    })
+    .await;
+    let port = free_port();
+    let injector_extra = format!("webhookListen: 127.0.0.1:{port}\n");
+    let hook = ReviewClient::new(&format!("https://127.0.0.1:{port}/mutate"), &env.cert.pem);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admitted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (hook, stop, admitted, ns, role) = (
+                hook.clone(),
+                stop.clone(),
+                admitted.clone(),
+                ns.name.clone(),
+                role.clone(),
+            );
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let name = format!("w{w}-{n}");
+                    let pod = pod(
+                        &name,
+                        "app",
+                        &[("db.role", &role), ("db.env-key-dbuser", "U")],
+                    );
+                    match hook.send(&review(&pod, &ns, &name, &name)).await {
+                        Ok(a) if a["allowed"] == true => {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut last_kill = Instant::now();
+    for round in 0..3 {
+        let mut injector = env.spawn(
+            &p,
+            &rel,
+            &format!("injector-{round}"),
+            "injector",
+            &injector_extra,
+            None,
+        );
+        until(&env, "injector ready", Duration::from_secs(40), || async {
+            injector.readyz().await.is_some_and(|(s, _)| s == 200)
+        })
+        .await;
+        if round == 0 {
+            // As soon as an entry shows: issuances are in every state.
+            until(&env, "a first entry", Duration::from_secs(20), || async {
+                !kv_keys(&root, &p, &rel.prefix).await.is_empty()
+            })
+            .await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 1500)).await;
+        }
+        injector.kill();
+        last_kill = Instant::now();
+        println!(
+            "kill {round}: {} KV keys, {} leases, {} tokens of the role",
+            kv_keys(&root, &p, &rel.prefix).await.len(),
+            leases(&root, &p.var("VDBI_DB_MOUNT"), &role).await.len(),
+            tokens_with_policy(&root, &role).await
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    // KV keys (metadata included) and tokens must all go. A lease can outlive every token of the
+    // role only if Vault itself lost it: a request cut by the kill while Vault registered the
+    // lease ("failed to register lease ... context canceled" in its log) leaves the lease without
+    // its token index. Those are counted apart (only orphan-lease discovery or the role's TTL
+    // end them) and must stay rare: at most one per worker and kill.
+    let limit = 2 * grace;
+    let mut seen = Vec::new();
+    let lease_mount = p.var("VDBI_DB_MOUNT");
+    let vault_orphans = loop {
+        let left = (
+            kv_keys(&root, &p, &rel.prefix).await.len(),
+            leases(&root, &lease_mount, &role).await,
+            tokens_with_policy(&root, &role).await,
+        );
+        if left.0 == 0 && left.2 == 0 {
+            // Tokens gone: Vault revokes a token's leases with it; give it a moment.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            break leases(&root, &lease_mount, &role).await;
+        }
+        seen.push((last_kill.elapsed().as_secs(), left.0, left.1.len(), left.2));
+        assert!(
+            last_kill.elapsed() < limit + Duration::from_secs(30),
+            "(s after the last kill, kv keys, leases, tokens): {seen:?}\n{}",
+            revoker.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let since_kill = last_kill.elapsed();
+    println!(
+        "3 kills -9 during an 8-worker burst ({} admitted): clean {:.1} s after the last kill (bound 2 x revokerUnseenGrace = {limit:?}); {} lease(s) Vault lost track of",
+        admitted.load(std::sync::atomic::Ordering::SeqCst),
+        since_kill.as_secs_f64(),
+        vault_orphans.len()
+    );
+    assert!(
+        since_kill <= limit + Duration::from_secs(1),
+        "{since_kill:?} > {limit:?}: {seen:?}"
+    );
+    assert!(vault_orphans.len() <= 3 * 8, "{vault_orphans:?}");
+    drop(revoker);
+    drop_role(&root, &p, &role).await;
+    ns.cleanup().await;
     rel.leases.cleanup().await;
 }

@@ -259,6 +259,72 @@ async fn kubernetes_login_yields_working_postgres_credentials() {
     ns.cleanup().await;
 }
 
+/// The platform applies the published policy files (deploy/vault/*.hcl, through
+/// deploy/vault/setup.sh) unchanged, and the roles vdbi logs in with hold only those policies,
+/// without Vault's default policy (docs/vault-setup.md).
+#[tokio::test]
+async fn vdbi_roles_hold_only_the_published_policies() {
+    let p = Platform::get();
+    let vault = p.vault_root();
+    let mount = p.var("VDBI_K8S_AUTH_MOUNT");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vault");
+    let mut published = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "hcl") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if stem == "app" {
+            // The example application policy, applied per database role.
+            for role in p.var("VDBI_DB_ROLES").split(',') {
+                let applied = vault.read(&format!("sys/policies/acl/{role}")).await;
+                let want = text.replace(
+                    "databases/creds/app-rw\"",
+                    &format!("databases/creds/{role}\""),
+                );
+                assert_eq!(applied["data"]["policy"], json!(want), "policy {role}");
+            }
+            continue;
+        }
+        let name = format!("vdbi-{stem}");
+        let applied = vault.read(&format!("sys/policies/acl/{name}")).await;
+        assert_eq!(applied["data"]["policy"], json!(text), "policy {name}");
+        published.push(name);
+    }
+    published.sort();
+    assert_eq!(
+        published,
+        [
+            "vdbi-injector-legacy",
+            "vdbi-injector-projected",
+            "vdbi-nri-legacy",
+            "vdbi-nri-projected",
+            "vdbi-renewer",
+            "vdbi-revoker"
+        ]
+    );
+    for role in [
+        "vdbi",
+        "vdbi-injector",
+        "vdbi-renewer",
+        "vdbi-revoker",
+        "vdbi-nri",
+    ] {
+        let r = vault.read(&format!("auth/{mount}/role/{role}")).await;
+        let policies = r["data"]["token_policies"].as_array().unwrap();
+        assert!(!policies.is_empty(), "{role}");
+        for policy in policies {
+            assert!(
+                published.iter().any(|n| json!(n) == *policy),
+                "role {role} holds {policy}, not a published policy"
+            );
+        }
+        assert_eq!(r["data"]["token_no_default_policy"], json!(true), "{role}");
+    }
+}
+
 /// The vdbi system ServiceAccounts log in with the legacy role and the projected split roles,
 /// and the policies allow what compat §3.10 says (spot checks).
 #[tokio::test]
@@ -278,10 +344,15 @@ async fn system_service_accounts_have_legacy_and_split_roles() {
         .k8s_login(&mount, "vdbi", &jwt)
         .await
         .ok("legacy login");
-    assert!(login["auth"]["token_policies"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("vdbi-legacy")));
+    assert_eq!(
+        login["auth"]["token_policies"],
+        json!([
+            "vdbi-injector-legacy",
+            "vdbi-nri-legacy",
+            "vdbi-renewer",
+            "vdbi-revoker"
+        ])
+    );
     let legacy = vault.with_token(str_at(&login, "/auth/client_token"));
     let role = legacy.read(&format!("auth/{mount}/role/app-ro")).await;
     assert_eq!(role["data"]["token_policies"], json!(["app-ro"]));
@@ -339,12 +410,14 @@ async fn system_service_accounts_have_legacy_and_split_roles() {
     }
 
     // Projected split roles: each logs in with its own policy; the injector cannot list KV.
-    for role in ["vdbi-injector", "vdbi-renewer", "vdbi-revoker", "vdbi-nri"] {
+    for (role, policy) in [
+        ("vdbi-injector", "vdbi-injector-projected"),
+        ("vdbi-renewer", "vdbi-renewer"),
+        ("vdbi-revoker", "vdbi-revoker"),
+        ("vdbi-nri", "vdbi-nri-projected"),
+    ] {
         let login = vault.k8s_login(&mount, role, &jwt).await.ok(role);
-        assert!(login["auth"]["token_policies"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(role)));
+        assert_eq!(login["auth"]["token_policies"], json!([policy]), "{role}");
         let t = vault.with_token(str_at(&login, "/auth/client_token"));
         let listed = t
             .request(

@@ -145,6 +145,30 @@ app.kubernetes.io/part-of: vdbi
 {{- fail (printf "nri.pluginName %q must use only [a-zA-Z0-9_.+-]" $name) -}}
 {{- end -}}
 {{- $_ := include "vdbi.admissionTimeoutMs" . -}}
+{{- include "vdbi.validateImages" . -}}
+{{- end -}}
+
+{{/* No silent Go image: a repository named vault-db-injector (the Go chart's image, which a
+values file written for vault-db-injector sets per component) is refused, naming each value. */}}
+{{- define "vdbi.validateImages" -}}
+{{- $go := "(^|/)vault-db-injector$" -}}
+{{- $bad := list -}}
+{{- $repo := "" -}}
+{{- if regexMatch $go (.Values.image.repository | default "") -}}
+{{- $bad = append $bad "image.repository" -}}
+{{- $repo = .Values.image.repository -}}
+{{- end -}}
+{{- range $c := list "injector" "renewer" "revoker" "nri" -}}
+{{- $v := ternary $.Values.nri (index $.Values.vaultDbInjector $c) (eq $c "nri") -}}
+{{- $r := (($v.image | default dict).repository | default "") -}}
+{{- if regexMatch $go $r -}}
+{{- $bad = append $bad (printf "%s.image.repository" (ternary "nri" (printf "vaultDbInjector.%s" $c) (eq $c "nri"))) -}}
+{{- $repo = $r -}}
+{{- end -}}
+{{- end -}}
+{{- if $bad -}}
+{{- fail (printf "%s: %q is vault-db-injector's Go image, which does not run vdbi. Delete these values together with their image tags (every component then runs image.repository, vdbi's image) or set them to your vdbi image; see docs/migration.md" (join ", " $bad) $repo) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Shared vdbi config keys (a dict rendered by the ConfigMaps). Context: dict root component */}}

@@ -260,7 +260,31 @@ def case_go_chart(docs):
     check(base64.b64decode(mwc["webhooks"][0]["clientConfig"]["caBundle"]).startswith(b"-----BEGIN CERTIFICATE-----"), "caBundle from webhook.tls.secret.caBundle")
 
 
+def case_go_323(docs):
+    """vault-db-injector 3.2.3's values, its per-component Go image removed: vdbi's image everywhere."""
+    cfgs, pods = common(docs)
+    images = {c: p["containers"][0]["image"] for c, p in pods.items()}
+    check(set(images.values()) == {"vdbi:0.1.0"}, f"images {images}")
+    check(cfgs["injector"]["kubeRole"] == "all-rw" and cfgs["renewer"]["kubeRole"] == "all-rw", "kubeRole all-rw")
+    check(all(c.get("sentry") is True for c in cfgs.values()), "sentry: true kept")
+
+
+def case_example(docs, projected):
+    cfgs, pods = common(docs)
+    images = {c: p["containers"][0]["image"] for c, p in pods.items()}
+    check(set(images.values()) == {"registry.example.com/vdbi:0.1.0"}, f"images {images}")
+    if projected:
+        case_nri(docs, projected=True)
+        check(cfgs["renewer"]["kubeRole"] == "vdbi-renewer" and cfgs["nri"]["kubeRole"] == "vdbi-nri", "per-component roles")
+    else:
+        check(all(c.get("useProjectedSA") is False for c in cfgs.values()), "legacy example is not legacy")
+        check("nri" not in pods, "legacy example deploys NRI")
+
+
 CASES = {
+    "go-3.2.3": case_go_323,
+    "example-projected-nri": lambda d: case_example(d, True),
+    "example-legacy": lambda d: case_example(d, False),
     "default": case_default,
     "legacy": case_default,
     "projected": case_projected,

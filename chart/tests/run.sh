@@ -69,18 +69,29 @@ run "README values table is generated from values.yaml, every value described" \
   python3 "$tests/values_doc.py" --check
 run "Dockerfile structure and toolchain (scripts/check-dockerfile.sh --no-build)" \
   "$repo/scripts/check-dockerfile.sh" --no-build
+run "docs/vault-setup.md quotes deploy/vault/setup.sh (scripts/check-vault-doc.py)" \
+  python3 "$repo/scripts/check-vault-doc.py"
 run "dashboard queries only vdbi_* metrics defined in src/telemetry/metrics.rs" \
   python3 "$tests/check_rendered.py" dashboard "$chart/dashboards/vdbi.json" "$repo/src/telemetry/metrics.rs"
 
-# Cases: name -> values file ("" = chart defaults).
-cases=(default legacy projected nri projected-nri cert-manager go-chart)
-values_for() { [ "$1" = default ] && echo "" || echo "$chart/ci/$1-values.yaml"; }
+# Cases: name -> values files (none = chart defaults). go-3.2.3: vault-db-injector 3.2.3's values
+# file unmodified, plus the change the chart's refusal of it asks for (see "values that must be
+# refused"). example-*: the ready values files docs/getting-started.md links.
+cases=(default legacy projected nri projected-nri cert-manager go-chart go-3.2.3 example-projected-nri example-legacy)
+case_args() { # sets args=(-f FILE...) for case $1
+  args=()
+  case "$1" in
+    default) ;;
+    go-3.2.3) args=(-f "$tests/values/vault-db-injector-3.2.3.yaml" -f "$tests/values/go-image-removed.yaml") ;;
+    example-*) args=(-f "$chart/examples/${1#example-}.yaml") ;;
+    *) args=(-f "$chart/ci/$1-values.yaml") ;;
+  esac
+}
 ns=vdbi-system
 
 echo "== helm lint and helm template"
 for c in "${cases[@]}"; do
-  v="$(values_for "$c")"
-  args=(); [ -n "$v" ] && args=(-f "$v")
+  case_args "$c"
   run "helm lint --strict ($c)" "$helm" lint --strict "$chart" "${args[@]}"
   if "$helm" template vdbi-test "$chart" --namespace "$ns" "${args[@]}" > "$work/$c.yaml" 2> "$work/err"; then
     ok "helm template ($c)"
@@ -97,6 +108,11 @@ neg() { # name pattern helm-args...
   local name="$1" pattern="$2"; shift 2
   run_fails "refused: $name" "$pattern" "$helm" template vdbi-test "$chart" --namespace "$ns" "$@"
 }
+neg "vault-db-injector 3.2.3 values file, unmodified (Go image in three components)" \
+  "vaultDbInjector.injector.image.repository, vaultDbInjector.renewer.image.repository, vaultDbInjector.revoker.image.repository: \"ghcr.io/numberly/vault-db-injector\" is vault-db-injector's Go image" \
+  -f "$tests/values/vault-db-injector-3.2.3.yaml"
+neg "Go image as image.repository" "image.repository: .* is vault-db-injector's Go image" --set image.repository=numberly/vault-db-injector
+neg "Go image for the NRI DaemonSet" "nri.image.repository: .* is vault-db-injector's Go image" --set nri.enabled=true --set nri.image.repository=ghcr.io/numberly/vault-db-injector
 neg "pluginIndex as a number" "pluginIndex.*want string" --set nri.pluginIndex=10
 neg "pluginIndex not two digits" "pluginIndex.*pattern|does not match" --set-string nri.pluginIndex=123
 neg "string where a bool is expected" "useProjectedSA.*want boolean" --set-string vaultDbInjector.configuration.useProjectedSA=true
@@ -148,6 +164,12 @@ else
       else
         ko "apiserver accepts every object ($c)" "$work/out"
       fi
+    done
+    # What an operator runs: helm's own server-side dry-run (the chart's kubeVersion against the
+    # apiserver's real version, lookups, every object validated by the apiserver).
+    for c in default example-projected-nri example-legacy go-3.2.3; do
+      case_args "$c"
+      run "helm install --dry-run=server ($c)" "$helm" install vdbi-dryrun "$chart" --namespace "$ns" --dry-run=server "${args[@]}"
     done
     for f in "$repo"/deploy/manifests/*.yaml; do
       b="$(basename "$f")"

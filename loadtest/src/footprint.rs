@@ -128,7 +128,8 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
     let child = Command::new(&bin)
         .arg("--config")
         .arg(&cfg)
-        .env("KUBECONFIG", p.var("KUBECONFIG"))
+        // The legacy injector never calls the Kubernetes API: no credentials at all.
+        .env_remove("KUBECONFIG")
         .env("POD_NAME", "vdbi-footprint")
         .env("POD_NAMESPACE", &sa_ns)
         .stdout(Stdio::null())

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::Running;
 use vdbi::config::{Config, Mode};
 use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
 
@@ -13,6 +13,8 @@ pub struct Vdbi {
     pub prefix: String,
     /// The webhook's self-signed certificate (PEM), for a webhook registration's caBundle.
     pub cert_pem: String,
+    /// The chart's RBAC vdbi runs with when it needs the Kubernetes API (removed on drop).
+    _chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
     _dir: tempfile::TempDir,
 }
 
@@ -22,7 +24,9 @@ pub fn quiet_logger() -> slog::Logger {
     vdbi::telemetry::logging::test_logger()
 }
 
-/// Starts vdbi in `mode` with its own ServiceAccount JWT and a self-signed 127.0.0.1 cert.
+/// Starts vdbi in `mode` with its own ServiceAccount JWT (Vault roles with the published
+/// policies), the chart's RBAC when it needs the Kubernetes API, and a self-signed 127.0.0.1
+/// cert ([`vdbi::testing::launch::start_vdbi`]).
 pub async fn start_vdbi(
     p: &Platform,
     mode: Mode,
@@ -30,7 +34,6 @@ pub async fn start_vdbi(
     tweak: impl FnOnce(&mut Config),
 ) -> Vdbi {
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
     let dir = tempfile::tempdir().expect("tempdir");
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
         .expect("self-signed cert");
@@ -61,7 +64,7 @@ pub async fn start_vdbi(
     c.kube_token_path = jwt_path;
     c.token_request_audiences = vec!["vault".into()];
     tweak(&mut c);
-    let running = start(c, quiet_logger()).await.expect("vdbi starts");
+    let (running, chart) = vdbi::testing::launch::start_vdbi(p, c, "lt-rbac", quiet_logger()).await;
     for _ in 0..400 {
         if running.health.is_ready() {
             break;
@@ -72,6 +75,7 @@ pub async fn start_vdbi(
         running,
         prefix,
         cert_pem: ck.cert.pem(),
+        _chart: chart,
         _dir: dir,
     }
 }

@@ -5,16 +5,20 @@
 //! check), then issue (legacy: orphan token + creds; projected: creds with the pod token; NRI:
 //! placeholders only, and tokens the admission does not hand on are revoked), then write the KV
 //! bookkeeping entry — all **before** the admission is answered, under one deadline below the
-//! webhook's `timeoutSeconds`. Every token, lease and KV entry created is tracked: on any failure,
-//! or when the deadline passes while calls are still in flight, whatever was created is revoked
-//! and deleted (late arrivals are cleaned when they land). `dryRun` admissions touch nothing.
+//! webhook's `timeoutSeconds`. Every token, lease and KV entry created is recorded in the
+//! issuance's [`UndoLog`]: on any failure, or when the deadline passes while calls are still in
+//! flight, whatever was created is revoked and deleted in the background (late arrivals are
+//! undone when they land), and the denial says so. Concurrent reviews of the same pod (same
+//! namespace, name, service account and annotations; the request uid for a generated name)
+//! share one issuance ([`Coalescer`]): one credential set per pod. `dryRun` admissions touch
+//! nothing.
 
-use super::error::ActorError;
-use super::issuing::{
-    revoke_tokens, step_message, IssueError, Issuer, NewToken, RoleCache, Subject,
+use super::issuance::{
+    undo, CallClass, Coalescer, Created, Exposure, Issuer, NewToken, Refusal, RefusalReason,
+    Restore, RoleCache, Subject, UndoLog,
 };
 use super::supervision::RestartGuard;
-use super::vault_session::{KvDelete, RevokeSelf, VaultSession};
+use super::vault_session::{RevokeSelf, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::BookkeepingEntry;
@@ -22,13 +26,11 @@ use crate::config::Config;
 use crate::mutation::{self, InjectedValues};
 use crate::placeholder;
 use crate::telemetry::{ExternalClock, Metrics};
-use crate::vault::VaultToken;
 use actix::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use slog::{debug, info, o, warn, Logger};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Review one pod CREATE.
@@ -51,15 +53,25 @@ pub struct AdmissionDeps {
 pub struct Admission {
     _guard: RestartGuard,
     deps: Arc<AdmissionDeps>,
-    roles: Arc<RoleCache>,
+    shared: Arc<Shared>,
 }
+
+/// What the in-flight admissions share: the role cache and the issuances in flight by pod.
+#[derive(Default)]
+pub struct Shared {
+    roles: RoleCache,
+    issuances: Coalescer<Outcome>,
+}
+
+/// The result of one pod's issuance, handed to every review that joined it.
+type Outcome = Result<Arc<Vec<Issued>>, Refusal>;
 
 impl Admission {
     pub fn new(guard: RestartGuard, deps: Arc<AdmissionDeps>) -> Admission {
         Admission {
             _guard: guard,
             deps,
-            roles: Arc::new(RoleCache::default()),
+            shared: Arc::new(Shared::default()),
         }
     }
 }
@@ -72,68 +84,13 @@ impl Handler<Mutate> for Admission {
     type Result = ResponseFuture<AdmissionResponse>;
     fn handle(&mut self, msg: Mutate, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
-        let roles = self.roles.clone();
-        Box::pin(async move { admit(deps, roles, msg.request).await })
-    }
-}
-
-/// Something an admission created in Vault, to undo if the admission fails.
-enum Created {
-    /// Legacy orphan token or projected pod token.
-    Token(NewToken),
-    /// KV bookkeeping entry.
-    Entry(String),
-}
-
-/// Tracks what one admission created; once abandoned, late creations are undone on arrival.
-#[derive(Default)]
-struct Tracker {
-    abandoned: AtomicBool,
-    created: Mutex<Vec<Created>>,
-}
-
-impl Tracker {
-    /// Records `c`; returns it back if the admission was already abandoned (caller undoes it).
-    fn record(&self, c: Created) -> Option<Created> {
-        let mut g = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        if self.abandoned.load(Ordering::SeqCst) {
-            return Some(c);
-        }
-        g.push(c);
-        None
-    }
-
-    /// Marks the admission failed and takes everything created so far.
-    fn abandon(&self) -> Vec<Created> {
-        let mut g = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        self.abandoned.store(true, Ordering::SeqCst);
-        std::mem::take(&mut *g)
-    }
-
-    /// Removes a pod token the admission revoked itself (NRI mode).
-    fn forget_pod_token(&self, token: &VaultToken) {
-        let mut g = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        g.retain(|c| !matches!(c, Created::Token(NewToken::Pod(t)) if t == token));
-    }
-}
-
-/// Why a pod is refused: the message the user sees and the metric reason.
-#[derive(Debug)]
-struct Denial {
-    reason: &'static str,
-    message: String,
-}
-
-impl Denial {
-    fn new(reason: &'static str, message: impl Into<String>) -> Denial {
-        Denial {
-            reason,
-            message: message.into(),
-        }
+        let shared = self.shared.clone();
+        Box::pin(async move { admit(deps, shared, msg.request).await })
     }
 }
 
 /// What one dbConfig yields.
+#[derive(Clone)]
 struct Issued {
     uuid: String,
     values: InjectedValues,
@@ -156,7 +113,7 @@ fn mode_label(c: &Config) -> &'static str {
 /// The whole admission of one pod.
 pub async fn admit(
     deps: Arc<AdmissionDeps>,
-    roles: Arc<RoleCache>,
+    shared: Arc<Shared>,
     req: AdmissionRequest<Pod>,
 ) -> AdmissionResponse {
     let started = Instant::now();
@@ -182,13 +139,13 @@ pub async fn admit(
         }
         resp
     };
-    let deny = |d: Denial| {
+    let deny = |d: Refusal| {
         deps.metrics.mutated_pods_error.inc();
         deps.metrics
             .admission_denied
-            .with_label_values(&[d.reason])
+            .with_label_values(&[d.reason.as_str()])
             .inc();
-        warn!(log, "pod denied"; "reason" => d.reason, "message" => &d.message,
+        warn!(log, "pod denied"; "reason" => d.reason.as_str(), "message" => &d.message,
             "duration_ms" => started.elapsed().as_millis() as u64);
         finish(
             base.clone()
@@ -198,8 +155,8 @@ pub async fn admit(
     };
 
     let Some(pod) = req.object.clone() else {
-        return deny(Denial::new(
-            "malformed_review",
+        return deny(Refusal::new(
+            RefusalReason::MalformedReview,
             "the AdmissionReview carries no pod",
         ));
     };
@@ -227,11 +184,11 @@ pub async fn admit(
             resp.warnings = Some(w);
             return finish(resp, "skipped");
         }
-        Err(e) => return deny(Denial::new("bad_annotations", e.to_string())),
+        Err(e) => return deny(Refusal::new(RefusalReason::BadAnnotations, e.to_string())),
     };
     let names = mutation::container_names(&pod);
     if let Err(e) = annotations::check_containers(&spec, names.iter().map(String::as_str)) {
-        return deny(Denial::new("bad_annotations", e.to_string()));
+        return deny(Refusal::new(RefusalReason::BadAnnotations, e.to_string()));
     }
     let facts = PodFacts {
         namespace: req
@@ -267,87 +224,55 @@ pub async fn admit(
                 ]);
                 finish(resp, "dry_run")
             }
-            None => deny(Denial::new("internal", "cannot build the patch")),
+            None => deny(Refusal::new(
+                RefusalReason::Internal,
+                "cannot build the patch",
+            )),
         };
     }
 
     let deadline = tokio::time::Instant::now() + deps.config.admission_timeout;
-    let tracker = Arc::new(Tracker::default());
     let spec = Arc::new(spec);
     let facts = Arc::new(facts);
-    let work = {
-        let (deps, roles, tracker, clock, spec, facts, log) = (
+    // Reviews of the same pod share one issuance: the pod's identity and its whole contract.
+    let key = coalescing_key(&req, &facts, &pod);
+    let (run, joined) = shared.issuances.join_or_start(&key, || {
+        issue_pod(
             deps.clone(),
-            roles.clone(),
-            tracker.clone(),
+            shared.clone(),
             clock.clone(),
             spec.clone(),
             facts.clone(),
+            deadline,
             log.clone(),
-        );
-        tokio::spawn(async move {
-            let jobs = spec.configs.iter().map(|db| {
-                issue_one(
-                    &deps, &roles, &tracker, &clock, &spec, db, &facts, deadline, &log,
-                )
-            });
-            futures::future::join_all(jobs)
-                .await
-                .into_iter()
-                .collect::<Result<Vec<Issued>, Denial>>()
-        })
-    };
-    let mut work = work;
-    let outcome = match tokio::time::timeout_at(deadline, &mut work).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(Denial::new(
-            "internal",
-            format!("admission task failed: {join}"),
+        )
+    });
+    if joined {
+        deps.metrics.admission_coalesced.inc();
+        debug!(log, "joined the issuance in flight for this pod");
+    }
+    // The run ends by its deadline (a joined review may wait a little longer than its own).
+    let outcome = match tokio::time::timeout_at(deadline + Duration::from_secs(1), run).await {
+        Ok(Some(o)) => o,
+        Ok(None) => Err(Refusal::new(
+            RefusalReason::Internal,
+            "the issuance task failed; what it issued is revoked by the revoker's sweep",
         )),
-        Err(_) => {
-            // Calls still in flight: abandon, and clean up when (and whatever) they finish.
-            let leftovers = tracker.abandon();
-            let (deps2, log2) = (deps.clone(), log.clone());
-            tokio::spawn(async move {
-                let _ = work.await;
-                cleanup(&deps2, leftovers, &log2).await;
-            });
-            // Say why when the cause is known: no Vault session at all is not a slow call.
-            let logged_in = clock
-                .external(tokio::time::timeout(
-                    Duration::from_millis(200),
-                    deps.vault.send(super::vault_session::IsLoggedIn),
-                ))
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or(true);
-            if !logged_in {
-                return deny(Denial::new(
-                    "vault_unavailable",
-                    "vdbi has no Vault session (Vault unreachable, sealed or refusing vdbi's login); nothing was issued",
-                ));
-            }
-            return deny(Denial::new(
-                "deadline",
-                format!(
-                    "Vault/Kubernetes did not answer within {:?}; nothing was issued",
-                    deps.config.admission_timeout
-                ),
-            ));
-        }
+        Err(_) => Err(Refusal::new(
+            RefusalReason::Deadline,
+            format!(
+                "the pod's issuance did not finish within {:?}; {}",
+                deps.config.admission_timeout,
+                Exposure::InFlight.phrase()
+            ),
+        )),
     };
     let issued = match outcome {
         Ok(i) => i,
-        Err(d) => {
-            let created = tracker.abandon();
-            let (deps2, log2) = (deps.clone(), log.clone());
-            tokio::spawn(async move { cleanup(&deps2, created, &log2).await });
-            return deny(d);
-        }
+        Err(d) => return deny(d),
     };
     let uuids: Vec<String> = issued.iter().map(|i| i.uuid.clone()).collect();
-    let values: Vec<InjectedValues> = issued.into_iter().map(|i| i.values).collect();
+    let values: Vec<InjectedValues> = issued.iter().map(|i| i.values.clone()).collect();
     let patched = mutation::build_patch(&pod, &spec, &values, &uuids)
         .map_err(|e| e.to_string())
         .and_then(|p| base.clone().with_patch(p).map_err(|e| e.to_string()));
@@ -361,14 +286,12 @@ pub async fn admit(
                 "mode" => mode, "duration_ms" => started.elapsed().as_millis() as u64);
             finish(resp, "allowed")
         }
-        Err(e) => {
-            let created = tracker.abandon();
-            clock.external(cleanup(&deps, created, &log)).await;
-            deny(Denial::new(
-                "internal",
-                format!("cannot build the patch: {e}"),
-            ))
-        }
+        // The set stays recorded: no stored pod references it, so the revoker's sweep revokes it
+        // (another review of the same pod may have been answered with it).
+        Err(e) => deny(Refusal::new(
+            RefusalReason::Internal,
+            format!("cannot build the patch: {e}; the credentials issued for it are revoked by the revoker's sweep"),
+        )),
     }
 }
 
@@ -391,87 +314,160 @@ fn new_uuid() -> String {
     uuid::Uuid::now_v1(node).to_string()
 }
 
-/// Turns a failed issuing step into the denial the user reads.
-fn issue_denial(db: &DbConfig, e: IssueError) -> Denial {
-    let (step, e) = match e {
-        IssueError::RoleNotFound(m) => return Denial::new("role_not_found", m),
-        IssueError::ServiceAccountDenied(m) => return Denial::new("sa_denied", m),
-        IssueError::TokenRequestTimeout(m) => return Denial::new("deadline", m),
-        IssueError::TokenRequest(m) => return Denial::new("token_request", m),
-        IssueError::Session { step, error } => (step, error),
-    };
-    let (reason, what) = match &e {
-        ActorError::Deadline(_) => ("deadline", "timed out".to_string()),
-        ActorError::NoSession(m) => (
-            "vault_unavailable",
-            format!("vdbi has no Vault session ({m})"),
-        ),
-        ActorError::Mailbox(m) => ("internal", format!("internal error ({m})")),
-        ActorError::Kube(k) => ("kubernetes", k.to_string()),
-        ActorError::Vault(v) => (
-            match v.class() {
-                "sealed" => "vault_sealed",
-                "transport" | "timeout" => "vault_unavailable",
-                "permission_denied" => "vault_permission_denied",
-                _ => "vault_error",
-            },
-            v.to_string(),
-        ),
-    };
-    Denial::new(reason, step_message(db, &step, &what))
-}
-
 /// The admission reads credentials once: no retry on HTTP 500 (the NRI plugin retries).
 const READ_ATTEMPTS: u32 = 1;
+
+/// `namespace/name` of the pod with a digest of its service account and annotations (what the
+/// issuance depends on); the request uid when the name is generated by the apiserver.
+fn coalescing_key(req: &AdmissionRequest<Pod>, facts: &PodFacts, pod: &Pod) -> String {
+    use std::hash::{Hash, Hasher};
+    if facts.name.is_empty() {
+        return format!("uid:{}", req.uid);
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    facts.service_account.hash(&mut h);
+    pod.metadata.annotations.hash(&mut h);
+    format!("{}/{}#{:x}", facts.namespace, facts.name, h.finish())
+}
+
+/// The issuance of every dbConfig of one pod, under the admission's deadline. On failure, or
+/// when the deadline passes with calls running, the undo log is abandoned and undone in the
+/// background (background call class, own patience); the refusal says what became of it.
+async fn issue_pod(
+    deps: Arc<AdmissionDeps>,
+    shared: Arc<Shared>,
+    clock: Arc<ExternalClock>,
+    spec: Arc<PodDbSpec>,
+    facts: Arc<PodFacts>,
+    deadline: tokio::time::Instant,
+    log: Logger,
+) -> Outcome {
+    let undo_log = Arc::new(UndoLog::default());
+    let mut work = {
+        let (deps, undo_log, clock, spec, facts, log) = (
+            deps.clone(),
+            undo_log.clone(),
+            clock.clone(),
+            spec.clone(),
+            facts.clone(),
+            log.clone(),
+        );
+        tokio::spawn(async move {
+            let jobs = spec.configs.iter().map(|db| {
+                issue_one(
+                    &deps,
+                    &shared.roles,
+                    &undo_log,
+                    &clock,
+                    &spec,
+                    db,
+                    &facts,
+                    deadline,
+                    &log,
+                )
+            });
+            futures::future::join_all(jobs)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<Issued>, Refusal>>()
+        })
+    };
+    let refusal = match tokio::time::timeout_at(deadline, &mut work).await {
+        Ok(Ok(Ok(issued))) => return Ok(Arc::new(issued)),
+        Ok(Ok(Err(refusal))) => refusal,
+        Ok(Err(join)) => Refusal::new(
+            RefusalReason::Internal,
+            format!("admission task failed: {join}"),
+        ),
+        Err(_) => {
+            // Say why when the cause is known: no Vault session at all is not a slow call.
+            let logged_in = clock
+                .external(tokio::time::timeout(
+                    Duration::from_millis(200),
+                    deps.vault.send(super::vault_session::IsLoggedIn),
+                ))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or(true);
+            if logged_in {
+                Refusal::new(
+                    RefusalReason::Deadline,
+                    format!(
+                        "Vault/Kubernetes did not answer within {:?}",
+                        deps.config.admission_timeout
+                    ),
+                )
+            } else {
+                Refusal::new(
+                    RefusalReason::VaultUnavailable,
+                    "vdbi has no Vault session (Vault unreachable, sealed or refusing vdbi's login)",
+                )
+            }
+        }
+    };
+    let (created, exposure) = undo_log.abandon();
+    if !created.is_empty() {
+        tokio::spawn(async move {
+            undo(&deps.vault, created, CallClass::Background, &log).await;
+        });
+    }
+    Err(refusal.with_exposure(exposure))
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn issue_one(
     deps: &AdmissionDeps,
     roles: &RoleCache,
-    tracker: &Tracker,
+    undo_log: &UndoLog,
     clock: &ExternalClock,
     spec: &PodDbSpec,
     db: &DbConfig,
     pod: &PodFacts,
     deadline: tokio::time::Instant,
     log: &Logger,
-) -> Result<Issued, Denial> {
+) -> Result<Issued, Refusal> {
     let cfg = &deps.config;
     let issuer = Issuer::new(cfg, &deps.vault, &deps.metrics, clock, deadline);
     let who = Subject::new(&pod.namespace, &pod.service_account);
-    let denial = |e| issue_denial(db, e);
+    let refusal = |e| Refusal::from_issue(db, e);
     let uuid = new_uuid();
     let mut entry =
         BookkeepingEntry::reservation(&pod.namespace, &pod.service_account, &pod.name, "");
     let token = if !cfg.use_projected_sa {
         // ---- legacy authorisation: vdbi's own session reads the role and checks the SA ----
-        issuer.authorise(roles, db, &who).await.map_err(denial)?;
+        issuer.authorise(roles, db, &who).await.map_err(refusal)?;
         if cfg.nri.enabled {
             None
         } else {
-            let orphan = issuer.orphan_token(db).await.map_err(denial)?;
-            record_or_undo(
+            let orphan = undo_log
+                .creating(issuer.orphan_token(db, &uuid, &who))
+                .await
+                .map_err(refusal)?;
+            record(
                 deps,
-                tracker,
+                undo_log,
                 Created::Token(NewToken::Orphan(orphan.clone())),
                 log,
             )
             .await?;
-            Some(orphan)
+            Some(NewToken::Orphan(orphan))
         }
     } else {
         // ---- projected: the pod's own identity logs in to Vault ----
-        let kube = deps
-            .kube
-            .as_ref()
-            .ok_or_else(|| Denial::new("internal", "no Kubernetes client for TokenRequest"))?;
-        let pod_token = issuer
-            .pod_login(kube, db, &who, None)
+        let kube = deps.kube.as_ref().ok_or_else(|| {
+            Refusal::new(
+                RefusalReason::Internal,
+                "no Kubernetes client for TokenRequest",
+            )
+        })?;
+        let pod_token = undo_log
+            .creating(issuer.pod_login(kube, db, &who, None))
             .await
-            .map_err(denial)?;
-        record_or_undo(
+            .map_err(refusal)?;
+        record(
             deps,
-            tracker,
+            undo_log,
             Created::Token(NewToken::Pod(pod_token.clone())),
             log,
         )
@@ -485,20 +481,20 @@ async fn issue_one(
                     deadline,
                 }))
                 .await;
-            tracker.forget_pod_token(&pod_token);
+            undo_log.forget_token(&pod_token);
             None
         } else {
-            Some(pod_token)
+            Some(NewToken::Pod(pod_token))
         }
     };
-    let values = match token {
+    let values = match &token {
         // NRI mode: placeholders only, the plugin issues on the node.
         None => placeholders(),
-        Some(token) => {
-            let creds = issuer
-                .read_credentials(&spec.engine, db, &token, READ_ATTEMPTS)
+        Some(NewToken::Orphan(token) | NewToken::Pod(token)) => {
+            let creds = undo_log
+                .creating(issuer.read_credentials(&spec.engine, db, token, READ_ATTEMPTS))
                 .await
-                .map_err(denial)?;
+                .map_err(refusal)?;
             entry.lease_id = creds.lease_id.clone();
             entry.token_id = token.expose().to_string();
             InjectedValues {
@@ -508,68 +504,40 @@ async fn issue_one(
         }
     };
     // ---- bookkeeping, before answering ----
-    issuer
-        .write_entry(&uuid, entry, &pod.namespace)
+    undo_log
+        .creating(issuer.write_entry(&uuid, entry, &pod.namespace))
         .await
-        .map_err(denial)?;
-    record_or_undo(deps, tracker, Created::Entry(uuid.clone()), log).await?;
+        .map_err(refusal)?;
+    record(
+        deps,
+        undo_log,
+        Created::Entry {
+            uuid: uuid.clone(),
+            restore: Restore::Delete,
+        },
+        log,
+    )
+    .await?;
+    // ---- legacy: the token is recorded, it may now live its full TTL ----
+    if let Some(NewToken::Orphan(token)) = &token {
+        issuer.confirm_token(token).await.map_err(refusal)?;
+    }
     Ok(Issued { uuid, values })
 }
 
 /// Records something the admission created; if the admission was already abandoned (deadline),
 /// undoes it at once and ends this dbConfig's work.
-async fn record_or_undo(
+async fn record(
     deps: &AdmissionDeps,
-    tracker: &Tracker,
+    undo_log: &UndoLog,
     created: Created,
     log: &Logger,
-) -> Result<(), Denial> {
-    match tracker.record(created) {
-        None => Ok(()),
-        Some(late) => {
-            cleanup(deps, vec![late], log).await;
-            Err(Denial::new("deadline", "abandoned"))
-        }
-    }
-}
-
-/// Undoes what a failed admission created, with its own deadline: tokens first (their DB leases
-/// die with them), then the KV entries — but an entry is kept when a token could not be revoked,
-/// so the revoker's sweep still finds and revokes it.
-async fn cleanup(deps: &AdmissionDeps, created: Vec<Created>, log: &Logger) {
-    if created.is_empty() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (mut tokens, mut entries) = (Vec::new(), Vec::new());
-    for c in created {
-        match c {
-            Created::Token(t) => tokens.push(t),
-            Created::Entry(uuid) => entries.push(uuid),
-        }
-    }
-    let failed = revoke_tokens(&deps.vault, tokens, deadline).await;
-    for e in &failed {
-        warn!(log, "could not revoke a failed admission's token; the revoker's sweep will retry"; "error" => %e);
-    }
-    if !failed.is_empty() {
-        return;
-    }
-    for uuid in entries {
-        let res = deps
-            .vault
-            .call(KvDelete {
-                uuid: uuid.clone(),
-                deadline,
-            })
-            .await;
-        match res {
-            Ok(()) => {
-                debug!(log, "removed a failed admission's bookkeeping entry"; "uuid" => &uuid)
-            }
-            Err(e) => {
-                warn!(log, "could not remove a failed admission's bookkeeping entry"; "uuid" => &uuid, "error" => %e)
-            }
+) -> Result<(), Refusal> {
+    match undo_log.record(created) {
+        Ok(()) => Ok(()),
+        Err(late) => {
+            undo(&deps.vault, vec![late], CallClass::Background, log).await;
+            Err(Refusal::new(RefusalReason::Deadline, "abandoned"))
         }
     }
 }

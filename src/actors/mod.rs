@@ -4,9 +4,11 @@
 pub mod admission;
 pub mod credential_cache;
 pub mod error;
-pub mod issuing;
+pub mod issuance;
 pub mod leadership;
+pub mod missed_events;
 pub mod nri_plugin;
+pub mod pod_check;
 pub mod pod_index;
 pub mod renewer;
 pub mod revocation;

@@ -27,11 +27,12 @@
 
 use super::credential_cache::{CacheSource, CredentialCache, Evict, Get, Put, Uids};
 use super::error::ActorError;
-use super::issuing::{
-    revoke_tokens, step_message, IssueError, Issuer, NewToken, RoleCache, Subject,
+use super::issuance::{
+    undo, CallClass, Created, Exposure, IssueError, Issuer, NewToken, Refusal, Restore, RoleCache,
+    Subject, UndoLog,
 };
 use super::supervision::RestartGuard;
-use super::vault_session::{KvDelete, KvGet, KvPut, VaultSession};
+use super::vault_session::{KvGet, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::{self, BookkeepingEntry};
@@ -128,39 +129,6 @@ struct PodFacts {
     uid: String,
     service_account: String,
     node_name: String,
-}
-
-/// Something a fetch created, to undo if the fetch fails.
-enum Created {
-    /// Legacy orphan token or projected pod token.
-    Token(NewToken),
-    /// A KV entry written, with what to put back on failure.
-    Entry { uuid: String, restore: Restore },
-}
-
-/// What a failed fetch puts back in a KV entry it overwrote.
-enum Restore {
-    /// The entry did not exist: delete it.
-    Delete,
-    /// What the entry held.
-    Entry(BookkeepingEntry),
-    /// Unknown (projected mode: the NRI policy may only write KV): an entry without token or
-    /// lease, as the webhook's reservation.
-    Reservation(BookkeepingEntry),
-}
-
-#[derive(Default)]
-struct Tracker {
-    created: Mutex<Vec<Created>>,
-}
-
-impl Tracker {
-    fn record(&self, c: Created) {
-        lock(&self.created).push(c);
-    }
-    fn take(&self) -> Vec<Created> {
-        std::mem::take(&mut *lock(&self.created))
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -556,10 +524,10 @@ impl NriCore {
         let log = self.deps.log.new(o!(
             "namespace" => pod.namespace.clone(), "pod" => pod.name.clone(),
             "pod_uid" => pod.uid.clone(), "source" => source.as_str()));
-        let tracker = Tracker::default();
+        let undo_log = UndoLog::default();
         // Every call inside is bounded by `deadline`; the fetch is not cut from outside, so
         // whatever it creates is recorded and undone on failure.
-        match self.fetch(pod, deadline, &tracker).await {
+        match self.fetch(pod, deadline, &undo_log).await {
             Ok((values, superseded)) => {
                 let values = Arc::new(values);
                 if let Err(e) = self
@@ -587,13 +555,21 @@ impl NriCore {
             Err(f) => {
                 warn!(log, "credential fetch failed"; "reason" => f.reason, "error" => &f.message,
                     "duration_ms" => started.elapsed().as_secs_f64() * 1e3);
-                let created = tracker.take();
+                let (created, exposure) = undo_log.abandon();
                 if !created.is_empty() {
-                    let me = self.clone();
+                    let vault = self.deps.vault.clone();
                     let log = log.clone();
-                    tokio::spawn(async move { me.cleanup(created, &log).await });
+                    tokio::spawn(async move {
+                        undo(&vault, created, CallClass::Background, &log).await;
+                    });
                 }
-                Err(f)
+                Err(match exposure {
+                    Exposure::Nothing => f,
+                    _ => Failure {
+                        message: format!("{}; {}", f.message, exposure.phrase()),
+                        ..f
+                    },
+                })
             }
         }
     }
@@ -604,7 +580,7 @@ impl NriCore {
         &self,
         pod: &PodRef,
         deadline: Deadline,
-        tracker: &Tracker,
+        undo_log: &UndoLog,
     ) -> Result<(PodValues, Vec<VaultToken>), Failure> {
         let cfg = self.config();
         let api_pod = tokio::time::timeout_at(
@@ -690,7 +666,7 @@ impl NriCore {
                 async move {
                     (
                         i,
-                        self.issue_one(spec, db, key, facts, deadline, clock, tracker)
+                        self.issue_one(spec, db, key, facts, deadline, clock, undo_log)
                             .await,
                     )
                 }
@@ -714,7 +690,7 @@ impl NriCore {
         pod: &PodFacts,
         deadline: Deadline,
         clock: &ExternalClock,
-        tracker: &Tracker,
+        undo_log: &UndoLog,
     ) -> Result<Issued, Failure> {
         let cfg = self.config();
         let issuer = Issuer::new(cfg, &self.deps.vault, &self.deps.metrics, clock, deadline);
@@ -734,23 +710,28 @@ impl NriCore {
                 .authorise(&self.roles, db, &who)
                 .await
                 .map_err(failure)?;
-            token = issuer.orphan_token(db).await.map_err(failure)?;
-            tracker.record(Created::Token(NewToken::Orphan(token.clone())));
+            token = undo_log
+                .creating(issuer.orphan_token(db, uuid, &who))
+                .await
+                .map_err(failure)?;
+            self.record(undo_log, Created::Token(NewToken::Orphan(token.clone())))
+                .await?;
         } else {
             // ---- projected: the pod's own identity, with a token bound to the pod ----
             let binding = PodBinding {
                 name: pod.name.clone(),
                 uid: pod.uid.clone(),
             };
-            token = issuer
-                .pod_login(&self.deps.kube, db, &who, Some(&binding))
+            token = undo_log
+                .creating(issuer.pod_login(&self.deps.kube, db, &who, Some(&binding)))
                 .await
                 .map_err(failure)?;
-            tracker.record(Created::Token(NewToken::Pod(token.clone())));
+            self.record(undo_log, Created::Token(NewToken::Pod(token.clone())))
+                .await?;
             issuer.check_period(db, &token, &self.deps.log).await;
         }
-        let creds = issuer
-            .read_credentials(&spec.engine, db, &token, READ_ATTEMPTS)
+        let creds = undo_log
+            .creating(issuer.read_credentials(&spec.engine, db, &token, READ_ATTEMPTS))
             .await
             .map_err(failure)?;
         entry.lease_id = creds.lease_id.clone();
@@ -759,7 +740,7 @@ impl NriCore {
         // ---- bookkeeping: what the entry held before is kept to restore it on failure ----
         // (legacy only: the projected-mode NRI policy may only write KV).
         let (restore, superseded) = if cfg.use_projected_sa {
-            (Restore::Reservation(reservation), None)
+            (Restore::Reservation(Box::new(reservation)), None)
         } else {
             let previous = issuer
                 .call(KvGet {
@@ -772,16 +753,27 @@ impl NriCore {
                 .as_ref()
                 .map(|p| VaultToken::new(p.token_id.clone()))
                 .filter(|t| !t.is_empty() && *t != token);
-            (previous.map_or(Restore::Delete, Restore::Entry), superseded)
+            (
+                previous.map_or(Restore::Delete, |p| Restore::Entry(Box::new(p))),
+                superseded,
+            )
         };
-        issuer
-            .write_entry(uuid, entry, &pod.namespace)
+        undo_log
+            .creating(issuer.write_entry(uuid, entry, &pod.namespace))
             .await
             .map_err(failure)?;
-        tracker.record(Created::Entry {
-            uuid: uuid.to_string(),
-            restore,
-        });
+        self.record(
+            undo_log,
+            Created::Entry {
+                uuid: uuid.to_string(),
+                restore,
+            },
+        )
+        .await?;
+        // ---- legacy: the token is recorded, it may now live its full TTL ----
+        if !cfg.use_projected_sa {
+            issuer.confirm_token(&token).await.map_err(failure)?;
+        }
         Ok(Issued {
             username: creds.username,
             password: creds.password.expose().to_string(),
@@ -789,69 +781,40 @@ impl NriCore {
         })
     }
 
-    /// Undoes what a failed fetch created: tokens first (their DB leases die with them), then the
-    /// KV entries are put back as they were (deleted, restored, or reset to a reservation) — unless a token could not be
-    /// revoked, in which case its entry stays so the revoker still finds it.
-    async fn cleanup(&self, created: Vec<Created>, log: &Logger) {
-        let deadline = Deadline::now() + Duration::from_secs(10);
-        let vault = &self.deps.vault;
-        let (mut tokens, mut entries) = (Vec::new(), Vec::new());
-        for c in created {
-            match c {
-                Created::Token(t) => tokens.push(t),
-                Created::Entry { uuid, restore } => entries.push((uuid, restore)),
+    /// Records what the fetch created. A fetch is never abandoned while it runs (it is not cut
+    /// from outside), so a refused record is undone at once all the same.
+    async fn record(&self, undo_log: &UndoLog, created: Created) -> Result<(), Failure> {
+        match undo_log.record(created) {
+            Ok(()) => Ok(()),
+            Err(late) => {
+                undo(
+                    &self.deps.vault,
+                    vec![late],
+                    CallClass::Background,
+                    &self.deps.log,
+                )
+                .await;
+                Err(Failure::fetch("the credential fetch was abandoned"))
             }
         }
-        let failed = revoke_tokens(vault, tokens, deadline).await;
-        for e in &failed {
-            warn!(log, "could not revoke a failed fetch's token; the revoker's sweep will"; "error" => %e);
-        }
-        if !failed.is_empty() {
-            return;
-        }
-        for (uuid, restore) in entries {
-            let res = match restore {
-                Restore::Entry(entry) | Restore::Reservation(entry) => {
-                    vault
-                        .call(KvPut {
-                            uuid: uuid.clone(),
-                            entry,
-                            deadline,
-                        })
-                        .await
-                }
-                Restore::Delete => {
-                    vault
-                        .call(KvDelete {
-                            uuid: uuid.clone(),
-                            deadline,
-                        })
-                        .await
-                }
-            };
-            if let Err(e) = res {
-                warn!(log, "could not restore a failed fetch's bookkeeping entry"; "uuid" => &uuid, "error" => %e);
-            }
-        }
-        debug!(log, "failed fetch cleaned up");
     }
 
     /// Revokes tokens of earlier issuances whose KV entry now points at new credentials (the
     /// renewer would no longer renew them: left alone they would be unmanaged). Happens only
     /// when a pod's cache entry was lost while the pod lived.
     async fn revoke_superseded(&self, tokens: Vec<VaultToken>, log: &Logger) {
-        let deadline = Deadline::now() + Duration::from_secs(10);
         warn!(log, "the pod's earlier credentials were superseded (cache entry lost?); revoking them"; "tokens" => tokens.len());
-        for t in tokens {
-            let t = if self.config().use_projected_sa {
-                NewToken::Pod(t)
-            } else {
-                NewToken::Orphan(t)
-            };
-            if let Err(e) = t.revoke(&self.deps.vault, deadline).await {
-                warn!(log, "could not revoke superseded credentials"; "error" => %e);
-            }
-        }
+        let tokens = tokens
+            .into_iter()
+            .map(|t| {
+                Created::Token(if self.config().use_projected_sa {
+                    NewToken::Pod(t)
+                } else {
+                    NewToken::Orphan(t)
+                })
+            })
+            .collect();
+        undo(&self.deps.vault, tokens, CallClass::Background, log).await;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -949,23 +912,13 @@ const READ_ATTEMPTS: u32 = 3;
 
 /// Turns a session/actor error into the refusal message.
 fn vault_failure(db: &DbConfig, step: &str, e: &ActorError) -> Failure {
-    let what = match e {
-        ActorError::Deadline(_) => "timed out".to_string(),
-        ActorError::NoSession(m) => format!("vdbi has no Vault session ({m})"),
-        other => other.to_string(),
-    };
-    Failure::fetch(step_message(db, step, &what))
+    Failure::fetch(Refusal::from_call(db, step, e).message)
 }
 
-/// Turns a failed issuing step into the refusal message.
+/// Turns a failed issuing step into the refusal message (the NRI metric reason stays
+/// `fetch_error`; the wording is the webhook's).
 fn issue_failure(db: &DbConfig, e: IssueError) -> Failure {
-    match e {
-        IssueError::RoleNotFound(m)
-        | IssueError::ServiceAccountDenied(m)
-        | IssueError::TokenRequestTimeout(m)
-        | IssueError::TokenRequest(m) => Failure::fetch(m),
-        IssueError::Session { step, error } => vault_failure(db, &step, &error),
-    }
+    Failure::fetch(Refusal::from_issue(db, e).message)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,12 @@
 //! no successful list or event in between), the index reports `PodEvent::WatchBroken` and fails
 //! its readiness check; the renewer and revoker then give up their lease (a duty acting on a
 //! view it cannot refresh must not hold it). `PodEvent::WatchRestored` follows recovery.
+//!
+//! Recovery is fast: the watch retries with a back-off capped at [`WATCH_BACKOFF_MAX`] and reset
+//! by any success (not client-go's 30 s cap, reset only after two quiet minutes, which left the
+//! watch down ~80 s after an apiserver restart). While the watch errs, a one-item list probes the
+//! apiserver every second: the first answer ends the failure run, so a restored watch (which emits
+//! nothing when it resumes from its resourceVersion) is reported restored within seconds.
 
 use super::supervision::{RestartGuard, Subscriber};
 use crate::annotations::UUID_KEY;
@@ -19,17 +25,75 @@ use crate::telemetry::Metrics;
 use actix::prelude::*;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use rand::Rng;
 use slog::{info, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Errors further apart than this belong to separate failure runs (the watcher's backoff is at
-/// most 30 s, so a persistently failing watch errs more often than this).
+/// Errors further apart than this belong to separate failure runs (the watch's back-off is at
+/// most [`WATCH_BACKOFF_MAX`] plus a request timeout, so a persistently failing watch errs more
+/// often than this).
 const FAILURE_RUN_GAP: Duration = Duration::from_secs(45);
+
+/// First retry delay of the pod watch after an error.
+pub const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest delay between two attempts of the pod watch (before jitter of up to 20 %): the watch is
+/// back within this (plus one request) of the apiserver answering again.
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a failing watch probes the apiserver with a one-item list.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The pod watch's back-off: doubling from [`WATCH_BACKOFF_MIN`] up to [`WATCH_BACKOFF_MAX`],
+/// with up to 20 % jitter, reset by any success.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl WatchBackoff {
+    pub fn new(min: Duration, max: Duration) -> WatchBackoff {
+        WatchBackoff {
+            next: min,
+            min,
+            max: max.max(min),
+        }
+    }
+
+    /// The next delay without jitter (what [`Iterator::next`] jitters).
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff::new(WATCH_BACKOFF_MIN, WATCH_BACKOFF_MAX)
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.0..0.2);
+        Some(base.mul_f64(1.0 + jitter))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
 
 /// What vdbi needs to know of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +230,8 @@ pub struct PodIndex {
     /// First and last error of the current failure run.
     failing: Option<(Instant, Instant)>,
     broken: Option<String>,
+    /// A probe list of a failing watch is in flight.
+    probing: bool,
     subscribers: Subscribers,
     health: HealthState,
     metrics: Metrics,
@@ -192,6 +258,7 @@ impl PodIndex {
             snapshot: None,
             failing: None,
             broken: None,
+            probing: false,
             subscribers,
             health,
             metrics,
@@ -251,6 +318,34 @@ impl PodIndex {
     }
 }
 
+impl PodIndex {
+    /// One-item list with the watch's selectors: does the apiserver answer again?
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut lp = ListParams::default()
+            .labels(&self.cfg.label_selector)
+            .limit(1);
+        if let Some(f) = &self.cfg.field_selector {
+            lp = lp.fields(f);
+        }
+        ctx.spawn(
+            async move { tokio::time::timeout(Duration::from_secs(5), api.list(&lp)).await }
+                .into_actor(self)
+                .map(|res, act, _| {
+                    act.probing = false;
+                    if matches!(res, Ok(Ok(_))) && act.failing.is_some() {
+                        info!(act.log, "apiserver answers again; pod watch resuming");
+                        act.healthy();
+                    }
+                }),
+        );
+    }
+}
+
 impl Actor for PodIndex {
     type Context = Context<Self>;
 
@@ -264,13 +359,18 @@ impl Actor for PodIndex {
         if let Some(f) = &self.cfg.field_selector {
             wc = wc.fields(f);
         }
-        let stream = watcher::watcher(api, wc).default_backoff().boxed();
+        let stream = watcher::watcher(api, wc)
+            .backoff(WatchBackoff::default())
+            .boxed();
         ctx.add_stream(stream);
-        // A failure run that stopped erring has recovered (a successful re-watch emits nothing).
-        ctx.run_interval(Duration::from_secs(5), |act, _| {
+        // A failure run ends when the apiserver answers again (a successful re-watch emits
+        // nothing), or when it stopped erring long ago.
+        ctx.run_interval(PROBE_EVERY, |act, ctx| {
             if let Some((_, last)) = act.failing {
                 if last.elapsed() >= FAILURE_RUN_GAP {
                     act.healthy();
+                } else {
+                    act.probe(ctx);
                 }
             }
         });
@@ -396,5 +496,23 @@ impl Handler<WatchStatus> for PodIndex {
     type Result = Option<String>;
     fn handle(&mut self, _: WatchStatus, _: &mut Context<Self>) -> Option<String> {
         self.broken.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = WatchBackoff::new(Duration::from_millis(250), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap()).collect();
+        for d in &delays {
+            assert!(*d <= Duration::from_millis(2400), "{d:?} over the cap");
+        }
+        assert!(delays[0] < Duration::from_millis(301));
+        assert!(delays[7] >= Duration::from_secs(2));
+        b.reset();
+        assert_eq!(b.peek(), Duration::from_millis(250));
     }
 }

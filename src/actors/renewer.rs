@@ -226,7 +226,38 @@ struct Outcome {
     purged: bool,
     backfilled: bool,
     error: bool,
+    /// The entry has metadata but no data (the revoker's sweep deletes it; not counted).
+    hollow: bool,
 }
+
+/// Entries read (at most [`GUARD_READS`]) that hold data; `None` when some could not be read
+/// or the budget did not cover them all while none was real yet.
+async fn count_real_entries(ctx: &CycleCtx, uuids: &[String]) -> Option<usize> {
+    let reads = futures::stream::iter(uuids.iter().take(GUARD_READS).cloned())
+        .map(|uuid| async move {
+            ctx.vault
+                .call(KvGet {
+                    uuid,
+                    deadline: ctx.deadline(),
+                })
+                .await
+        })
+        .buffer_unordered(ctx.cfg.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut real = 0;
+    for r in reads {
+        match r {
+            Ok(Some(_)) => real += 1,
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+    }
+    (real > 0 || uuids.len() <= GUARD_READS).then_some(real)
+}
+
+/// Entries the zero-live-pods guard reads to tell real entries from hollow ones.
+const GUARD_READS: usize = 256;
 
 async fn run_cycle(
     ctx: CycleCtx,
@@ -248,18 +279,26 @@ async fn run_cycle(
         Err(e) => return (known, Err(format!("cannot list bookkeeping entries: {e}"))),
     };
     known.retain(|k, _| uuids.contains(k));
+    let mut hollow = 0;
     if snapshot.live_ids.is_empty() && !uuids.is_empty() {
-        ctx.metrics.fetch_pods_error.inc();
-        return (
-            known,
-            Err(format!(
-                "zero live labelled pods but {} bookkeeping entries: refusing to act on a broken view",
-                uuids.len()
-            )),
-        );
+        // Entries left without data (metadata only) are not entries: only real ones make the
+        // view suspicious.
+        match count_real_entries(&ctx, &uuids).await {
+            Some(0) => hollow = uuids.len(),
+            real => {
+                ctx.metrics.fetch_pods_error.inc();
+                return (
+                    known,
+                    Err(format!(
+                        "zero live labelled pods but {} bookkeeping entries: refusing to act on a broken view",
+                        real.unwrap_or(uuids.len())
+                    )),
+                );
+            }
+        }
     }
     let mut report = CycleReport {
-        entries: uuids.len(),
+        entries: uuids.len() - hollow,
         ..Default::default()
     };
     let horizon = ctx.cfg.interval * ctx.cfg.horizon_cycles.max(1);
@@ -306,6 +345,7 @@ async fn run_cycle(
         report.purged += o.purged as u64;
         report.backfilled += o.backfilled as u64;
         report.errors += o.error as u64;
+        report.entries -= o.hollow as usize;
     }
     ctx.metrics.renew_skipped.inc_by(report.skipped as f64);
     report.vault_calls = ctx.calls.load(Ordering::Relaxed);
@@ -351,7 +391,10 @@ async fn renew_one(
                     token: None,
                     lease: None,
                 },
-                Ok(None) => return (None, out),
+                Ok(None) => {
+                    out.hollow = true;
+                    return (None, out);
+                }
                 Err(e) => {
                     warn!(ctx.log, "cannot read bookkeeping entry"; "uuid" => uuid, "error" => %e);
                     out.error = true;

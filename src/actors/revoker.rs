@@ -31,21 +31,20 @@
 
 use super::error::ActorError;
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
+use super::missed_events::MissedEvents;
+use super::pod_check::{pod_state, still_exists, PodState};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, PodRecord, Snapshot, WatchStatus};
 use super::revocation::revoke_recorded;
 use super::supervision::RestartGuard;
 use super::vault_session::{
-    KvGet, KvList, ListLeases, LookupLease, Paced, RevokeLease, VaultSession,
+    KvDeleteMetadata, KvGet, KvList, ListLeases, LookupLease, Paced, RevokeLease, VaultSession,
 };
 use super::ActorHandle;
-use crate::annotations::UUID_KEY;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::config::OrphanLeaseMode;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use slog::{debug, info, warn, Logger};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -168,6 +167,8 @@ pub struct Revoker {
     /// Entries whose revocation failed [`MAX_ATTEMPTS`] times, until when they are left alone.
     parked: HashMap<String, Instant>,
     sweeping: bool,
+    /// Deletions reported while standing by, acted on when this replica leads.
+    missed: MissedEvents,
     /// `None` while a discovery pass runs.
     orphans: Option<OrphanState>,
     permits: Arc<Semaphore>,
@@ -200,6 +201,7 @@ impl Revoker {
             unseen_since: HashMap::new(),
             parked: HashMap::new(),
             sweeping: false,
+            missed: MissedEvents::default(),
             orphans: Some(OrphanState::default()),
             permits,
             metrics,
@@ -219,21 +221,16 @@ impl Revoker {
         let kube = self.kube.clone();
         let since = Instant::now();
         let revoke_finished = self.cfg.revoke_finished_pods;
+        let (metrics, log) = (self.metrics.clone(), self.log.clone());
         ctx.spawn(
             async move {
-                match crate::k8s::get_pod(&kube, &rec.namespace, &rec.name).await {
-                    Ok(Some(p)) if p.metadata.uid.as_deref() == Some(rec.uid.as_str()) => {
-                        let finished = PodRecord::from_pod(&p).is_some_and(|r| r.finished);
-                        if finished && revoke_finished {
-                            (rec, true)
-                        } else {
-                            (rec, false)
-                        }
-                    }
-                    // Gone (or replaced by a new pod of the same name), or cannot tell: the API
-                    // reported the deletion, act on it.
-                    _ => (rec, true),
-                }
+                // Gone (or replaced by a new pod of the same name), or cannot tell: the API
+                // reported the deletion, act on it.
+                let gone = match still_exists(&kube, &rec, &metrics, &log).await {
+                    None => true,
+                    Some(state) => state == PodState::Finished && revoke_finished,
+                };
+                (rec, gone)
             }
             .into_actor(self)
             .map(move |(rec, gone), act, ctx| {
@@ -462,16 +459,6 @@ struct SweepOutcome {
     still_unseen: HashMap<String, Instant>,
 }
 
-/// Where the pod an entry names stands.
-#[derive(Debug, PartialEq, Eq)]
-enum PodState {
-    Running,
-    Finished,
-    Gone,
-    /// The API could not tell: keep the entry, look again at the next sweep.
-    Unknown,
-}
-
 async fn run_sweep(
     env: &SweepEnv,
     unseen: HashMap<String, Instant>,
@@ -508,7 +495,7 @@ async fn run_sweep(
         .map(|uuid| async move {
             let entry = env.kv_get(&uuid).await;
             let state = match &entry {
-                Ok(Some(e)) => Some(pod_state(&env.kube, e, &uuid).await),
+                Ok(Some(e)) => Some(pod_state(&env.kube, e, &uuid, &env.metrics, &env.log).await),
                 _ => None,
             };
             (uuid, entry, state)
@@ -520,7 +507,10 @@ async fn run_sweep(
     for (uuid, entry, state) in checks {
         match (entry, state) {
             (Ok(None), _) => {
+                // Metadata without data (a deletion cut short between its two calls, or data
+                // deleted by hand): nothing to revoke, but it would be listed for good.
                 still_unseen.remove(&uuid);
+                delete_hollow(env, &uuid).await;
             }
             (Ok(Some(_)), Some(state)) => {
                 let revoke = match state {
@@ -553,6 +543,24 @@ async fn run_sweep(
         confirmed,
         still_unseen,
     })
+}
+
+/// Deletes the metadata of an entry found without data. A failure is logged; the next sweep
+/// retries.
+async fn delete_hollow(env: &SweepEnv, uuid: &str) {
+    let id = uuid.to_string();
+    match env
+        .call(|deadline| KvDeleteMetadata { uuid: id, deadline })
+        .await
+    {
+        Ok(()) => {
+            env.metrics.hollow_entries_deleted.inc();
+            info!(env.log, "deleted the metadata of a bookkeeping entry without data"; "uuid" => uuid);
+        }
+        Err(e) => {
+            warn!(env.log, "cannot delete the metadata of an entry without data"; "uuid" => uuid, "error" => %e)
+        }
+    }
 }
 
 /// `(mount, role)` of a lease id `<mount>/creds/<role>/<id>` (the mount may contain `/`).
@@ -730,42 +738,6 @@ async fn discover_orphans(
     Ok(report)
 }
 
-/// Where the pod named by the entry stands: a GET by name when the entry has one, else a search
-/// of the entry's namespace for a pod carrying the uuid.
-async fn pod_state(kube: &kube::Client, e: &BookkeepingEntry, uuid: &str) -> PodState {
-    if e.namespace.is_empty() {
-        return PodState::Gone;
-    }
-    let state_of = |p: &Pod| match PodRecord::from_pod(p) {
-        Some(r) if r.finished => PodState::Finished,
-        _ => PodState::Running,
-    };
-    if !e.pod_name.is_empty() {
-        return match crate::k8s::get_pod(kube, &e.namespace, &e.pod_name).await {
-            Ok(Some(p)) => state_of(&p),
-            Ok(None) => PodState::Gone,
-            Err(_) => PodState::Unknown,
-        };
-    }
-    let api: Api<Pod> = Api::namespaced(kube.clone(), &e.namespace);
-    match api.list(&ListParams::default()).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .find(|p| {
-                p.metadata.uid.as_deref() == Some(uuid)
-                    || p.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(UUID_KEY))
-                        .is_some_and(|v| v.split(',').any(|x| x.trim() == uuid))
-            })
-            .map(state_of)
-            .unwrap_or(PodState::Gone),
-        Err(_) => PodState::Unknown,
-    }
-}
-
 /// Revokes one entry: token, lease (if Vault still holds it), then the KV entry. `Ok(false)`
 /// when there was nothing to do.
 pub async fn revoke_entry(
@@ -790,12 +762,33 @@ pub async fn revoke_entry(
     Ok(true)
 }
 
+impl Revoker {
+    /// On taking the lease: act on the deletions (and finished pods) reported while this replica
+    /// stood by or its lease had lapsed. The leader of the time may have handled them already:
+    /// revocation of a missing entry is a no-op.
+    fn replay_missed(&mut self, ctx: &mut Context<Self>) {
+        let missed = self.missed.take(Instant::now());
+        if missed.is_empty() {
+            return;
+        }
+        info!(self.log, "acting on pod deletions seen while standing by"; "pods" => missed.len());
+        for ev in missed {
+            match ev {
+                PodEvent::Deleted(rec) => self.pod_deleted(rec, ctx),
+                PodEvent::Finished(rec) => self.revoke_pod(&rec, "finished", Instant::now(), ctx),
+                _ => {}
+            }
+        }
+    }
+}
+
 impl Actor for Revoker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = self.cfg.sweep_every();
         ctx.run_interval(every, |act, ctx| {
+            act.missed.prune(Instant::now());
             if act.leading {
                 let f = act.sweep(ctx);
                 ctx.spawn(f.map(|_, _, _| ()));
@@ -826,6 +819,7 @@ impl Handler<LeadershipChanged> for Revoker {
                             act.step_down(format!("pod watch broken: {reason}"))
                         }
                         _ => {
+                            act.replay_missed(ctx);
                             let f = act.sweep(ctx);
                             ctx.spawn(f.map(|_, _, _| ()));
                         }
@@ -842,6 +836,7 @@ impl Handler<PodEvent> for Revoker {
     type Result = ();
     fn handle(&mut self, msg: PodEvent, ctx: &mut Context<Self>) {
         if !self.leading {
+            self.missed.remember(&msg, self.cfg.revoke_finished_pods);
             return;
         }
         match msg {

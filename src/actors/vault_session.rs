@@ -575,6 +575,11 @@ plain_ops! {
     LookupSelf { token: VaultToken } -> TokenInfo,
     |client, msg, cfg| client.token_lookup_self(&msg.token).await;
 
+    /// `auth/token/renew-self` with the given token: a provisional orphan token renewed to its
+    /// full TTL once recorded (every token may renew itself through the default policy).
+    RenewSelf { token: VaultToken, increment: Duration } -> TokenTtl,
+    |client, msg, cfg| client.token_renew_self(&msg.token, msg.increment).await;
+
     /// `auth/token/revoke-self` with the given token (a pod token). Not-found counts as done.
     RevokeSelf { token: VaultToken } -> (),
     |client, msg, cfg| match client.token_revoke_self(&msg.token).await {
@@ -591,6 +596,10 @@ own_token_ops! {
     /// `auth/token/create-orphan` (legacy mode) with vdbi's session.
     CreateOrphanToken { policies: Vec<String>, period: Duration, display_name: String } -> TokenAuth,
     |client, token, msg, cfg| client.create_orphan_token(&token, &msg.policies, msg.period, &msg.display_name).await;
+
+    /// `auth/token/create-orphan` of a provisional (short, non-periodic, renewable) token.
+    CreateProvisionalToken { spec: crate::vault::OrphanTokenSpec } -> TokenAuth,
+    |client, token, msg, cfg| client.create_orphan_token_with(&token, &msg.spec).await;
 
     /// `<mount>/creds/<role>`, with `token` (a pod or orphan token) or vdbi's own.
     ReadDbCredentials { token: Option<VaultToken>, mount: String, role: String } -> DbCredentials,
@@ -614,6 +623,10 @@ own_token_ops! {
     /// Deletes a bookkeeping entry (data, then metadata; absent counts as done).
     KvDelete { uuid: String } -> (),
     |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await;
+
+    /// Deletes what is left of a bookkeeping entry whose data is gone (its metadata).
+    KvDeleteMetadata { uuid: String } -> (),
+    |client, token, msg, cfg| client.kv_delete_metadata(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await;
 
     /// `auth/token/renew` of another token.
     RenewToken { target: VaultToken, increment: Duration } -> TokenTtl,

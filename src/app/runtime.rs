@@ -76,6 +76,17 @@ pub async fn start_with_metrics(
     log: Logger,
     metrics: Metrics,
 ) -> Result<Running, AppError> {
+    start_with(config, log, metrics, None).await
+}
+
+/// [`start_with_metrics`] with the Kubernetes client given (test support passes one holding a
+/// ServiceAccount token of the chart's RBAC); `None` = in-cluster config, else `KUBECONFIG`.
+pub async fn start_with(
+    config: Config,
+    log: Logger,
+    metrics: Metrics,
+    kube_client: Option<kube::Client>,
+) -> Result<Running, AppError> {
     let config = Arc::new(config);
     let health = HealthState::new();
     let mode = config.mode;
@@ -156,10 +167,10 @@ pub async fn start_with_metrics(
         || mode.runs_renewer()
         || mode.runs_revoker()
         || (mode.runs_nri() && config.nri.enabled);
-    let kube = if needs_kube {
-        Some(crate::k8s::client().await?)
-    } else {
-        None
+    let kube = match (needs_kube, kube_client) {
+        (false, _) => None,
+        (true, Some(k)) => Some(k),
+        (true, None) => Some(crate::k8s::client().await?),
     };
 
     let mut tasks = Vec::new();
@@ -404,21 +415,40 @@ pub async fn start_with_metrics(
     })
 }
 
+/// Longest time from SIGTERM to exit, in every mode: the chart's `terminationGracePeriodSeconds`
+/// (30 s) leaves 10 s of margin. Each step below has its own budget, cut to what is left.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(20);
+
 impl Running {
-    /// Ordered shutdown: stop intake, drain, revoke vdbi's own token, stop the servers.
+    /// Ordered shutdown, bounded by [`SHUTDOWN_BOUND`]: stop intake and let in-flight admissions
+    /// finish (at most [`webhook::WEBHOOK_DRAIN`]; an admission that times out undoes what it
+    /// issued), stop the NRI plugin and flush its cache, release the Leases (a peer takes over at
+    /// once), revoke vdbi's own Vault token, stop the servers.
     pub async fn shutdown(self) {
-        info!(self.log, "shutting down");
+        let started = tokio::time::Instant::now();
+        let deadline = started + SHUTDOWN_BOUND;
+        // A step gets its budget, or what is left of the bound if less.
+        let budget = |want: Duration| {
+            want.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        };
+        info!(self.log, "shutting down"; "bound_s" => SHUTDOWN_BOUND.as_secs());
         if let Some(w) = &self.webhook {
-            // Graceful: in-flight admissions finish (bounded by actix's shutdown timeout).
-            w.stop(true).await;
+            let drain = budget(webhook::WEBHOOK_DRAIN + Duration::from_secs(1));
+            if tokio::time::timeout(drain, w.stop(true)).await.is_err() {
+                warn!(
+                    self.log,
+                    "in-flight admissions did not finish in time; connections closed"
+                );
+                let _ = tokio::time::timeout(budget(Duration::from_secs(1)), w.stop(false)).await;
+            }
         }
         if let Some(p) = &self.nri_plugin {
             // The runtime sees the plugin go; the cache reaches the disk before exit.
             p.shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), p.send(Stop)).await;
+            let _ = tokio::time::timeout(budget(Duration::from_secs(2)), p.send(Stop)).await;
         }
         if let Some(c) = &self.credential_cache {
-            match tokio::time::timeout(Duration::from_secs(5), c.send(Flush)).await {
+            match tokio::time::timeout(budget(Duration::from_secs(3)), c.send(Flush)).await {
                 Ok(Ok(Ok(()))) => {}
                 other => {
                     warn!(self.log, "NRI credential cache not flushed at shutdown"; "result" => ?other.map(|r| r.map(|_| ())))
@@ -426,20 +456,30 @@ impl Running {
             }
             c.shutdown();
         }
+        // Both Leases at once: a peer takes each over at its next attempt.
+        let releases = futures::future::join_all(self.leaders.iter().map(|l| l.send(Release)));
+        let _ = tokio::time::timeout(budget(Duration::from_secs(5)), releases).await;
         for l in &self.leaders {
-            let _ = tokio::time::timeout(Duration::from_secs(6), l.send(Release)).await;
             l.shutdown();
         }
-        let _ =
-            tokio::time::timeout(Duration::from_secs(15), self.vault.send(RevokeOwnToken)).await;
+        let _ = tokio::time::timeout(
+            budget(Duration::from_secs(5)),
+            self.vault.send(RevokeOwnToken),
+        )
+        .await;
         self.vault.shutdown();
         for t in &self.tasks {
             t.abort();
         }
         for (_, s) in &self.servers {
-            s.stop(true).await;
+            if tokio::time::timeout(budget(Duration::from_secs(2)), s.stop(true))
+                .await
+                .is_err()
+            {
+                s.stop(false).await;
+            }
         }
-        info!(self.log, "stopped");
+        info!(self.log, "stopped"; "took_ms" => started.elapsed().as_millis() as u64);
     }
 }
 

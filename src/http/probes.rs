@@ -82,6 +82,7 @@ pub fn health_server(
             .route("/live", web::get().to(live))
     })
     .workers(1)
+    .shutdown_timeout(1)
     .disable_signals()
     .bind(addr)?
     .run())
@@ -99,6 +100,7 @@ pub fn metrics_server(
             .default_service(web::to(render_metrics))
     })
     .workers(1)
+    .shutdown_timeout(1)
     .disable_signals()
     .bind(addr)?
     .run())

@@ -97,6 +97,10 @@ async fn review(
     HttpResponse::Ok().json(response.into_review())
 }
 
+/// Longest wait for in-flight reviews at shutdown (an admission ends within `admissionTimeout`,
+/// below the apiserver's 30 s webhook maximum).
+pub const WEBHOOK_DRAIN: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Starts the HTTPS webhook server.
 pub fn webhook_server(
     addr: SocketAddr,
@@ -122,6 +126,8 @@ pub fn webhook_server(
     .workers(workers)
     .disable_signals()
     .client_request_timeout(std::time::Duration::from_secs(10))
+    // In-flight reviews get at most WEBHOOK_DRAIN to finish at shutdown (actix's default: 30 s).
+    .shutdown_timeout(WEBHOOK_DRAIN.as_secs())
     .bind_rustls_0_23(addr, tls)?
     .run())
 }

@@ -44,6 +44,20 @@ impl KubeError {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
+
+    /// The API refused the call for lack of RBAC rights (403).
+    pub fn is_forbidden(&self) -> bool {
+        self.status() == Some(403)
+    }
+
+    /// A short label for metrics: `forbidden`, `unauthorized` or `other`.
+    pub fn reason(&self) -> &'static str {
+        match self.status() {
+            Some(403) => "forbidden",
+            Some(401) => "unauthorized",
+            _ => "other",
+        }
+    }
 }
 
 /// A ServiceAccount JWT. Never printed.
@@ -125,6 +139,22 @@ pub async fn get_pod(
 ) -> Result<Option<Pod>, KubeError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     Ok(api.get_opt(name).await?)
+}
+
+/// A live read of a pod through `list` with a name field selector: what the chart grants the
+/// renewer and revoker (`list`/`watch` on pods, no `get`). `None` when it does not exist.
+pub async fn find_pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Pod>, KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let lp = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    let list = api.list(&lp).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name)))
 }
 
 /// Reads vdbi's own ServiceAccount JWT (re-read on every login: kubelet rotates it).

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub nri_substitutions: Counter,
     pub nri_unwrap_failures: CounterVec,
     pub token_request_errors: CounterVec,
+    pub pod_check_errors: CounterVec,
     pub vault_login_errors: CounterVec,
     pub projected_role_misconfigured: CounterVec,
     pub nri_resolve_duplicate: Counter,
@@ -68,6 +69,10 @@ pub struct Metrics {
     pub cert_reloads: CounterVec,
     pub cache_file_errors: CounterVec,
     pub renew_skipped: Counter,
+    /// Admission reviews that joined the issuance in flight for the same pod.
+    pub admission_coalesced: Counter,
+    /// Bookkeeping entries without data (metadata only) whose metadata the sweep deleted.
+    pub hollow_entries_deleted: Counter,
     pub orphan_leases_found: Counter,
     pub orphan_leases_revoked: Counter,
     pub revocation_latency: HistogramVec,
@@ -326,6 +331,12 @@ impl Metrics {
                 "TokenRequest failures",
                 &["reason"],
             ),
+            pod_check_errors: counter_vec(
+                &r,
+                "vdbi_pod_check_errors_total",
+                "Live pod checks of the revoker that could not tell whether a pod exists",
+                &["reason"],
+            ),
             vault_login_errors: counter_vec(
                 &r,
                 "vdbi_vault_login_errors_total",
@@ -423,6 +434,16 @@ impl Metrics {
                 &r,
                 "vdbi_renew_skipped_total",
                 "Renewals skipped because the TTL left covers the next cycles",
+            ),
+            admission_coalesced: counter(
+                &r,
+                "vdbi_admission_coalesced_total",
+                "Admission reviews that joined the issuance in flight for the same pod",
+            ),
+            hollow_entries_deleted: counter(
+                &r,
+                "vdbi_hollow_entries_deleted_total",
+                "Bookkeeping entries left without data (metadata only) that the sweep deleted",
             ),
             orphan_leases_found: counter(
                 &r,
@@ -540,6 +561,7 @@ fn descriptor_names(m: &Metrics) -> Vec<String> {
         Box::new(m.leader_election_duration.clone()),
         Box::new(m.nri_unwrap_failures.clone()),
         Box::new(m.token_request_errors.clone()),
+        Box::new(m.pod_check_errors.clone()),
         Box::new(m.vault_login_errors.clone()),
         Box::new(m.projected_role_misconfigured.clone()),
         Box::new(m.nri_prewarm_error.clone()),

@@ -2,7 +2,11 @@
 //!
 //! Nothing here is used by the daemon itself.
 
+pub mod chart_rbac;
+pub mod credentials;
+pub mod launch;
 pub mod platform;
+pub mod process;
 pub mod roles;
 pub mod vault;
 pub mod webhook;

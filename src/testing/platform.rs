@@ -310,6 +310,14 @@ impl TestNamespace {
     /// Deletes what tests usually create in the namespace, then the namespace itself, and
     /// finalizes it (without kube-controller-manager it would stay `Terminating` forever).
     pub async fn cleanup(mut self) {
+        self.cleanup_in_place().await;
+    }
+
+    /// [`TestNamespace::cleanup`] for an owner that cannot give the namespace away.
+    pub async fn cleanup_in_place(&mut self) {
+        if self.cleaned {
+            return;
+        }
         let lp = ListParams::default();
         let dp = DeleteParams::default();
         let _ = self.api::<Pod>().delete_collection(&dp, &lp).await;

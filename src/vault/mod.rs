@@ -56,6 +56,7 @@ pub use authz::{bound_list_allows, can_get_role, glob_match, DenyCause};
 pub use client::{VaultClient, VaultSettings};
 pub use error::VaultError;
 pub use limiter::{Lane, Pacer, RateLimiter};
+pub use ops::OrphanTokenSpec;
 pub use secret::{Secret, VaultToken};
 pub use types::{
     DbCredentials, Health, KubeAuthRole, LeaseInfo, LeaseTtl, LoginResult, TokenAuth, TokenInfo,

@@ -24,6 +24,7 @@ use rustify::endpoint::Endpoint as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use vaultrs::api::auth::kubernetes::requests::ReadKubernetesRoleRequest;
 use vaultrs::api::database::requests::GenerateCredentialsRequest;
@@ -109,6 +110,17 @@ fn mapped<'a>(
     move |e| from_client_error(e, what, token)
 }
 
+/// What [`VaultClient::create_orphan_token_with`] creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrphanTokenSpec {
+    pub policies: Vec<String>,
+    /// First TTL (whole seconds; at least 1 s).
+    pub ttl: Duration,
+    pub display_name: String,
+    /// Token metadata (no secret: names and ids only).
+    pub meta: BTreeMap<String, String>,
+}
+
 impl VaultClient {
     // -----------------------------------------------------------------------------------------
     // Auth
@@ -145,6 +157,36 @@ impl VaultClient {
             req.policies(policies.to_vec())
                 .period(seconds(period))
                 .display_name(display_name);
+            let a = vaultrs::token::new_orphan(&c, Some(&mut req))
+                .await
+                .map_err(mapped("create-orphan", Some(token)))?;
+            token_auth(a, "create-orphan")
+        })
+        .await
+    }
+
+    /// `POST auth/token/create-orphan {policies, ttl, renewable, display_name, meta}`: a
+    /// **non-periodic** orphan token whose first TTL is short ([`OrphanTokenSpec::ttl`]), renewable
+    /// up to the token store's max TTL. vdbi issues provisional tokens this way and renews them to
+    /// their full TTL once recorded, so a token created by an issuance that dies before recording
+    /// it expires by itself (and its DB leases with it). `meta` is visible to `lookup-accessor`.
+    pub async fn create_orphan_token_with(
+        &self,
+        token: &VaultToken,
+        spec: &OrphanTokenSpec,
+    ) -> Result<TokenAuth, VaultError> {
+        self.run(Some(token), |c| async move {
+            let mut req = CreateOrphanTokenRequest::builder();
+            req.policies(spec.policies.clone())
+                .ttl(seconds(spec.ttl))
+                .renewable(true)
+                .display_name(spec.display_name.as_str())
+                .meta(
+                    spec.meta
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<std::collections::HashMap<_, _>>(),
+                );
             let a = vaultrs::token::new_orphan(&c, Some(&mut req))
                 .await
                 .map_err(mapped("create-orphan", Some(token)))?;
@@ -520,6 +562,26 @@ impl VaultClient {
                     .await
                     .map_err(mapped("kv delete", Some(token))),
             )?;
+            found(
+                vaultrs::kv2::delete_metadata(&c, &mount, &path)
+                    .await
+                    .map_err(mapped("kv metadata delete", Some(token))),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `DELETE <mount>/metadata/<path>`: the entry's metadata and every version at once (what is
+    /// left of an entry whose data was deleted but whose metadata was not). 404 counts as done.
+    pub async fn kv_delete_metadata(
+        &self,
+        token: &VaultToken,
+        mount: &str,
+        path: &str,
+    ) -> Result<(), VaultError> {
+        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
+        self.run(Some(token), |c| async move {
             found(
                 vaultrs::kv2::delete_metadata(&c, &mount, &path)
                     .await

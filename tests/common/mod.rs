@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::Running;
 use vdbi::config::{Config, Mode};
 use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
 
@@ -60,6 +60,8 @@ pub struct Options {
     pub admission_timeout: Duration,
     pub kube_role: String,
     pub service_account: String,
+    /// Last changes to the configuration (rate limit, grace, ...).
+    pub configure: Box<dyn FnOnce(&mut Config)>,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             admission_timeout: Duration::from_secs(4),
             kube_role: "vdbi".into(),
             service_account: "vdbi-injector".into(),
+            configure: Box::new(|_| {}),
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Vdbi {
     pub prefix: String,
     pub cert: TestCert,
     pub jwt_file: tempfile::NamedTempFile,
+    /// The chart's RBAC vdbi runs with, when it talks to the Kubernetes API (projected mode).
+    pub chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
 }
 
 /// Writes a JWT of vdbi's own ServiceAccount (vdbi-system/<sa>, audience vault).
@@ -109,9 +114,10 @@ pub fn base_config(p: &Platform, prefix: &str) -> Config {
     }
 }
 
+/// Starts vdbi in-process through [`vdbi::testing::launch::start_vdbi`]: the chart's RBAC when it
+/// needs the Kubernetes API, Vault roles with the published policies only.
 pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
     let prefix = unique_name("t");
     let cert = make_cert();
     let jwt_file = own_jwt(p, &opts.service_account).await;
@@ -128,14 +134,20 @@ pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
     if let Some(a) = opts.vault_address {
         c.vault_address = a;
     }
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi starts");
+    (opts.configure)(&mut c);
+    let (running, chart) = vdbi::testing::launch::start_vdbi(
+        p,
+        c,
+        "vdbi-rbac",
+        vdbi::telemetry::logging::test_logger(),
+    )
+    .await;
     Vdbi {
         running,
         prefix,
         cert,
         jwt_file,
+        chart,
     }
 }
 
@@ -285,4 +297,117 @@ pub async fn pg_connect(
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// Tokens (any) whose policies include `policy`, found through the accessor list (root).
+pub async fn tokens_with_policy(root: &VaultRoot, policy: &str) -> usize {
+    use futures::StreamExt;
+    let list = root
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            "auth/token/accessors",
+            None,
+        )
+        .await
+        .ok("accessor list");
+    let accessors = list["data"]["keys"].as_array().cloned().unwrap_or_default();
+    futures::stream::iter(accessors)
+        .map(|acc| async move {
+            let r = root
+                .request(
+                    reqwest::Method::POST,
+                    "auth/token/lookup-accessor",
+                    Some(&json!({ "accessor": acc })),
+                )
+                .await;
+            r.status == 200
+                && r.ok("lookup-accessor")["data"]["policies"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|x| x == policy))
+        })
+        .buffer_unordered(16)
+        .filter(|has| std::future::ready(*has))
+        .count()
+        .await
+}
+
+/// An AdmissionReview (v1) of a pod CREATE, as the apiserver sends it.
+pub fn review(pod: &Pod, namespace: &str, name: &str, uid: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": name,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "test"},
+            "object": pod,
+            "dryRun": false
+        }
+    })
+}
+
+/// Posts AdmissionReviews straight to a vdbi webhook (as the apiserver does), trusting `pem`.
+#[derive(Clone)]
+pub struct ReviewClient {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl ReviewClient {
+    pub fn new(url: &str, pem: &str) -> ReviewClient {
+        vdbi::testing::platform::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only(vec![reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        ReviewClient {
+            http,
+            url: url.to_string(),
+        }
+    }
+
+    /// The review's `response` (`allowed`, `patch`, `status.message`), or the transport error.
+    pub async fn send(&self, review: &Value) -> Result<Value, String> {
+        let r = self
+            .http
+            .post(&self.url)
+            .json(review)
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let v: Value = r.json().await.map_err(|e| format!("{e:?}"))?;
+        Ok(v["response"].clone())
+    }
+}
+
+/// Test cleanup (root): revokes the token of every entry under `prefix` and deletes the entries
+/// (metadata included).
+pub async fn purge_prefix(root: &VaultRoot, p: &Platform, prefix: &str) {
+    let kv = p.var("VDBI_KV_MOUNT");
+    for key in kv_keys(root, p, prefix).await {
+        if let Some(e) = kv_entry(root, p, prefix, &key).await {
+            if let Some(t) = e["TokenId"].as_str().filter(|t| !t.is_empty()) {
+                root.request(
+                    reqwest::Method::POST,
+                    "auth/token/revoke-orphan",
+                    Some(&json!({ "token": t })),
+                )
+                .await;
+            }
+        }
+        root.request(
+            reqwest::Method::DELETE,
+            &format!("{kv}/metadata/{prefix}/{key}"),
+            None,
+        )
+        .await;
+    }
 }

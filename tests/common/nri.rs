@@ -3,7 +3,7 @@
 use super::{base_config, own_jwt};
 use std::path::{Path, PathBuf};
 use vdbi::actors::credential_cache::Uids;
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::Running;
 use vdbi::config::Mode;
 use vdbi::testing::platform::Platform;
 
@@ -41,13 +41,14 @@ pub struct NriVdbi {
     pub running: Running,
     pub cache_path: PathBuf,
     _jwt: tempfile::NamedTempFile,
+    /// The chart's RBAC the plugin runs with (the NRI DaemonSet's ServiceAccount).
+    pub chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
 }
 
 /// Starts vdbi with `mode: nri` (legacy: vdbi's own login as `vdbi` with the `vdbi-nri`
 /// ServiceAccount; projected: bookkeeping login as `vdbi-nri`).
 pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
     let jwt = own_jwt(p, "vdbi-nri").await;
     let mut c = base_config(p, &o.prefix);
     c.mode = Mode::Nri;
@@ -68,13 +69,18 @@ pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
         c.vault_address = a;
     }
     let cache_path = c.nri.cache_path.clone();
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi (nri) starts");
+    let (running, chart) = vdbi::testing::launch::start_vdbi(
+        p,
+        c,
+        "vdbi-nri-rbac",
+        vdbi::telemetry::logging::test_logger(),
+    )
+    .await;
     NriVdbi {
         running,
         cache_path,
         _jwt: jwt,
+        chart,
     }
 }
 

@@ -1,28 +1,29 @@
-//! Issuing credentials for one dbConfig, shared by the Admission actor (webhook) and the NRI
-//! plugin: the steps of the legacy sequence (role check against the Vault k8s-auth role, orphan
-//! token) and of the projected one (TokenRequest, login as the dbConfig's role, period check),
-//! the credentials read and the bookkeeping write, each with its metrics.
+//! The steps of one dbConfig's issuance: legacy (role check against the Vault k8s-auth role,
+//! provisional orphan token, confirmation) and projected (TokenRequest, login as the dbConfig's
+//! role, period check), the credentials read and the bookkeeping write, each with its metrics.
 //!
-//! Each step is one call, so the caller records what a step created (its own tracking, its own
-//! cleanup) before the next one runs, and maps an [`IssueError`] to its own refusal. Every call to
-//! Vault (through the VaultSession actor) or to Kubernetes is awaited through the caller's
-//! [`ExternalClock`], so the caller can tell its own time from the time spent waiting.
+//! Each step is one call, so the caller records what a step created in its [`super::UndoLog`]
+//! before the next one runs. Every call to Vault (through the VaultSession actor) or to
+//! Kubernetes is awaited through the caller's [`ExternalClock`], so the caller can tell its own
+//! time from the time spent waiting.
 
-use super::error::ActorError;
-use super::vault_session::{
-    CreateOrphanToken, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole, ReadDbCredentials,
-    RevokeOrphan, RevokeSelf, VaultSession,
+use crate::actors::error::ActorError;
+use crate::actors::vault_session::{
+    CreateProvisionalToken, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole, ReadDbCredentials,
+    RenewSelf, VaultSession,
 };
-use super::ActorHandle;
+use crate::actors::ActorHandle;
 use crate::annotations::DbConfig;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::config::Config;
 use crate::k8s::{self, PodBinding};
 use crate::telemetry::{ExternalClock, Metrics};
-use crate::vault::{can_get_role, DbCredentials, KubeAuthRole, VaultError, VaultToken};
+use crate::vault::{
+    can_get_role, DbCredentials, KubeAuthRole, OrphanTokenSpec, VaultError, VaultToken,
+};
 use actix::prelude::*;
 use slog::{debug, warn, Logger};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as Deadline;
@@ -35,6 +36,25 @@ pub struct RoleCache {
 
 const ROLE_CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// Display name of the orphan tokens (Vault shows `token-injector-orphan-token`, as the Go
+/// version's).
+pub const ORPHAN_DISPLAY_NAME: &str = "injector-orphan-token";
+/// Token metadata keys of a provisional orphan token (who it was issued for).
+pub const TOKEN_META_UUID: &str = "vdbi-uuid";
+pub const TOKEN_META_NAMESPACE: &str = "vdbi-namespace";
+pub const TOKEN_META_SERVICE_ACCOUNT: &str = "vdbi-service-account";
+
+/// What a provisional token lives beyond its issuance's deadline: room for the confirmation
+/// call that was sent just before the deadline.
+pub const PROVISIONAL_MARGIN: Duration = Duration::from_secs(10);
+
+/// The first TTL of a provisional token: the issuance's remaining time plus
+/// [`PROVISIONAL_MARGIN`], in whole seconds.
+pub fn provisional_ttl(deadline: Deadline) -> Duration {
+    let left = deadline.saturating_duration_since(Deadline::now());
+    Duration::from_secs((left + PROVISIONAL_MARGIN).as_secs_f64().ceil() as u64)
+}
+
 impl RoleCache {
     pub fn get(&self, role: &str) -> Option<KubeAuthRole> {
         let g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -46,41 +66,6 @@ impl RoleCache {
         let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         g.insert(role.to_string(), (Instant::now(), value));
     }
-}
-
-/// A token an issuance created, revoked if the issuance fails (its DB lease dies with it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NewToken {
-    /// Legacy orphan token: `revoke-orphan` with vdbi's session.
-    Orphan(VaultToken),
-    /// Projected pod token: `revoke-self` with the token itself.
-    Pod(VaultToken),
-}
-
-impl NewToken {
-    pub async fn revoke(
-        self,
-        vault: &ActorHandle<VaultSession>,
-        deadline: Deadline,
-    ) -> Result<(), ActorError> {
-        match self {
-            NewToken::Orphan(target) => vault.call(RevokeOrphan { target, deadline }).await,
-            NewToken::Pod(token) => vault.call(RevokeSelf { token, deadline }).await,
-        }
-    }
-}
-
-/// Revokes `tokens` concurrently; the errors of those that could not be revoked.
-pub async fn revoke_tokens(
-    vault: &ActorHandle<VaultSession>,
-    tokens: Vec<NewToken>,
-    deadline: Deadline,
-) -> Vec<ActorError> {
-    futures::future::join_all(tokens.into_iter().map(|t| t.revoke(vault, deadline)))
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect()
 }
 
 /// Why a step failed; the message names the dbConfig and never holds a secret.
@@ -99,7 +84,7 @@ pub enum IssueError {
 }
 
 impl IssueError {
-    fn session(step: impl Into<String>) -> impl FnOnce(ActorError) -> IssueError {
+    pub(super) fn session(step: impl Into<String>) -> impl FnOnce(ActorError) -> IssueError {
         move |error| IssueError::Session {
             step: step.into(),
             error,
@@ -215,13 +200,33 @@ impl<'a> Issuer<'a> {
         Ok(())
     }
 
-    /// Legacy: an orphan token with the role's policy, vdbi's session as parent.
-    pub async fn orphan_token(&self, db: &DbConfig) -> Result<VaultToken, IssueError> {
+    /// Legacy: a **provisional** orphan token with the role's policy: not periodic, renewable,
+    /// first TTL [`provisional_ttl`] (the issuance's remaining time plus a margin), metadata
+    /// naming the issuance. Until [`confirm_token`](Self::confirm_token) renews it, it dies by
+    /// itself soon after the issuance's deadline — with the DB leases it created — so a process
+    /// killed before recording it leaks nothing for long.
+    pub async fn orphan_token(
+        &self,
+        db: &DbConfig,
+        uuid: &str,
+        who: &Subject<'_>,
+    ) -> Result<VaultToken, IssueError> {
+        let meta = BTreeMap::from([
+            (TOKEN_META_UUID.to_string(), uuid.to_string()),
+            (TOKEN_META_NAMESPACE.to_string(), who.namespace.to_string()),
+            (
+                TOKEN_META_SERVICE_ACCOUNT.to_string(),
+                who.service_account.to_string(),
+            ),
+        ]);
         let orphan = self
-            .call(CreateOrphanToken {
-                policies: vec![db.role.clone()],
-                period: self.config.token_ttl,
-                display_name: "injector-orphan-token".into(),
+            .call(CreateProvisionalToken {
+                spec: OrphanTokenSpec {
+                    policies: vec![db.role.clone()],
+                    ttl: provisional_ttl(self.deadline),
+                    display_name: ORPHAN_DISPLAY_NAME.into(),
+                    meta,
+                },
                 deadline: self.deadline,
             })
             .await;
@@ -235,6 +240,22 @@ impl<'a> Issuer<'a> {
                 Err(IssueError::session("creating the orphan token")(e))
             }
         }
+    }
+
+    /// Legacy, once the bookkeeping entry records the token: renews it (`renew-self`) to
+    /// `tokenTTL`, from then on the renewer's to keep alive. Capped by the token store's max TTL
+    /// (32 days by default, as the DB lease).
+    pub async fn confirm_token(&self, token: &VaultToken) -> Result<(), IssueError> {
+        self.call(RenewSelf {
+            token: token.clone(),
+            increment: self.config.token_ttl,
+            deadline: self.deadline,
+        })
+        .await
+        .map(|_| ())
+        .map_err(IssueError::session(
+            "renewing the orphan token to its full TTL",
+        ))
     }
 
     /// Projected: a TokenRequest for the service account (bound to the pod when `bind_to` names

@@ -1,0 +1,30 @@
+//! Issuance: one pod's database credentials, for the Admission actor (webhook) and the NRI
+//! plugin alike.
+//!
+//! * [`steps`]: the Vault and Kubernetes steps of one dbConfig (legacy: role check,
+//!   provisional orphan token, confirmation; projected: TokenRequest, login, period check;
+//!   credentials; bookkeeping entry);
+//! * [`undo`]: the undo log every step records into, and the undo of a failed issuance (its own
+//!   patience, background call class, truthful [`Exposure`]);
+//! * [`refusal`]: refusal reasons as an enum and the wording of a failed step;
+//! * [`coalesce`]: concurrent requests for the same pod share one issuance.
+//!
+//! Crash consistency (docs/reliability.md, "Issuance"): a legacy orphan token is created
+//! provisional — not periodic, its first TTL the issuance's remaining time plus a margin,
+//! metadata naming the issuance — and renewed to `tokenTTL` only once the bookkeeping entry
+//! records it. A process killed at any instant before that leaves a token that expires by
+//! itself, and Vault revokes its DB leases with it; one killed after leaves an entry, which the
+//! revoker's sweep revokes once its pod is known not to exist.
+
+pub mod coalesce;
+pub mod refusal;
+pub mod steps;
+pub mod undo;
+
+pub use coalesce::Coalescer;
+pub use refusal::{Refusal, RefusalReason};
+pub use steps::{
+    provisional_ttl, step_message, IssueError, Issuer, RoleCache, Subject, ORPHAN_DISPLAY_NAME,
+    PROVISIONAL_MARGIN, TOKEN_META_UUID,
+};
+pub use undo::{undo, CallClass, Created, Exposure, NewToken, Restore, UndoLog, UNDO_PATIENCE};

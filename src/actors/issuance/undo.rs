@@ -1,0 +1,329 @@
+//! The undo log of one issuance (an admission or an NRI fetch) and the undo itself.
+//!
+//! Every Vault object an issuance creates is recorded here the moment its call returns. When
+//! the issuance fails, or its caller gives up at the deadline while calls are still running, the
+//! log is *abandoned*: what it holds is undone, and whatever lands later is refused by
+//! [`UndoLog::record`] and undone by the step that created it. The undo has its own patience,
+//! not the issuance's deadline: it retries with backoff for [`UNDO_PATIENCE`], tokens first (their
+//! DB leases die with them), then the KV entries — an entry is kept while its token could not be
+//! revoked, so the revoker's sweep still finds it.
+
+use crate::actors::error::ActorError;
+use crate::actors::vault_session::{KvDelete, KvPut, RevokeOrphan, RevokeSelf, VaultSession};
+use crate::actors::ActorHandle;
+use crate::bookkeeping::BookkeepingEntry;
+use crate::vault::VaultToken;
+use slog::{debug, error, warn, Logger};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant as Deadline;
+
+/// A token an issuance created, revoked if the issuance fails (its DB leases die with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewToken {
+    /// Legacy orphan token: `revoke-orphan` with vdbi's session.
+    Orphan(VaultToken),
+    /// Projected pod token: `revoke-self` with the token itself.
+    Pod(VaultToken),
+}
+
+impl NewToken {
+    pub async fn revoke(
+        &self,
+        vault: &ActorHandle<VaultSession>,
+        deadline: Deadline,
+    ) -> Result<(), ActorError> {
+        match self {
+            NewToken::Orphan(target) => {
+                vault
+                    .call(RevokeOrphan {
+                        target: target.clone(),
+                        deadline,
+                    })
+                    .await
+            }
+            NewToken::Pod(token) => {
+                vault
+                    .call(RevokeSelf {
+                        token: token.clone(),
+                        deadline,
+                    })
+                    .await
+            }
+        }
+    }
+}
+
+/// Something an issuance created in Vault.
+#[derive(Debug)]
+pub enum Created {
+    /// Legacy orphan token or projected pod token.
+    Token(NewToken),
+    /// A KV bookkeeping entry written, with what to put back.
+    Entry { uuid: String, restore: Restore },
+}
+
+/// What the undo puts back in a KV entry the issuance wrote.
+#[derive(Debug)]
+pub enum Restore {
+    /// The entry did not exist: delete it.
+    Delete,
+    /// What the entry held.
+    Entry(Box<BookkeepingEntry>),
+    /// Unknown (projected NRI: its policy may only write KV): an entry naming the pod without
+    /// token nor lease, as the webhook writes in NRI mode.
+    Reservation(Box<BookkeepingEntry>),
+}
+
+/// How exposed a failed issuance left Vault, for a refusal that says what is true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposure {
+    /// No Vault object was created and no creating call was running.
+    Nothing,
+    /// Objects were created; they are being revoked.
+    Revoking,
+    /// Creating calls were still running: what they create is revoked when they return.
+    InFlight,
+}
+
+impl Exposure {
+    /// The clause a refusal ends with.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Exposure::Nothing => "nothing was issued",
+            Exposure::Revoking => "what was issued for it is being revoked",
+            Exposure::InFlight => {
+                "Vault calls were still running: whatever they issue is revoked as they complete"
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    abandoned: bool,
+    created: Vec<Created>,
+    /// Calls that may create a Vault object, running now.
+    creating: usize,
+}
+
+/// What one issuance created, until it succeeds or is abandoned.
+#[derive(Default)]
+pub struct UndoLog {
+    state: Mutex<State>,
+}
+
+/// Counts a creating call while it runs (see [`UndoLog::creating`]).
+struct CreatingGuard<'a>(&'a UndoLog);
+
+impl Drop for CreatingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().creating -= 1;
+    }
+}
+
+impl UndoLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a call that may create a Vault object (token, lease, KV entry), counted while it
+    /// runs so that an abandonment meanwhile is worded truthfully.
+    pub async fn creating<F: Future>(&self, call: F) -> F::Output {
+        self.lock().creating += 1;
+        let _guard = CreatingGuard(self);
+        call.await
+    }
+
+    /// Records `c`; gives it back if the issuance was already abandoned (the caller undoes it).
+    pub fn record(&self, c: Created) -> Result<(), Created> {
+        let mut g = self.lock();
+        if g.abandoned {
+            return Err(c);
+        }
+        g.created.push(c);
+        Ok(())
+    }
+
+    /// Marks the issuance failed and takes everything created so far.
+    pub fn abandon(&self) -> (Vec<Created>, Exposure) {
+        let mut g = self.lock();
+        g.abandoned = true;
+        let created = std::mem::take(&mut g.created);
+        let exposure = if !created.is_empty() {
+            Exposure::Revoking
+        } else if g.creating > 0 {
+            Exposure::InFlight
+        } else {
+            Exposure::Nothing
+        };
+        (created, exposure)
+    }
+
+    /// Forgets a token the issuance revoked itself.
+    pub fn forget_token(&self, token: &VaultToken) {
+        self.lock().created.retain(
+            |c| !matches!(c, Created::Token(NewToken::Pod(t) | NewToken::Orphan(t)) if t == token),
+        );
+    }
+}
+
+/// Who a Vault call serves: an admission waiting for it, or work nobody waits for (undo,
+/// sweeps). Undo always runs as [`CallClass::Background`]: it must not take Vault capacity from
+/// new admissions, and it is not bounded by any admission's deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallClass {
+    Foreground,
+    Background,
+}
+
+impl CallClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallClass::Foreground => "foreground",
+            CallClass::Background => "background",
+        }
+    }
+}
+
+/// How long an undo keeps retrying before it leaves the rest to the revoker's sweep (entries)
+/// and to the provisional TTL (unconfirmed orphan tokens).
+pub const UNDO_PATIENCE: Duration = Duration::from_secs(15 * 60);
+/// Deadline of each undo call.
+const UNDO_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One undo step, retried with backoff (0.5 s doubling to 30 s) until it succeeds or
+/// [`UNDO_PATIENCE`] has passed. Every undo call goes through here: the one place that sets
+/// the call class and the deadline of undo work.
+async fn undo_step<F, Fut>(class: CallClass, what: &str, log: &Logger, mut call: F) -> bool
+where
+    F: FnMut(Deadline) -> Fut,
+    Fut: Future<Output = Result<(), ActorError>>,
+{
+    let give_up = Deadline::now() + UNDO_PATIENCE;
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1u32.. {
+        match call(Deadline::now() + UNDO_CALL_TIMEOUT).await {
+            Ok(()) => return true,
+            Err(e) => {
+                if Deadline::now() + delay >= give_up {
+                    error!(log, "undo gave up"; "step" => what, "error" => %e,
+                        "attempts" => attempt, "class" => class.as_str());
+                    return false;
+                }
+                warn!(log, "undo step failed; retrying"; "step" => what, "error" => %e,
+                    "attempt" => attempt, "retry_in_ms" => delay.as_millis() as u64,
+                    "class" => class.as_str());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    false
+}
+
+/// Undoes what an issuance created: tokens first (concurrently; their DB leases die with them),
+/// then the KV entries are put back (deleted, restored, or reset to a reservation) — unless a
+/// token could not be revoked, in which case its entry stays so the revoker's sweep finds it.
+/// Returns whether everything was undone.
+pub async fn undo(
+    vault: &ActorHandle<VaultSession>,
+    created: Vec<Created>,
+    class: CallClass,
+    log: &Logger,
+) -> bool {
+    if created.is_empty() {
+        return true;
+    }
+    let (mut tokens, mut entries) = (Vec::new(), Vec::new());
+    for c in created {
+        match c {
+            Created::Token(t) => tokens.push(t),
+            Created::Entry { uuid, restore } => entries.push((uuid, restore)),
+        }
+    }
+    let revoked = futures::future::join_all(tokens.iter().map(|t| {
+        undo_step(class, "revoking a token", log, move |deadline| {
+            t.revoke(vault, deadline)
+        })
+    }))
+    .await;
+    if revoked.iter().any(|ok| !ok) {
+        warn!(log, "a failed issuance's token could not be revoked; its entry is kept for the revoker's sweep");
+        return false;
+    }
+    let mut all = true;
+    for (uuid, restore) in entries {
+        let ok = undo_step(class, "restoring a bookkeeping entry", log, |deadline| {
+            let (uuid, vault) = (uuid.clone(), vault.clone());
+            let entry = match &restore {
+                Restore::Entry(e) | Restore::Reservation(e) => Some((**e).clone()),
+                Restore::Delete => None,
+            };
+            async move {
+                match entry {
+                    Some(entry) => {
+                        vault
+                            .call(KvPut {
+                                uuid,
+                                entry,
+                                deadline,
+                            })
+                            .await
+                    }
+                    None => vault.call(KvDelete { uuid, deadline }).await,
+                }
+            }
+        })
+        .await;
+        all &= ok;
+    }
+    debug!(log, "failed issuance undone"; "complete" => all);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(s: &str) -> Created {
+        Created::Token(NewToken::Orphan(VaultToken::new(s.to_string())))
+    }
+
+    #[tokio::test]
+    async fn abandonment_says_what_is_true() {
+        let log = UndoLog::default();
+        assert_eq!(log.abandon().1, Exposure::Nothing);
+
+        let log = UndoLog::default();
+        log.record(tok("a")).unwrap();
+        let (created, exposure) = log.abandon();
+        assert_eq!((created.len(), exposure), (1, Exposure::Revoking));
+        // late arrivals are handed back to their creator
+        assert!(log.record(tok("b")).is_err());
+
+        let log = std::sync::Arc::new(UndoLog::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let l2 = log.clone();
+        let call = tokio::spawn(async move { l2.creating(async { rx.await.ok() }).await });
+        tokio::task::yield_now().await;
+        while log.lock().creating == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(log.abandon().1, Exposure::InFlight);
+        tx.send(()).unwrap();
+        call.await.unwrap();
+        assert_eq!(log.lock().creating, 0);
+    }
+
+    #[test]
+    fn forgotten_tokens_are_not_undone() {
+        let log = UndoLog::default();
+        log.record(tok("a")).unwrap();
+        log.record(tok("b")).unwrap();
+        log.forget_token(&VaultToken::new("a".to_string()));
+        let (created, _) = log.abandon();
+        assert_eq!(created.len(), 1);
+    }
+}
