@@ -15,7 +15,7 @@ use crate::actors::revoker::{Revoker, RevokerConfig};
 use crate::actors::vault_session::{RevokeOwnToken, SessionConfig, VaultSession};
 use crate::actors::{supervise, ActorHandle, Backoff};
 use crate::config::{Config, Mode};
-use crate::http::{probes, tls, webhook, HealthState};
+use crate::http::{client_auth, probes, tls, webhook, HealthState};
 use crate::telemetry::Metrics;
 use crate::vault::{VaultClient, VaultSettings};
 use actix_web::dev::ServerHandle;
@@ -177,6 +177,30 @@ pub async fn start_with_metrics(
             metrics.clone(),
             log.new(slog::o!("component" => "webhook-tls")),
         ));
+        let client_auth = match &config.webhook_client_ca_file {
+            Some(ca) => {
+                let tls_log = log.new(slog::o!("component" => "webhook-tls"));
+                let auth = client_auth::ClientAuth::new(
+                    ca,
+                    &config.webhook_client_allowed_names,
+                    metrics.clone(),
+                    tls_log.clone(),
+                )?;
+                tasks.push(client_auth::spawn_ca_reloader(
+                    auth.clone(),
+                    config.cert_reload_interval,
+                    metrics.clone(),
+                    tls_log,
+                ));
+                Some(auth)
+            }
+            None => {
+                if !config.nri.enabled {
+                    warn!(log, "webhook client authentication is OFF: any peer reaching the webhook port can obtain credentials; set webhookClientCAFile (docs/security.md)");
+                }
+                None
+            }
+        };
         let deps = Arc::new(AdmissionDeps {
             config: config.clone(),
             vault: vault.clone(),
@@ -192,7 +216,7 @@ pub async fn start_with_metrics(
         drop(listener);
         let srv = webhook::webhook_server(
             addr,
-            tls::server_config(resolver)?,
+            tls::server_config(resolver, client_auth)?,
             handle.clone(),
             metrics.clone(),
             log.new(slog::o!("component" => "webhook")),

@@ -1,5 +1,6 @@
 //! The HTTP edges: the admission webhook (HTTPS), the health probes and the metrics endpoint.
 
+pub mod client_auth;
 pub mod health;
 pub mod probes;
 pub mod tls;

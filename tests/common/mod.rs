@@ -94,7 +94,7 @@ pub async fn own_jwt(p: &Platform, sa: &str) -> tempfile::NamedTempFile {
 }
 
 pub fn base_config(p: &Platform, prefix: &str) -> Config {
-    Config {
+    let mut c = Config {
         vault_address: p.vault_addr(),
         vault_auth_path: p.var("VDBI_K8S_AUTH_MOUNT"),
         kube_role: "vdbi".into(),
@@ -106,7 +106,10 @@ pub fn base_config(p: &Platform, prefix: &str) -> Config {
         health_listen: "127.0.0.1:0".parse().unwrap(),
         cert_reload_interval: Duration::from_millis(200),
         ..Config::default()
-    }
+    };
+    // Client authentication on, as in production: only the platform's apiserver may call.
+    vdbi::testing::webhook::require_client_auth(p, &mut c);
+    c
 }
 
 pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
