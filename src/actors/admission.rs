@@ -204,6 +204,14 @@ pub async fn admit(
         ));
     };
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    // Bounded work per pod: refused before parsing further and before any Vault call.
+    let limits = annotations::Limits {
+        max_db_configs: deps.config.max_db_configs_per_pod,
+        max_bytes: deps.config.max_annotation_bytes,
+    };
+    if let Err(e) = annotations::check_limits(&annotations, limits) {
+        return deny(Denial::new("too_large", e.to_string()));
+    }
     let spec = match annotations::parse(
         &annotations.into_iter().collect(),
         &deps.config.default_engine,
@@ -391,34 +399,59 @@ fn new_uuid() -> String {
     uuid::Uuid::now_v1(node).to_string()
 }
 
-/// Turns a failed issuing step into the denial the user reads.
-fn issue_denial(db: &DbConfig, e: IssueError) -> Denial {
+/// Turns a failed issuing step into the denial the user reads: the dbConfig, its role, the step
+/// and the class of failure — never the raw text of Vault's or the apiserver's error, which can
+/// name the database's admin user, host and port (it goes to vdbi's log only).
+fn issue_denial(db: &DbConfig, e: IssueError, log: &Logger) -> Denial {
     let (step, e) = match e {
         IssueError::RoleNotFound(m) => return Denial::new("role_not_found", m),
         IssueError::ServiceAccountDenied(m) => return Denial::new("sa_denied", m),
         IssueError::TokenRequestTimeout(m) => return Denial::new("deadline", m),
-        IssueError::TokenRequest(m) => return Denial::new("token_request", m),
+        IssueError::TokenRequest(m) => {
+            warn!(log, "TokenRequest failed"; "dbconfig" => &db.name, "role" => &db.role, "error" => &m);
+            return Denial::new(
+                "token_request",
+                step_message(
+                    db,
+                    "TokenRequest for the pod's service account",
+                    "failed (Kubernetes error; details in vdbi's log)",
+                ),
+            );
+        }
         IssueError::Session { step, error } => (step, error),
     };
-    let (reason, what) = match &e {
-        ActorError::Deadline(_) => ("deadline", "timed out".to_string()),
-        ActorError::NoSession(m) => (
+    let (reason, what) = failure_class(&e);
+    warn!(log, "issuing step failed"; "dbconfig" => &db.name, "role" => &db.role,
+        "step" => &step, "class" => reason, "error" => %e);
+    Denial::new(reason, step_message(db, &step, what))
+}
+
+/// The metric reason and the user-facing wording of a failed Vault/Kubernetes call.
+fn failure_class(e: &ActorError) -> (&'static str, &'static str) {
+    match e {
+        ActorError::Deadline(_) => ("deadline", "timed out"),
+        ActorError::NoSession(_) => (
             "vault_unavailable",
-            format!("vdbi has no Vault session ({m})"),
+            "vdbi has no Vault session (Vault unreachable, sealed or refusing vdbi's login)",
         ),
-        ActorError::Mailbox(m) => ("internal", format!("internal error ({m})")),
-        ActorError::Kube(k) => ("kubernetes", k.to_string()),
-        ActorError::Vault(v) => (
-            match v.class() {
-                "sealed" => "vault_sealed",
-                "transport" | "timeout" => "vault_unavailable",
-                "permission_denied" => "vault_permission_denied",
-                _ => "vault_error",
-            },
-            v.to_string(),
-        ),
-    };
-    Denial::new(reason, step_message(db, &step, &what))
+        ActorError::Mailbox(_) => ("internal", "internal error"),
+        ActorError::Kube(_) => ("kubernetes", "Kubernetes error"),
+        ActorError::Vault(v) => match v.class() {
+            "sealed" => ("vault_sealed", "Vault is sealed"),
+            "transport" | "timeout" => ("vault_unavailable", "Vault unreachable"),
+            "permission_denied" => (
+                "vault_permission_denied",
+                "permission denied by Vault (check the role's policy)",
+            ),
+            "not_found" => ("vault_not_found", "not found in Vault"),
+            "rate_limited" => ("vault_rate_limited", "Vault is rate limiting requests"),
+            _ if v.status() == Some(500) => (
+                "database_error",
+                "Vault could not create the credentials (database or plugin error)",
+            ),
+            _ => ("vault_error", "Vault refused the request"),
+        },
+    }
 }
 
 /// The admission reads credentials once: no retry on HTTP 500 (the NRI plugin retries).
@@ -439,7 +472,7 @@ async fn issue_one(
     let cfg = &deps.config;
     let issuer = Issuer::new(cfg, &deps.vault, &deps.metrics, clock, deadline);
     let who = Subject::new(&pod.namespace, &pod.service_account);
-    let denial = |e| issue_denial(db, e);
+    let denial = |e| issue_denial(db, e, log);
     let uuid = new_uuid();
     let mut entry =
         BookkeepingEntry::reservation(&pod.namespace, &pod.service_account, &pod.name, "");

@@ -192,6 +192,41 @@ fn uri_rendering_percent_encodes() {
     assert_eq!(s.configs[0].mode, CredentialMode::Uri);
 }
 
+#[test]
+fn limits_refuse_too_many_dbconfigs_and_oversized_annotations() {
+    let limits = Limits {
+        max_db_configs: 16,
+        max_bytes: 32 * 1024,
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for i in 0..16 {
+        pairs.push((format!("db{i:02}.role"), "r".into()));
+        pairs.push((format!("db{i:02}.env-key-dbuser"), format!("U{i}")));
+    }
+    pairs.push(("role".into(), "r".into()));
+    let to_map = |p: &[(String, String)]| -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (format!("{PREFIX}{k}"), v.clone()))
+            .collect()
+    };
+    let mut a = to_map(&pairs);
+    a.insert("other.example/x".into(), "x".repeat(100_000)); // not ours: not counted
+    assert_eq!(check_limits(&a, limits), Ok(()));
+
+    pairs.push(("db16.role".into(), "r".into()));
+    let e = check_limits(&to_map(&pairs), limits).unwrap_err();
+    assert_eq!(e, AnnotationError::TooManyDbConfigs { count: 17, max: 16 });
+    assert!(e.to_string().contains("maxDbConfigsPerPod"), "{e}");
+
+    let big = ann(&[("db.role", "r"), ("db.template", &"x".repeat(40_000))]);
+    let e = check_limits(&big, limits).unwrap_err();
+    assert!(
+        matches!(e, AnnotationError::AnnotationsTooLarge { max: 32768, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("maxAnnotationBytes"), "{e}");
+}
+
 proptest! {
     /// The parser never panics, and whatever it accepts satisfies the contract's invariants.
     #[test]

@@ -15,7 +15,7 @@ use crate::actors::revoker::{Revoker, RevokerConfig};
 use crate::actors::vault_session::{RevokeOwnToken, SessionConfig, VaultSession};
 use crate::actors::{supervise, ActorHandle, Backoff};
 use crate::config::{Config, Mode};
-use crate::http::{client_auth, probes, tls, webhook, HealthState};
+use crate::http::{client_auth, probes, tls, vault_readiness, webhook, HealthState};
 use crate::telemetry::Metrics;
 use crate::vault::{VaultClient, VaultSettings};
 use actix_web::dev::ServerHandle;
@@ -151,6 +151,13 @@ pub async fn start_with_metrics(
         )
     };
 
+    // Readiness follows the ability to make Vault calls, not only the session's login state.
+    let mut tasks = vec![vault_readiness::spawn(
+        vault.clone(),
+        health.clone(),
+        vault_readiness::ProbeTiming::for_grace(config.readiness_vault_grace),
+        log.new(slog::o!("component" => "vault-readiness")),
+    )];
     let needs_kube = (mode.runs_injector() && config.use_projected_sa)
         || mode.runs_renewer()
         || mode.runs_revoker()
@@ -161,7 +168,6 @@ pub async fn start_with_metrics(
         None
     };
 
-    let mut tasks = Vec::new();
     let mut admission = None;
     let mut webhook_handle = None;
     let mut webhook_addr = None;

@@ -4,6 +4,7 @@ pub mod client_auth;
 pub mod health;
 pub mod probes;
 pub mod tls;
+pub mod vault_readiness;
 pub mod webhook;
 
 pub use health::HealthState;

@@ -1,7 +1,9 @@
-//! The admission webhook edge: HTTPS (rustls, reloading certificate) on `:8443`, AdmissionReview
-//! `admission.k8s.io/v1` at `/` and `/mutate`, body size limit. A malformed body gets HTTP 400
-//! with a JSON error; a non-Pod object gets a denial. The admission work itself is done by the
-//! Admission actor.
+//! The admission webhook edge: HTTPS (rustls, reloading certificate, optional client
+//! authentication) on `:8443`, at `/` and `/mutate`, body size limit. A strict envelope: only an
+//! `admission.k8s.io/v1` `AdmissionReview` sent as `application/json` is read (anything else: HTTP
+//! 400 with a JSON error naming the problem, `vdbi_admission_denied_total{reason}` and a log
+//! line); only the CREATE of a core/v1 Pod goes to the Admission actor — every other operation,
+//! kind or subresource is allowed unchanged and creates nothing.
 
 use crate::actors::admission::{Admission, Mutate};
 use crate::actors::ActorHandle;
@@ -11,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 use serde_json::json;
-use slog::{warn, Logger};
+use slog::{info, warn, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -53,28 +55,110 @@ where
     })
 }
 
+/// The envelope vdbi answers: `admission.k8s.io/v1` `AdmissionReview` only.
+const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+const REVIEW_KIND: &str = "AdmissionReview";
+
+/// True for `application/json` (parameters such as `charset` allowed).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Checks the envelope's `apiVersion` and `kind`; the detail for a 400 otherwise.
+fn check_envelope(types: &kube::core::TypeMeta) -> Result<(), String> {
+    if types.api_version != REVIEW_API_VERSION || types.kind != REVIEW_KIND {
+        return Err(format!(
+            "expected apiVersion {REVIEW_API_VERSION:?} kind {REVIEW_KIND:?}, got apiVersion {:?} kind {:?} (register the webhook with admissionReviewVersions: [v1])",
+            types.api_version, types.kind
+        ));
+    }
+    Ok(())
+}
+
+/// What vdbi does with a well-formed review.
+#[derive(Debug, PartialEq, Eq)]
+enum Handling {
+    /// CREATE of a core/v1 Pod (not a subresource): the Admission actor decides.
+    Mutate,
+    /// Anything else: allowed unchanged, nothing created.
+    Ignore(String),
+}
+
+fn handling(req: &AdmissionRequest<DynamicObject>) -> Handling {
+    use kube::core::admission::Operation;
+    let k = &req.kind;
+    let is_pod = k.group.is_empty() && k.version == "v1" && k.kind == "Pod";
+    let what = if k.group.is_empty() {
+        format!("{}/{}", k.version, k.kind)
+    } else {
+        format!("{}/{}/{}", k.group, k.version, k.kind)
+    };
+    if !is_pod || req.sub_resource.is_some() {
+        let sub = req
+            .sub_resource
+            .as_deref()
+            .map(|s| format!(" (subresource {s})"))
+            .unwrap_or_default();
+        return Handling::Ignore(format!("{what}{sub} is not a core/v1 Pod"));
+    }
+    if req.operation != Operation::Create {
+        return Handling::Ignore(format!("operation {:?} of a Pod", req.operation));
+    }
+    Handling::Mutate
+}
+
 async fn review(
     state: web::Data<WebhookState>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let _ = req;
-    // Read as a dynamic object first so a non-Pod kind is a clear denial, not a parse error.
-    let dyn_req =
-        match request_of::<DynamicObject>(&body, "malformed_review", "not an AdmissionReview") {
-            Ok(r) => r,
-            Err((reason, detail)) => return bad_request(&state, reason, detail),
-        };
-    if dyn_req.kind.kind != "Pod" || !dyn_req.kind.group.is_empty() {
-        state
-            .metrics
-            .admission_denied
-            .with_label_values(&["not_a_pod"])
-            .inc();
-        let resp = AdmissionResponse::from(&dyn_req).deny(format!(
-            "vdbi only handles core/v1 Pods, not {}",
-            dyn_req.kind.kind
-        ));
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !is_json(content_type) {
+        return bad_request(
+            &state,
+            "bad_content_type",
+            format!(
+                "Content-Type must be application/json, got {:?}",
+                content_type.unwrap_or("")
+            ),
+        );
+    }
+    // Read as a dynamic object first: the envelope, the kind and the operation decide whether
+    // the object is read as a Pod at all.
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(
+                &state,
+                "malformed_review",
+                format!("not an AdmissionReview: {e}"),
+            )
+        }
+    };
+    if let Err(detail) = check_envelope(&review.types) {
+        return bad_request(&state, "bad_envelope", detail);
+    }
+    let dyn_req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return bad_request(
+                &state,
+                "malformed_review",
+                "AdmissionReview without request".to_string(),
+            )
+        }
+    };
+    if let Handling::Ignore(why) = handling(&dyn_req) {
+        // Only pod CREATEs are vdbi's business; a registration sending more gets them back
+        // untouched (never a denial: that would block unrelated work).
+        info!(state.log, "admission request not handled; allowed unchanged";
+            "request_id" => &dyn_req.uid, "why" => &why);
+        let resp = AdmissionResponse::from(&dyn_req);
         return HttpResponse::Ok().json(resp.into_review());
     }
     let request = match request_of::<Pod>(&body, "malformed_pod", "the Pod object does not parse") {
@@ -91,7 +175,8 @@ async fn review(
                 .admission_denied
                 .with_label_values(&["internal"])
                 .inc();
-            fallback.deny(format!("vdbi: admission worker unavailable ({e}); retry"))
+            warn!(state.log, "admission worker unavailable"; "error" => %e);
+            fallback.deny("vault-db-injector: admission worker unavailable; retry")
         }
     };
     HttpResponse::Ok().json(response.into_review())
@@ -173,5 +258,55 @@ mod tests {
         let (reason, detail) = request_of::<Pod>(&empty, "malformed_pod", "the Pod").unwrap_err();
         assert_eq!(reason, "malformed_review");
         assert_eq!(detail, "AdmissionReview without request");
+    }
+
+    #[test]
+    fn envelope_content_type_and_version_are_strict() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("application/json; charset=utf-8")));
+        assert!(is_json(Some("Application/JSON")));
+        for bad in [None, Some(""), Some("text/plain"), Some("application/yaml")] {
+            assert!(!is_json(bad), "{bad:?}");
+        }
+        let tm = |v: &str, k: &str| kube::core::TypeMeta {
+            api_version: v.into(),
+            kind: k.into(),
+        };
+        assert!(check_envelope(&tm("admission.k8s.io/v1", "AdmissionReview")).is_ok());
+        let e = check_envelope(&tm("admission.k8s.io/v1beta1", "AdmissionReview")).unwrap_err();
+        assert!(e.contains("v1beta1"), "{e}");
+        assert!(check_envelope(&tm("admission.k8s.io/v1", "Foo")).is_err());
+    }
+
+    #[test]
+    fn only_pod_creates_are_mutated() {
+        let req = |op: &str, group: &str, kind: &str, sub: Option<&str>| {
+            let mut v = serde_json::from_slice::<serde_json::Value>(&review(
+                json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "p"}}),
+            ))
+            .unwrap();
+            v["request"]["operation"] = json!(op);
+            v["request"]["kind"]["group"] = json!(group);
+            v["request"]["kind"]["kind"] = json!(kind);
+            if let Some(s) = sub {
+                v["request"]["subResource"] = json!(s);
+            }
+            request_of::<DynamicObject>(&serde_json::to_vec(&v).unwrap(), "r", "c").unwrap()
+        };
+        assert_eq!(handling(&req("CREATE", "", "Pod", None)), Handling::Mutate);
+        for (op, group, kind, sub) in [
+            ("UPDATE", "", "Pod", None),
+            ("DELETE", "", "Pod", None),
+            ("CONNECT", "", "Pod", None),
+            ("CREATE", "", "Pod", Some("ephemeralcontainers")),
+            ("CREATE", "", "Secret", None),
+            ("CREATE", "apps", "Deployment", None),
+            ("CREATE", "example.com", "Pod", None),
+        ] {
+            assert!(
+                matches!(handling(&req(op, group, kind, sub)), Handling::Ignore(_)),
+                "{op} {group}/{kind} {sub:?}"
+            );
+        }
     }
 }
