@@ -257,3 +257,45 @@ proptest! {
         }
     }
 }
+
+/// Fuzzing of the annotation grammar with a fixed seed and case budget (short in CI,
+/// reproducible): any keys and values under the prefix, including unicode, huge lists and
+/// separators; neither the limits nor the parser panic, and whatever passes the limits and the
+/// parser stays within the limits.
+mod fuzz {
+    use super::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x616e_6e6f),
+            failure_persistence: None,
+            ..Config::default()
+        })]
+
+        #[test]
+        fn limits_and_parser_never_panic(entries in proptest::collection::btree_map(
+            "\\PC{0,6}(\\.\\PC{0,12})?",
+            "\\PC{0,40}|([A-Z_]{1,4},){0,30}",
+            0..40,
+        ), max_db in 1usize..8) {
+            let a: BTreeMap<String, String> =
+                entries.into_iter().map(|(k, v)| (format!("{PREFIX}{k}"), v)).collect();
+            let limits = Limits { max_db_configs: max_db, max_bytes: 4096 };
+            if check_limits(&a, limits).is_ok() {
+                if let Ok(PodContract::Databases(s)) = parse(&a, "databases") {
+                    prop_assert!(s.configs.len() <= max_db);
+                    let names: Vec<&str> = s.configs.iter().map(|c| c.name.as_str()).collect();
+                    let ok = check_containers(&s, names.iter().copied());
+                    let _ = ok;
+                    for c in &s.configs {
+                        if c.mode == CredentialMode::Uri {
+                            let _ = render_uri(c.template.as_deref().unwrap_or(""), "u@:/", "p%#?");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
