@@ -77,11 +77,14 @@ async fn main() {
     let config = format!(
         "mode: all\ncertFile: {d}/tls.crt\nkeyFile: {d}/tls.key\nvaultAddress: {va}\nvaultAuthPath: kubernetes\n\
 kubeRole: {role}\nvaultSecretName: {kv}\nvaultSecretPrefix: demo\nkubeTokenPath: {jwt}\n\
-webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 127.0.0.1:28888\nsyncTTLSecond: 60\n",
+webhookListen: 127.0.0.1:28443\nmetricsListen: 127.0.0.1:28080\nhealthListen: 127.0.0.1:28888\nsyncTTLSecond: 60\n\
+webhookClientCAFile: {client_ca}\nwebhookClientAllowedNames: [{client_name}]\n",
         d = dir.display(),
         va = p.vault_addr(),
         kv = p.var("VDBI_KV_MOUNT"),
-        jwt = jwt_path.display()
+        jwt = jwt_path.display(),
+        client_ca = p.var("VDBI_WEBHOOK_CLIENT_CA_FILE"),
+        client_name = p.var("VDBI_WEBHOOK_CLIENT_NAME"),
     );
     let cfg_path = dir.join("config.yaml");
     std::fs::write(&cfg_path, config).unwrap();

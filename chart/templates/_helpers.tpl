@@ -339,6 +339,26 @@ webhookMaxBodyBytes: {{ int64 .webhookMaxBodyBytes }}
 {{- if .certReloadInterval }}
 certReloadInterval: {{ .certReloadInterval | quote }}
 {{- end }}
+{{- if hasKey . "maxDbConfigsPerPod" }}
+maxDbConfigsPerPod: {{ int64 .maxDbConfigsPerPod }}
+{{- end }}
+{{- if hasKey . "maxAnnotationBytes" }}
+maxAnnotationBytes: {{ int64 .maxAnnotationBytes }}
+{{- end }}
+{{- if .readinessVaultGrace }}
+readinessVaultGrace: {{ .readinessVaultGrace | quote }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.vaultDbInjector.injector.clientAuth }}
+{{- if .enabled }}
+webhookClientCAFile: {{ printf "/client-ca/%s" .caKey | quote }}
+{{- with .allowedNames }}
+webhookClientAllowedNames:
+{{- range . }}
+  - {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- else if eq .component "renewer" }}
 kubeRole: {{ $c.kubeRoleRenewer | default $c.kubeRole | quote }}

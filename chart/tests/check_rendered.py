@@ -179,6 +179,7 @@ def case_default(docs):
     check(all(c.get("sentry") is False for c in cfgs.values()), "sentry is on by default")
     check(set(cfgs) == {"injector", "renewer", "revoker"}, f"ConfigMaps: {sorted(cfgs)}")
     check(not token_rule_holders(docs), "serviceaccounts/token granted in legacy mode")
+    check("webhookClientCAFile" not in cfgs["injector"], "client auth on without a CA Secret")
     check(cfgs["injector"]["admissionTimeout"] == "4s", "default admissionTimeout is not 4s")
     mwc = one(docs, "MutatingWebhookConfiguration")
     check(mwc["webhooks"][0]["timeoutSeconds"] == 5, "default timeoutSeconds is not 5")
@@ -227,7 +228,7 @@ def case_nri(docs, projected=False):
 
 
 def case_cert_manager(docs):
-    common(docs)
+    check_client_auth(*common(docs))
     kinds = [d["kind"] for d in docs]
     check(kinds.count("Certificate") == 2 and kinds.count("Issuer") == 2, "cert-manager objects")
     ca = one(docs, "Certificate", next(d["metadata"]["name"] for d in by_kind(docs, "Certificate") if d["spec"].get("isCA")))
@@ -279,6 +280,17 @@ def case_example(docs, projected):
     else:
         check(all(c.get("useProjectedSA") is False for c in cfgs.values()), "legacy example is not legacy")
         check("nri" not in pods, "legacy example deploys NRI")
+
+
+def check_client_auth(cfgs, pods):
+    cfg = cfgs["injector"]
+    check(cfg.get("webhookClientCAFile") == "/client-ca/ca.crt", "client auth: webhookClientCAFile not set")
+    check(cfg.get("webhookClientAllowedNames") == ["kube-apiserver-webhook-client"], "client auth: webhookClientAllowedNames")
+    inj = pods["injector"]
+    mounts = [m for m in inj["containers"][0]["volumeMounts"] if m["name"] == "client-ca"]
+    check(mounts and mounts[0]["mountPath"] == "/client-ca" and "subPath" not in mounts[0], "client auth: client CA not mounted whole at /client-ca")
+    vols = [v for v in inj["volumes"] if v["name"] == "client-ca"]
+    check(vols and vols[0]["secret"]["secretName"] == "apiserver-webhook-client-ca", "client auth: client CA volume")
 
 
 CASES = {

@@ -134,6 +134,7 @@ neg "sentry without a DSN" "sentry is true" --set vaultDbInjector.configuration.
 neg "tls secret mode without a Secret" "tls.secret.name" --set webhook.tls.mode=secret
 neg "unknown tls mode" "mode.*(enum|value must be)" --set webhook.tls.mode=selfsigned
 neg "injector replicas 0" "replicas.*minimum" --set vaultDbInjector.injector.replicas=0
+neg "client auth without a CA Secret" "clientAuth.caSecretName is required" --set vaultDbInjector.injector.clientAuth.enabled=true
 neg "renewBeforeDays >= certValidityDays" "renewBeforeDays" --set webhook.tls.generate.renewBeforeDays=800
 neg "bad image digest" "digest.*(pattern|does not match)" --set image.digest=latest
 neg "excluded namespace not a DNS label" "excludeNamespaces.*(pattern|does not match)" --set 'webhook.namespaceSelector.excludeNamespaces={Kube_System}'

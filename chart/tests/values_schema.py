@@ -82,7 +82,7 @@ COMPONENT_IMAGE = obj({"repository": s("empty: image.repository"), "tag": s("emp
 INT_OR_PERCENT = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+%$"}]}
 
 
-def component(config_props, enabled=False, service=False, min_replicas=0):
+def component(config_props, enabled=False, service=False, min_replicas=0, extra=None):
     props = {
         "serviceAccountName": s("empty: the chart's default name"),
         "serviceAccount": obj({"create": b(), "annotations": str_map()}),
@@ -109,6 +109,7 @@ def component(config_props, enabled=False, service=False, min_replicas=0):
     }
     if enabled:
         props["enabled"] = b()
+    props.update(extra or {})
     if service:
         props["type"] = {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]}
         props["ports"] = arr(
@@ -187,10 +188,24 @@ schema = {
                     {
                         "webhookMaxBodyBytes": i(1024),
                         "certReloadInterval": dur(),
+                        "maxDbConfigsPerPod": i(1),
+                        "maxAnnotationBytes": i(1024),
+                        "readinessVaultGrace": dur(),
                     },
                     enabled=True,
                     service=True,
                     min_replicas=1,
+                    extra={
+                        "clientAuth": obj(
+                            {
+                                "enabled": b(),
+                                "caSecretName": s(),
+                                "caKey": s(minLength=1),
+                                "allowedNames": arr({"type": "string", "minLength": 1}),
+                            },
+                            desc="Webhook caller authentication (client certificates)",
+                        )
+                    },
                 ),
                 "renewer": component({"renewerConcurrency": i(1), "renewHorizonCycles": i(1)}),
                 "revoker": component(

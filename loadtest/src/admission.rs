@@ -310,7 +310,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
     }
 
     // The load.
-    let http = crate::harness::load_client()?;
+    let http = crate::harness::load_client(p)?;
     // Warm the connection pool and the role cache.
     let _ = admit(&http, &url, &ns.name, &a.role, usize::MAX).await;
     let results = Arc::new(tokio::sync::Mutex::new(

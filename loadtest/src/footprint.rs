@@ -113,13 +113,16 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<FootprintResult, S
         "mode: injector\ncertFile: {crt}\nkeyFile: {key}\nvaultAddress: {va}\nvaultAuthPath: {auth}\n\
 kubeRole: {role}\nvaultSecretName: {kv}\nvaultSecretPrefix: {prefix}\nkubeTokenPath: {jwt}\n\
 vaultRateLimit: 0\nwebhookListen: 127.0.0.1:{webhook}\nmetricsListen: 127.0.0.1:{metrics}\n\
-healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
+healthListen: 127.0.0.1:{health}\nlogLevel: warn\n\
+webhookClientCAFile: {client_ca}\nwebhookClientAllowedNames: [{client_name}]\n",
         crt = crt.display(),
         key = key.display(),
         jwt = jwt.display(),
         va = p.vault_addr(),
         auth = p.var("VDBI_K8S_AUTH_MOUNT"),
         role = p.var("VDBI_LEGACY_KUBE_ROLE"),
+        client_ca = p.var("VDBI_WEBHOOK_CLIENT_CA_FILE"),
+        client_name = p.var("VDBI_WEBHOOK_CLIENT_NAME"),
     );
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
@@ -138,7 +141,7 @@ healthListen: 127.0.0.1:{health}\nlogLevel: warn\n",
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
     let daemon = Daemon(child);
     let pid = daemon.0.id();
-    let http = crate::harness::load_client()?;
+    let http = crate::harness::load_client(p)?;
     loop {
         if let Ok(r) = http
             .get(format!("http://127.0.0.1:{health}/readyz"))

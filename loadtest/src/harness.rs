@@ -63,6 +63,8 @@ pub async fn start_vdbi(
     c.key_file = key;
     c.kube_token_path = jwt_path;
     c.token_request_audiences = vec!["vault".into()];
+    // Client authentication on: the load generators present the apiserver's webhook client cert.
+    vdbi::testing::webhook::require_client_auth(p, &mut c);
     tweak(&mut c);
     let (running, chart) = vdbi::testing::launch::start_vdbi(p, c, "lt-rbac", quiet_logger()).await;
     for _ in 0..400 {
@@ -81,10 +83,14 @@ pub async fn start_vdbi(
 }
 
 /// The HTTP client of the load generators: loopback only, vdbi's self-signed webhook
-/// certificate accepted, a pool large enough for every request in flight.
-pub fn load_client() -> Result<reqwest::Client, String> {
+/// certificate accepted, the platform's webhook client certificate presented (vdbi requires it),
+/// a pool large enough for every request in flight.
+pub fn load_client(p: &Platform) -> Result<reqwest::Client, String> {
+    let identity = reqwest::Identity::from_pem(&vdbi::testing::webhook::client_identity_pem(p))
+        .map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .no_proxy()
+        .identity(identity)
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(256)

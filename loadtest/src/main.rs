@@ -6,6 +6,7 @@ mod admission;
 mod churn;
 mod footprint;
 mod harness;
+mod noisy;
 mod nri;
 mod renewal;
 mod report;
@@ -53,6 +54,18 @@ enum Scenario {
         /// vdbi's `vaultRateLimit` (calls/s, 0 = unlimited; it paces the renewer and revoker).
         #[arg(long, default_value_t = 0)]
         vault_rate_limit: u32,
+    },
+    /// Normal pods at a fixed rate, alone and beside a pod at the dbConfig cap re-submitted in a
+    /// loop: the normal pods' admission p99 in both runs.
+    NoisyNeighbour {
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 1)]
+        noisy_loops: usize,
+        #[arg(long, default_value = "app-rw")]
+        role: String,
     },
     /// One renewer cycle over N bookkeeping entries with real tokens (and leases).
     Renewal {
@@ -161,6 +174,34 @@ fn main() {
                     Ok(r) => r.errors == 0 && r.leftovers.total() == 0 && r.ok > 0,
                     Err(e) => {
                         eprintln!("admission failed: {e}");
+                        false
+                    }
+                }
+            }
+            Scenario::NoisyNeighbour {
+                rate,
+                duration,
+                noisy_loops,
+                role,
+            } => {
+                let a = noisy::Args {
+                    rate: if cli.smoke { 5.0 } else { rate },
+                    duration: if cli.smoke {
+                        Duration::from_secs(2)
+                    } else {
+                        duration
+                    },
+                    noisy_loops,
+                    role,
+                };
+                match noisy::run(&p, a, &cli.out).await {
+                    Ok(r) => {
+                        r.alone.errors == 0
+                            && r.beside_noisy.errors == 0
+                            && r.leftovers.total() == 0
+                    }
+                    Err(e) => {
+                        eprintln!("noisy-neighbour failed: {e}");
                         false
                     }
                 }

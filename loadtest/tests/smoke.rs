@@ -41,6 +41,11 @@ fn admission_nri_smoke() {
 }
 
 #[test]
+fn noisy_neighbour_smoke() {
+    smoke(&["noisy-neighbour"]);
+}
+
+#[test]
 fn renewal_smoke() {
     smoke(&["renewal"]);
 }

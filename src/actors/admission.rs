@@ -161,6 +161,14 @@ pub async fn admit(
         ));
     };
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    // Bounded work per pod: refused before parsing further and before any Vault call.
+    let limits = annotations::Limits {
+        max_db_configs: deps.config.max_db_configs_per_pod,
+        max_bytes: deps.config.max_annotation_bytes,
+    };
+    if let Err(e) = annotations::check_limits(&annotations, limits) {
+        return deny(Refusal::new(RefusalReason::TooLarge, e.to_string()));
+    }
     let spec = match annotations::parse(
         &annotations.into_iter().collect(),
         &deps.config.default_engine,
@@ -430,7 +438,7 @@ async fn issue_one(
     let cfg = &deps.config;
     let issuer = Issuer::new(cfg, &deps.vault, &deps.metrics, clock, deadline);
     let who = Subject::new(&pod.namespace, &pod.service_account);
-    let refusal = |e| Refusal::from_issue(db, e);
+    let refusal = |e| Refusal::from_issue(db, e, log);
     let uuid = new_uuid();
     let mut entry =
         BookkeepingEntry::reservation(&pod.namespace, &pod.service_account, &pod.name, "");

@@ -695,7 +695,7 @@ impl NriCore {
         let cfg = self.config();
         let issuer = Issuer::new(cfg, &self.deps.vault, &self.deps.metrics, clock, deadline);
         let who = Subject::new(&pod.namespace, &pod.service_account);
-        let failure = |e| issue_failure(db, e);
+        let failure = |e| issue_failure(db, e, &self.deps.log);
         let reservation = BookkeepingEntry::reservation(
             &pod.namespace,
             &pod.service_account,
@@ -748,7 +748,7 @@ impl NriCore {
                     deadline,
                 })
                 .await
-                .map_err(|e| vault_failure(db, "reading the bookkeeping entry", &e))?;
+                .map_err(|e| vault_failure(db, "reading the bookkeeping entry", &e, &self.deps.log))?;
             let superseded = previous
                 .as_ref()
                 .map(|p| VaultToken::new(p.token_id.clone()))
@@ -911,14 +911,14 @@ fn entry_keys(spec: &PodDbSpec, pod_uid: &str) -> Result<Vec<String>, Failure> {
 const READ_ATTEMPTS: u32 = 3;
 
 /// Turns a session/actor error into the refusal message.
-fn vault_failure(db: &DbConfig, step: &str, e: &ActorError) -> Failure {
-    Failure::fetch(Refusal::from_call(db, step, e).message)
+fn vault_failure(db: &DbConfig, step: &str, e: &ActorError, log: &Logger) -> Failure {
+    Failure::fetch(Refusal::from_call(db, step, e, log).message)
 }
 
 /// Turns a failed issuing step into the refusal message (the NRI metric reason stays
 /// `fetch_error`; the wording is the webhook's).
-fn issue_failure(db: &DbConfig, e: IssueError) -> Failure {
-    Failure::fetch(Refusal::from_issue(db, e).message)
+fn issue_failure(db: &DbConfig, e: IssueError, log: &Logger) -> Failure {
+    Failure::fetch(Refusal::from_issue(db, e, log).message)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -120,6 +120,52 @@ pub enum AnnotationError {
     EmptyCluster,
     #[error("dbConfig name in annotation {key} is empty")]
     EmptyDbName { key: String },
+    #[error("the pod asks for {count} dbConfigs; at most {max} are allowed per pod (setting maxDbConfigsPerPod)")]
+    TooManyDbConfigs { count: usize, max: usize },
+    #[error("the pod's {PREFIX}* annotations take {bytes} bytes; at most {max} are allowed (setting maxAnnotationBytes)")]
+    AnnotationsTooLarge { bytes: usize, max: usize },
+}
+
+/// Bounds on what one pod may ask for (`maxDbConfigsPerPod`, `maxAnnotationBytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_db_configs: usize,
+    pub max_bytes: usize,
+}
+
+/// Refuses a pod whose `db-creds-injector.numberly.io/` annotations exceed `limits`: their total
+/// size (keys + values) or the number of distinct dbConfigs they name. One pass over borrowed
+/// keys (the body size limit bounds the input); run it before [`parse`] and before any Vault
+/// call.
+pub fn check_limits<'a>(
+    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+    limits: Limits,
+) -> Result<(), AnnotationError> {
+    let mut bytes = 0usize;
+    let mut dbs: BTreeSet<&str> = BTreeSet::new();
+    for (key, value) in annotations {
+        let Some(rest) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        bytes = bytes.saturating_add(key.len() + value.len());
+        if let Some((db, _)) = rest.split_once('.') {
+            dbs.insert(db);
+        }
+    }
+    let count = dbs.len();
+    if bytes > limits.max_bytes {
+        return Err(AnnotationError::AnnotationsTooLarge {
+            bytes,
+            max: limits.max_bytes,
+        });
+    }
+    if count > limits.max_db_configs {
+        return Err(AnnotationError::TooManyDbConfigs {
+            count,
+            max: limits.max_db_configs,
+        });
+    }
+    Ok(())
 }
 
 fn split_names(value: &str) -> Vec<String> {

@@ -192,6 +192,41 @@ fn uri_rendering_percent_encodes() {
     assert_eq!(s.configs[0].mode, CredentialMode::Uri);
 }
 
+#[test]
+fn limits_refuse_too_many_dbconfigs_and_oversized_annotations() {
+    let limits = Limits {
+        max_db_configs: 16,
+        max_bytes: 32 * 1024,
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for i in 0..16 {
+        pairs.push((format!("db{i:02}.role"), "r".into()));
+        pairs.push((format!("db{i:02}.env-key-dbuser"), format!("U{i}")));
+    }
+    pairs.push(("role".into(), "r".into()));
+    let to_map = |p: &[(String, String)]| -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (format!("{PREFIX}{k}"), v.clone()))
+            .collect()
+    };
+    let mut a = to_map(&pairs);
+    a.insert("other.example/x".into(), "x".repeat(100_000)); // not ours: not counted
+    assert_eq!(check_limits(&a, limits), Ok(()));
+
+    pairs.push(("db16.role".into(), "r".into()));
+    let e = check_limits(&to_map(&pairs), limits).unwrap_err();
+    assert_eq!(e, AnnotationError::TooManyDbConfigs { count: 17, max: 16 });
+    assert!(e.to_string().contains("maxDbConfigsPerPod"), "{e}");
+
+    let big = ann(&[("db.role", "r"), ("db.template", &"x".repeat(40_000))]);
+    let e = check_limits(&big, limits).unwrap_err();
+    assert!(
+        matches!(e, AnnotationError::AnnotationsTooLarge { max: 32768, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("maxAnnotationBytes"), "{e}");
+}
+
 proptest! {
     /// The parser never panics, and whatever it accepts satisfies the contract's invariants.
     #[test]
@@ -217,6 +252,48 @@ proptest! {
                 for n in own { prop_assert!(seen.insert(n.to_string())); }
                 if c.mode == CredentialMode::Uri {
                     prop_assert!(render_uri(c.template.as_deref().unwrap(), "u", "p").is_ok());
+                }
+            }
+        }
+    }
+}
+
+/// Fuzzing of the annotation grammar with a fixed seed and case budget (short in CI,
+/// reproducible): any keys and values under the prefix, including unicode, huge lists and
+/// separators; neither the limits nor the parser panic, and whatever passes the limits and the
+/// parser stays within the limits.
+mod fuzz {
+    use super::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(0x616e_6e6f),
+            failure_persistence: None,
+            ..Config::default()
+        })]
+
+        #[test]
+        fn limits_and_parser_never_panic(entries in proptest::collection::btree_map(
+            "\\PC{0,6}(\\.\\PC{0,12})?",
+            "\\PC{0,40}|([A-Z_]{1,4},){0,30}",
+            0..40,
+        ), max_db in 1usize..8) {
+            let a: BTreeMap<String, String> =
+                entries.into_iter().map(|(k, v)| (format!("{PREFIX}{k}"), v)).collect();
+            let limits = Limits { max_db_configs: max_db, max_bytes: 4096 };
+            if check_limits(&a, limits).is_ok() {
+                if let Ok(PodContract::Databases(s)) = parse(&a, "databases") {
+                    prop_assert!(s.configs.len() <= max_db);
+                    let names: Vec<&str> = s.configs.iter().map(|c| c.name.as_str()).collect();
+                    let ok = check_containers(&s, names.iter().copied());
+                    let _ = ok;
+                    for c in &s.configs {
+                        if c.mode == CredentialMode::Uri {
+                            let _ = render_uri(c.template.as_deref().unwrap_or(""), "u@:/", "p%#?");
+                        }
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ use crate::actors::vault_session::{RevokeOwnToken, SessionConfig, VaultSession};
 use crate::actors::{supervise, ActorHandle, Backoff};
 use crate::config::{Config, Mode};
 use crate::health::HealthState;
-use crate::http::{probes, tls, webhook};
+use crate::http::{client_auth, probes, tls, vault_readiness, webhook};
 use crate::telemetry::Metrics;
 use crate::vault::VaultSettings;
 use actix_web::dev::ServerHandle;
@@ -163,6 +163,13 @@ pub async fn start_with(
         )
     };
 
+    // Readiness follows the ability to make Vault calls, not only the session's login state.
+    let mut tasks = vec![vault_readiness::spawn(
+        vault.clone(),
+        health.clone(),
+        vault_readiness::ProbeTiming::for_grace(config.readiness_vault_grace),
+        log.new(slog::o!("component" => "vault-readiness")),
+    )];
     let needs_kube = (mode.runs_injector() && config.use_projected_sa)
         || mode.runs_renewer()
         || mode.runs_revoker()
@@ -173,7 +180,6 @@ pub async fn start_with(
         (true, None) => Some(crate::k8s::client().await?),
     };
 
-    let mut tasks = Vec::new();
     let mut admission = None;
     let mut webhook_handle = None;
     let mut webhook_addr = None;
@@ -189,6 +195,30 @@ pub async fn start_with(
             metrics.clone(),
             log.new(slog::o!("component" => "webhook-tls")),
         ));
+        let client_auth = match &config.webhook_client_ca_file {
+            Some(ca) => {
+                let tls_log = log.new(slog::o!("component" => "webhook-tls"));
+                let auth = client_auth::ClientAuth::new(
+                    ca,
+                    &config.webhook_client_allowed_names,
+                    metrics.clone(),
+                    tls_log.clone(),
+                )?;
+                tasks.push(client_auth::spawn_ca_reloader(
+                    auth.clone(),
+                    config.cert_reload_interval,
+                    metrics.clone(),
+                    tls_log,
+                ));
+                Some(auth)
+            }
+            None => {
+                if !config.nri.enabled {
+                    warn!(log, "webhook client authentication is OFF: any peer reaching the webhook port can obtain credentials; set webhookClientCAFile (docs/security.md)");
+                }
+                None
+            }
+        };
         let deps = Arc::new(AdmissionDeps {
             config: config.clone(),
             vault: vault.clone(),
@@ -204,7 +234,7 @@ pub async fn start_with(
         drop(listener);
         let srv = webhook::webhook_server(
             addr,
-            tls::server_config(resolver)?,
+            tls::server_config(resolver, client_auth)?,
             handle.clone(),
             metrics.clone(),
             log.new(slog::o!("component" => "webhook")),

@@ -421,6 +421,48 @@ pub(super) static FIELDS: &[Field] = &[
         |c| format_go_duration(c.cert_reload_interval)
     ),
     field!(
+        "webhookClientCAFile",
+        "INJECTOR_WEBHOOK_CLIENT_CA_FILE",
+        false,
+        |c, r| {
+            let s = scalar(r)?;
+            c.webhook_client_ca_file = (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()))
+        },
+        |c| c
+            .webhook_client_ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    ),
+    field!(
+        "webhookClientAllowedNames",
+        "INJECTOR_WEBHOOK_CLIENT_ALLOWED_NAMES",
+        false,
+        |c, r| c.webhook_client_allowed_names = list(r),
+        |c| c.webhook_client_allowed_names.join(",")
+    ),
+    field!(
+        "maxDbConfigsPerPod",
+        "INJECTOR_MAX_DB_CONFIGS_PER_POD",
+        false,
+        |c, r| c.max_db_configs_per_pod = parse_num(r)?,
+        |c| c.max_db_configs_per_pod.to_string()
+    ),
+    field!(
+        "maxAnnotationBytes",
+        "INJECTOR_MAX_ANNOTATION_BYTES",
+        false,
+        |c, r| c.max_annotation_bytes = parse_num(r)?,
+        |c| c.max_annotation_bytes.to_string()
+    ),
+    field!(
+        "readinessVaultGrace",
+        "INJECTOR_READINESS_VAULT_GRACE",
+        false,
+        |c, r| c.readiness_vault_grace = parse_dur(r)?,
+        |c| format_go_duration(c.readiness_vault_grace)
+    ),
+    field!(
         "revokeTerminatedPods",
         "INJECTOR_REVOKE_TERMINATED_PODS",
         false,

@@ -204,6 +204,18 @@ pub struct Config {
     pub webhook_max_body_bytes: usize,
     /// How often the webhook's certificate files are checked for rotation.
     pub cert_reload_interval: Duration,
+    /// PEM bundle of the CAs whose client certificates may call the webhook; `None` = no client
+    /// authentication (any peer that reaches the port is served).
+    pub webhook_client_ca_file: Option<PathBuf>,
+    /// When non-empty, the verified client certificate must carry one of these names (subject
+    /// CN or a DNS subjectAltName).
+    pub webhook_client_allowed_names: Vec<String>,
+    /// Most dbConfigs one pod may ask for; more is refused before any Vault call.
+    pub max_db_configs_per_pod: usize,
+    /// Most bytes (keys + values) of a pod's `db-creds-injector.numberly.io/` annotations.
+    pub max_annotation_bytes: usize,
+    /// The injector reports unready once it has been unable to make Vault calls this long.
+    pub readiness_vault_grace: Duration,
     /// Revoke credentials as soon as a pod reaches Succeeded/Failed.
     pub revoke_terminated_pods: bool,
     /// Revoker safety-net sweep interval (5 min in vault-db-injector).
@@ -282,6 +294,11 @@ impl Default for Config {
             admission_timeout: Duration::from_secs(4),
             webhook_max_body_bytes: 3 * 1024 * 1024,
             cert_reload_interval: Duration::from_secs(30),
+            webhook_client_ca_file: None,
+            webhook_client_allowed_names: Vec::new(),
+            max_db_configs_per_pod: 16,
+            max_annotation_bytes: 32 * 1024,
+            readiness_vault_grace: Duration::from_secs(30),
             revoke_terminated_pods: true,
             revoker_sweep_interval: Duration::from_secs(300),
             revoker_unseen_grace: Duration::from_secs(60),

@@ -241,6 +241,39 @@ pub(super) fn validate(c: &Config, out: &mut Vec<Problem>) {
             ));
         }
     }
+    if let Some(ca) = &c.webhook_client_ca_file {
+        if c.mode.runs_injector() && !ca.exists() {
+            out.push(Problem::error(
+                "webhookClientCAFile",
+                format!("{} does not exist", ca.display()),
+            ));
+        }
+    } else if !c.webhook_client_allowed_names.is_empty() {
+        out.push(Problem::error(
+            "webhookClientAllowedNames",
+            "set without webhookClientCAFile: names are only checked on verified client certificates",
+        ));
+    } else if c.mode.runs_injector() && !c.nri.enabled {
+        out.push(Problem::warning(
+            "webhookClientCAFile",
+            "unset: any peer that reaches the webhook port gets credentials in its answer; give kube-apiserver a client certificate (docs/security.md)",
+        ));
+    }
+    if c.max_db_configs_per_pod == 0 {
+        out.push(Problem::error("maxDbConfigsPerPod", "must be at least 1"));
+    }
+    if c.max_annotation_bytes < 1024 {
+        out.push(Problem::error(
+            "maxAnnotationBytes",
+            "must be at least 1024",
+        ));
+    }
+    if c.readiness_vault_grace.is_zero() {
+        out.push(Problem::error(
+            "readinessVaultGrace",
+            "must be greater than zero",
+        ));
+    }
     let listens = [
         ("webhookListen", c.webhook_listen, c.mode.runs_injector()),
         ("metricsListen", c.metrics_listen, true),

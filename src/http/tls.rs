@@ -24,6 +24,8 @@ pub enum TlsError {
     Mismatch(String),
     #[error("TLS configuration: {0}")]
     Config(String),
+    #[error("cannot use webhook client CA bundle {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
 }
 
 /// Loads a PEM chain and key into a `CertifiedKey`, checking that they match.
@@ -81,14 +83,21 @@ impl ResolvesServerCert for ReloadingResolver {
     }
 }
 
-/// The webhook's rustls server configuration (TLS 1.2 and 1.3, HTTP/1.1).
-pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<rustls::ServerConfig, TlsError> {
+/// The webhook's rustls server configuration (TLS 1.2 and 1.3, HTTP/1.1). With `client_auth`,
+/// every caller must present a certificate that verifier accepts (see [`super::client_auth`]).
+pub fn server_config(
+    resolver: Arc<ReloadingResolver>,
+    client_auth: Option<Arc<super::client_auth::ClientAuth>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let cfg = match client_auth {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(resolver);
     Ok(cfg)
 }
 

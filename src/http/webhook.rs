@@ -1,7 +1,9 @@
-//! The admission webhook edge: HTTPS (rustls, reloading certificate) on `:8443`, AdmissionReview
-//! `admission.k8s.io/v1` at `/` and `/mutate`, body size limit. A malformed body gets HTTP 400
-//! with a JSON error; a non-Pod object gets a denial. The admission work itself is done by the
-//! Admission actor.
+//! The admission webhook edge: HTTPS (rustls, reloading certificate, optional client
+//! authentication) on `:8443`, at `/` and `/mutate`, body size limit. A strict envelope: only an
+//! `admission.k8s.io/v1` `AdmissionReview` sent as `application/json` is read (anything else: HTTP
+//! 400 with a JSON error naming the problem, `vdbi_admission_denied_total{reason}` and a log
+//! line); only the CREATE of a core/v1 Pod goes to the Admission actor — every other operation,
+//! kind or subresource is allowed unchanged and creates nothing.
 
 use crate::actors::admission::{Admission, Mutate};
 use crate::actors::ActorHandle;
@@ -11,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 use serde_json::json;
-use slog::{warn, Logger};
+use slog::{info, warn, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -53,33 +55,126 @@ where
     })
 }
 
+/// The envelope vdbi answers: `admission.k8s.io/v1` `AdmissionReview` only.
+const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+const REVIEW_KIND: &str = "AdmissionReview";
+
+/// True for `application/json` (parameters such as `charset` allowed).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Checks the envelope's `apiVersion` and `kind`; the detail for a 400 otherwise.
+fn check_envelope(types: &kube::core::TypeMeta) -> Result<(), String> {
+    if types.api_version != REVIEW_API_VERSION || types.kind != REVIEW_KIND {
+        return Err(format!(
+            "expected apiVersion {REVIEW_API_VERSION:?} kind {REVIEW_KIND:?}, got apiVersion {:?} kind {:?} (register the webhook with admissionReviewVersions: [v1])",
+            types.api_version, types.kind
+        ));
+    }
+    Ok(())
+}
+
+/// What vdbi does with a well-formed review.
+#[derive(Debug, PartialEq, Eq)]
+enum Handling {
+    /// CREATE of a core/v1 Pod (not a subresource): the Admission actor decides.
+    Mutate,
+    /// Anything else: allowed unchanged, nothing created.
+    Ignore(String),
+}
+
+fn handling(req: &AdmissionRequest<DynamicObject>) -> Handling {
+    use kube::core::admission::Operation;
+    let k = &req.kind;
+    let is_pod = k.group.is_empty() && k.version == "v1" && k.kind == "Pod";
+    let what = if k.group.is_empty() {
+        format!("{}/{}", k.version, k.kind)
+    } else {
+        format!("{}/{}/{}", k.group, k.version, k.kind)
+    };
+    if !is_pod || req.sub_resource.is_some() {
+        let sub = req
+            .sub_resource
+            .as_deref()
+            .map(|s| format!(" (subresource {s})"))
+            .unwrap_or_default();
+        return Handling::Ignore(format!("{what}{sub} is not a core/v1 Pod"));
+    }
+    if req.operation != Operation::Create {
+        return Handling::Ignore(format!("operation {:?} of a Pod", req.operation));
+    }
+    Handling::Mutate
+}
+
+/// What the edge makes of one HTTP request: a 400, a request to allow unchanged, or a pod
+/// CREATE for the Admission actor. Pure (no state), so it can be fuzzed.
+#[derive(Debug)]
+enum Parsed {
+    Bad(&'static str, String),
+    Ignore(Box<AdmissionRequest<DynamicObject>>, String),
+    Mutate(Box<AdmissionRequest<Pod>>),
+}
+
+fn parse_review(content_type: Option<&str>, body: &[u8]) -> Parsed {
+    if !is_json(content_type) {
+        return Parsed::Bad(
+            "bad_content_type",
+            format!(
+                "Content-Type must be application/json, got {:?}",
+                content_type.unwrap_or("")
+            ),
+        );
+    }
+    // Read as a dynamic object first: the envelope, the kind and the operation decide whether
+    // the object is read as a Pod at all.
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Parsed::Bad("malformed_review", format!("not an AdmissionReview: {e}")),
+    };
+    if let Err(detail) = check_envelope(&review.types) {
+        return Parsed::Bad("bad_envelope", detail);
+    }
+    let dyn_req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return Parsed::Bad(
+                "malformed_review",
+                "AdmissionReview without request".to_string(),
+            )
+        }
+    };
+    if let Handling::Ignore(why) = handling(&dyn_req) {
+        return Parsed::Ignore(Box::new(dyn_req), why);
+    }
+    match request_of::<Pod>(body, "malformed_pod", "the Pod object does not parse") {
+        Ok(r) => Parsed::Mutate(Box::new(r)),
+        Err((reason, detail)) => Parsed::Bad(reason, detail),
+    }
+}
+
 async fn review(
     state: web::Data<WebhookState>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let _ = req;
-    // Read as a dynamic object first so a non-Pod kind is a clear denial, not a parse error.
-    let dyn_req =
-        match request_of::<DynamicObject>(&body, "malformed_review", "not an AdmissionReview") {
-            Ok(r) => r,
-            Err((reason, detail)) => return bad_request(&state, reason, detail),
-        };
-    if dyn_req.kind.kind != "Pod" || !dyn_req.kind.group.is_empty() {
-        state
-            .metrics
-            .admission_denied
-            .with_label_values(&["not_a_pod"])
-            .inc();
-        let resp = AdmissionResponse::from(&dyn_req).deny(format!(
-            "vdbi only handles core/v1 Pods, not {}",
-            dyn_req.kind.kind
-        ));
-        return HttpResponse::Ok().json(resp.into_review());
-    }
-    let request = match request_of::<Pod>(&body, "malformed_pod", "the Pod object does not parse") {
-        Ok(r) => r,
-        Err((reason, detail)) => return bad_request(&state, reason, detail),
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let request = match parse_review(content_type, &body) {
+        Parsed::Bad(reason, detail) => return bad_request(&state, reason, detail),
+        Parsed::Ignore(dyn_req, why) => {
+            // Only pod CREATEs are vdbi's business; a registration sending more gets them back
+            // untouched (never a denial: that would block unrelated work).
+            info!(state.log, "admission request not handled; allowed unchanged";
+                "request_id" => &dyn_req.uid, "why" => &why);
+            let resp = AdmissionResponse::from(&*dyn_req);
+            return HttpResponse::Ok().json(resp.into_review());
+        }
+        Parsed::Mutate(r) => *r,
     };
     let fallback = AdmissionResponse::from(&request);
     let response = match state.admission.send(Mutate { request }).await {
@@ -91,7 +186,8 @@ async fn review(
                 .admission_denied
                 .with_label_values(&["internal"])
                 .inc();
-            fallback.deny(format!("vdbi: admission worker unavailable ({e}); retry"))
+            warn!(state.log, "admission worker unavailable"; "error" => %e);
+            fallback.deny("vault-db-injector: admission worker unavailable; retry")
         }
     };
     HttpResponse::Ok().json(response.into_review())
@@ -179,5 +275,141 @@ mod tests {
         let (reason, detail) = request_of::<Pod>(&empty, "malformed_pod", "the Pod").unwrap_err();
         assert_eq!(reason, "malformed_review");
         assert_eq!(detail, "AdmissionReview without request");
+    }
+
+    #[test]
+    fn envelope_content_type_and_version_are_strict() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("application/json; charset=utf-8")));
+        assert!(is_json(Some("Application/JSON")));
+        for bad in [None, Some(""), Some("text/plain"), Some("application/yaml")] {
+            assert!(!is_json(bad), "{bad:?}");
+        }
+        let tm = |v: &str, k: &str| kube::core::TypeMeta {
+            api_version: v.into(),
+            kind: k.into(),
+        };
+        assert!(check_envelope(&tm("admission.k8s.io/v1", "AdmissionReview")).is_ok());
+        let e = check_envelope(&tm("admission.k8s.io/v1beta1", "AdmissionReview")).unwrap_err();
+        assert!(e.contains("v1beta1"), "{e}");
+        assert!(check_envelope(&tm("admission.k8s.io/v1", "Foo")).is_err());
+    }
+
+    #[test]
+    fn only_pod_creates_are_mutated() {
+        let req = |op: &str, group: &str, kind: &str, sub: Option<&str>| {
+            let mut v = serde_json::from_slice::<serde_json::Value>(&review(
+                json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "p"}}),
+            ))
+            .unwrap();
+            v["request"]["operation"] = json!(op);
+            v["request"]["kind"]["group"] = json!(group);
+            v["request"]["kind"]["kind"] = json!(kind);
+            if let Some(s) = sub {
+                v["request"]["subResource"] = json!(s);
+            }
+            request_of::<DynamicObject>(&serde_json::to_vec(&v).unwrap(), "r", "c").unwrap()
+        };
+        assert_eq!(handling(&req("CREATE", "", "Pod", None)), Handling::Mutate);
+        for (op, group, kind, sub) in [
+            ("UPDATE", "", "Pod", None),
+            ("DELETE", "", "Pod", None),
+            ("CONNECT", "", "Pod", None),
+            ("CREATE", "", "Pod", Some("ephemeralcontainers")),
+            ("CREATE", "", "Secret", None),
+            ("CREATE", "apps", "Deployment", None),
+            ("CREATE", "example.com", "Pod", None),
+        ] {
+            assert!(
+                matches!(handling(&req(op, group, kind, sub)), Handling::Ignore(_)),
+                "{op} {group}/{kind} {sub:?}"
+            );
+        }
+    }
+
+    /// Any byte string with any Content-Type, and valid reviews with fields replaced by
+    /// arbitrary JSON: the edge never panics, and only a v1 JSON pod CREATE reaches the actor.
+    /// A fixed seed and case budget keep CI runs short and reproducible.
+    mod fuzz {
+        use super::super::*;
+        use super::review;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        fn cfg(cases: u32) -> Config {
+            Config {
+                cases,
+                rng_seed: RngSeed::Fixed(0x7664_6269),
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                "[ -~]{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map("[a-zA-Z]{1,8}", inner, 0..4)
+                        .prop_map(|m| { serde_json::Value::Object(m.into_iter().collect()) }),
+                ]
+            })
+        }
+
+        const PATHS: &[&[&str]] = &[
+            &["apiVersion"],
+            &["kind"],
+            &["request"],
+            &["request", "uid"],
+            &["request", "kind"],
+            &["request", "kind", "kind"],
+            &["request", "operation"],
+            &["request", "subResource"],
+            &["request", "dryRun"],
+            &["request", "object"],
+            &["request", "object", "metadata"],
+            &["request", "object", "metadata", "annotations"],
+            &["request", "object", "spec"],
+            &["request", "object", "spec", "containers"],
+        ];
+
+        proptest! {
+            #![proptest_config(cfg(512))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                ct in prop_oneof![Just(None), Just(Some("application/json".to_string())), "[ -~]{0,20}".prop_map(Some)],
+            ) {
+                let _ = parse_review(ct.as_deref(), &body);
+            }
+
+            #[test]
+            fn mutated_reviews_never_panic(path in 0..PATHS.len(), value in json_value()) {
+                let base = review(json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "p", "annotations": {"db-creds-injector.numberly.io/db.role": "r"}},
+                    "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+                let mut v: serde_json::Value = serde_json::from_slice(&base).unwrap();
+                let mut slot = &mut v;
+                for key in PATHS[path] {
+                    if !slot.is_object() {
+                        *slot = json!({});
+                    }
+                    slot = slot.as_object_mut().unwrap().entry(key.to_string()).or_insert(serde_json::Value::Null);
+                }
+                *slot = value;
+                let body = serde_json::to_vec(&v).unwrap();
+                if let Parsed::Mutate(r) = parse_review(Some("application/json"), &body) {
+                    prop_assert_eq!(v["apiVersion"].as_str(), Some("admission.k8s.io/v1"));
+                    prop_assert_eq!(&r.kind.kind, "Pod");
+                    prop_assert!(r.sub_resource.is_none());
+                }
+            }
+        }
     }
 }

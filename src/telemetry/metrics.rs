@@ -5,6 +5,7 @@
 //! set, and the per-uuid series can be switched off (`perUuidMetrics: false` leaves `uuid` empty).
 //! vdbi's own additions follow the same `vdbi_` prefix.
 
+use super::cardinality::{BoundedCounterVec, DEFAULT_MAX_SERIES};
 use super::summary::PlainSummary;
 use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntGauge, Opts, Registry,
@@ -39,7 +40,8 @@ pub struct Metrics {
     pub connect_vault_success: Counter,
     pub connect_vault_error: Counter,
     pub sa_authorized: Counter,
-    pub sa_denied: CounterVec,
+    /// Labels from request content: bounded (`telemetry::cardinality`).
+    pub sa_denied: BoundedCounterVec,
     pub is_leader: GaugeVec,
     pub leader_election_attempts: CounterVec,
     pub leader_election_duration: GaugeVec,
@@ -52,7 +54,8 @@ pub struct Metrics {
     pub token_request_errors: CounterVec,
     pub pod_check_errors: CounterVec,
     pub vault_login_errors: CounterVec,
-    pub projected_role_misconfigured: CounterVec,
+    /// Label from request content: bounded (`telemetry::cardinality`).
+    pub projected_role_misconfigured: BoundedCounterVec,
     pub nri_resolve_duplicate: Counter,
     pub nri_prewarm_success: Counter,
     pub nri_prewarm_error: CounterVec,
@@ -270,11 +273,15 @@ impl Metrics {
                 "vdbi_service_account_authorized_count",
                 "Role checks that authorised the pod's ServiceAccount",
             ),
-            sa_denied: counter_vec(
-                &r,
-                "vdbi_service_account_denied_count",
-                "Role checks that denied the pod's ServiceAccount",
-                &["service_account_name", "namespace", "db_role", "cause"],
+            sa_denied: BoundedCounterVec::new(
+                counter_vec(
+                    &r,
+                    "vdbi_service_account_denied_count",
+                    "Role checks that denied the pod's ServiceAccount",
+                    &["service_account_name", "namespace", "db_role", "cause"],
+                ),
+                &[true, true, true, false],
+                DEFAULT_MAX_SERIES,
             ),
             is_leader: gauge_vec(
                 &r,
@@ -343,11 +350,15 @@ impl Metrics {
                 "Vault login failures",
                 &["reason", "auth_mode"],
             ),
-            projected_role_misconfigured: counter_vec(
-                &r,
-                "vdbi_projected_role_misconfigured_total",
-                "Projected logins whose role has no token_period",
-                &["role"],
+            projected_role_misconfigured: BoundedCounterVec::new(
+                counter_vec(
+                    &r,
+                    "vdbi_projected_role_misconfigured_total",
+                    "Projected logins whose role has no token_period",
+                    &["role"],
+                ),
+                &[true],
+                DEFAULT_MAX_SERIES,
             ),
             nri_resolve_duplicate: counter(
                 &r,

@@ -1,5 +1,6 @@
 //! Logs (slog, JSON), metrics (Prometheus, `vdbi_*`) and optional Sentry error reporting.
 
+pub mod cardinality;
 pub mod external_clock;
 pub mod library_logs;
 pub mod logging;

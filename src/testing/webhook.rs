@@ -15,7 +15,32 @@ use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use super::platform::unique_name;
+use super::platform::{unique_name, Platform};
+use crate::config::Config;
+
+/// Turns webhook client authentication on in `c`, as an operator would: only the platform's
+/// kube-apiserver (its AdmissionConfiguration presents the `VDBI_WEBHOOK_CLIENT_NAME` certificate
+/// of the platform CA) may call the webhook. Panics, naming the fix, on a platform env written
+/// before the platform gave kube-apiserver a webhook client certificate.
+pub fn require_client_auth(p: &Platform, c: &mut Config) {
+    let (Some(ca), Some(name)) = (
+        p.try_var("VDBI_WEBHOOK_CLIENT_CA_FILE"),
+        p.try_var("VDBI_WEBHOOK_CLIENT_NAME"),
+    ) else {
+        panic!("the platform has no webhook client certificate (VDBI_WEBHOOK_CLIENT_* missing from its env): run platform/vdbi-platform up");
+    };
+    c.webhook_client_ca_file = Some(ca.into());
+    c.webhook_client_allowed_names = vec![name];
+}
+
+/// The PEM (certificate then key) of the platform's webhook client identity: what kube-apiserver
+/// presents to webhooks, for harnesses that post AdmissionReviews themselves.
+pub fn client_identity_pem(p: &Platform) -> Vec<u8> {
+    let mut pem =
+        std::fs::read(p.var("VDBI_WEBHOOK_CLIENT_CERT_FILE")).expect("webhook client cert");
+    pem.extend(std::fs::read(p.var("VDBI_WEBHOOK_CLIENT_KEY_FILE")).expect("webhook client key"));
+    pem
+}
 
 /// The label the webhook selects pods by.
 pub const LABEL: &str = "vault-db-injector";

@@ -99,7 +99,7 @@ pub async fn own_jwt(p: &Platform, sa: &str) -> tempfile::NamedTempFile {
 }
 
 pub fn base_config(p: &Platform, prefix: &str) -> Config {
-    Config {
+    let mut c = Config {
         vault_address: p.vault_addr(),
         vault_auth_path: p.var("VDBI_K8S_AUTH_MOUNT"),
         kube_role: "vdbi".into(),
@@ -111,7 +111,10 @@ pub fn base_config(p: &Platform, prefix: &str) -> Config {
         health_listen: "127.0.0.1:0".parse().unwrap(),
         cert_reload_interval: Duration::from_millis(200),
         ..Config::default()
-    }
+    };
+    // Client authentication on, as in production: only the platform's apiserver may call.
+    vdbi::testing::webhook::require_client_auth(p, &mut c);
+    c
 }
 
 /// Starts vdbi in-process through [`vdbi::testing::launch::start_vdbi`]: the chart's RBAC when it

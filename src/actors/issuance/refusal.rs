@@ -4,6 +4,7 @@ use super::steps::{step_message, IssueError};
 use super::undo::Exposure;
 use crate::actors::error::ActorError;
 use crate::annotations::DbConfig;
+use slog::{warn, Logger};
 
 /// The reasons a pod's credentials are refused (label of `vdbi_admission_denied_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +21,10 @@ pub enum RefusalReason {
     ServiceAccountDenied,
     TokenRequest,
     Kubernetes,
+    VaultNotFound,
+    VaultRateLimited,
+    DatabaseError,
+    TooLarge,
 }
 
 impl RefusalReason {
@@ -37,6 +42,10 @@ impl RefusalReason {
             RefusalReason::ServiceAccountDenied => "sa_denied",
             RefusalReason::TokenRequest => "token_request",
             RefusalReason::Kubernetes => "kubernetes",
+            RefusalReason::VaultNotFound => "vault_not_found",
+            RefusalReason::VaultRateLimited => "vault_rate_limited",
+            RefusalReason::DatabaseError => "database_error",
+            RefusalReason::TooLarge => "too_large",
         }
     }
 }
@@ -56,46 +65,74 @@ impl Refusal {
         }
     }
 
-    /// A failed issuing step of dbConfig `db`, worded for the user.
-    pub fn from_issue(db: &DbConfig, e: IssueError) -> Refusal {
+    /// A failed issuing step of dbConfig `db`, worded for the user: the dbConfig, its role, the
+    /// step and the class of failure — never the raw text of Vault's or the apiserver's error,
+    /// which can name the database's admin user, host and port (it goes to vdbi's log only).
+    pub fn from_issue(db: &DbConfig, e: IssueError, log: &Logger) -> Refusal {
         let (step, e) = match e {
             IssueError::RoleNotFound(m) => return Refusal::new(RefusalReason::RoleNotFound, m),
             IssueError::ServiceAccountDenied(m) => {
                 return Refusal::new(RefusalReason::ServiceAccountDenied, m)
             }
             IssueError::TokenRequestTimeout(m) => return Refusal::new(RefusalReason::Deadline, m),
-            IssueError::TokenRequest(m) => return Refusal::new(RefusalReason::TokenRequest, m),
+            IssueError::TokenRequest(m) => {
+                warn!(log, "TokenRequest failed"; "dbconfig" => &db.name, "role" => &db.role, "error" => &m);
+                return Refusal::new(
+                    RefusalReason::TokenRequest,
+                    step_message(
+                        db,
+                        "TokenRequest for the pod's service account",
+                        "failed (Kubernetes error; details in vdbi's log)",
+                    ),
+                );
+            }
             IssueError::Session { step, error } => (step, error),
         };
-        Refusal::from_call(db, &step, &e)
+        Refusal::from_call(db, &step, &e, log)
     }
 
-    /// A failed Vault or Kubernetes call of dbConfig `db` while doing `step`.
-    pub fn from_call(db: &DbConfig, step: &str, e: &ActorError) -> Refusal {
-        let (reason, what) = match e {
-            ActorError::Deadline(_) => (RefusalReason::Deadline, "timed out".to_string()),
-            ActorError::NoSession(m) => (
-                RefusalReason::VaultUnavailable,
-                format!("vdbi has no Vault session ({m})"),
-            ),
-            ActorError::Mailbox(m) => (RefusalReason::Internal, format!("internal error ({m})")),
-            ActorError::Kube(k) => (RefusalReason::Kubernetes, k.to_string()),
-            ActorError::Vault(v) => (
-                match v.class() {
-                    "sealed" => RefusalReason::VaultSealed,
-                    "transport" | "timeout" => RefusalReason::VaultUnavailable,
-                    "permission_denied" => RefusalReason::VaultPermissionDenied,
-                    _ => RefusalReason::VaultError,
-                },
-                v.to_string(),
-            ),
-        };
-        Refusal::new(reason, step_message(db, step, &what))
+    /// A failed Vault or Kubernetes call of dbConfig `db` while doing `step` (raw error logged).
+    pub fn from_call(db: &DbConfig, step: &str, e: &ActorError, log: &Logger) -> Refusal {
+        let (reason, what) = failure_class(e);
+        warn!(log, "issuing step failed"; "dbconfig" => &db.name, "role" => &db.role,
+            "step" => step, "class" => reason.as_str(), "error" => %e);
+        Refusal::new(reason, step_message(db, step, what))
     }
 
     /// The message completed with what became of what the issuance created.
     pub fn with_exposure(mut self, exposure: Exposure) -> Refusal {
         self.message = format!("{}; {}", self.message, exposure.phrase());
         self
+    }
+}
+
+/// The reason and the user-facing wording of a failed Vault/Kubernetes call.
+fn failure_class(e: &ActorError) -> (RefusalReason, &'static str) {
+    match e {
+        ActorError::Deadline(_) => (RefusalReason::Deadline, "timed out"),
+        ActorError::NoSession(_) => (
+            RefusalReason::VaultUnavailable,
+            "vdbi has no Vault session (Vault unreachable, sealed or refusing vdbi's login)",
+        ),
+        ActorError::Mailbox(_) => (RefusalReason::Internal, "internal error"),
+        ActorError::Kube(_) => (RefusalReason::Kubernetes, "Kubernetes error"),
+        ActorError::Vault(v) => match v.class() {
+            "sealed" => (RefusalReason::VaultSealed, "Vault is sealed"),
+            "transport" | "timeout" => (RefusalReason::VaultUnavailable, "Vault unreachable"),
+            "permission_denied" => (
+                RefusalReason::VaultPermissionDenied,
+                "permission denied by Vault (check the role's policy)",
+            ),
+            "not_found" => (RefusalReason::VaultNotFound, "not found in Vault"),
+            "rate_limited" => (
+                RefusalReason::VaultRateLimited,
+                "Vault is rate limiting requests",
+            ),
+            _ if v.status() == Some(500) => (
+                RefusalReason::DatabaseError,
+                "Vault could not create the credentials (database or plugin error)",
+            ),
+            _ => (RefusalReason::VaultError, "Vault refused the request"),
+        },
     }
 }
