@@ -108,7 +108,7 @@ async fn start_session(opts: Opts) -> Session {
     };
     let metrics = Metrics::new(false);
     let health = HealthState::new();
-    let log = vdbi::telemetry::logging::test_logger();
+    let log = vdbi::testing::log_lines::checked_logger();
     let handle = supervised_session(client, cfg, &metrics, &health, &log);
     Session {
         handle,

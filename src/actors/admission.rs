@@ -188,7 +188,7 @@ pub async fn admit(
             .admission_denied
             .with_label_values(&[d.reason])
             .inc();
-        warn!(log, "pod denied"; "reason" => d.reason, "message" => &d.message,
+        warn!(log, "pod denied"; "reason" => d.reason, "detail" => &d.message,
             "duration_ms" => started.elapsed().as_millis() as u64);
         finish(
             base.clone()
@@ -358,7 +358,7 @@ pub async fn admit(
                 resp.warnings = Some(spec.warnings.clone());
             }
             info!(log, "pod admitted"; "uuids" => uuids.join(","), "dbconfigs" => uuids.len(),
-                "mode" => mode, "duration_ms" => started.elapsed().as_millis() as u64);
+                "auth_mode" => mode, "duration_ms" => started.elapsed().as_millis() as u64);
             finish(resp, "allowed")
         }
         Err(e) => {

@@ -222,3 +222,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn empty_cluster_means_the_default_engine() {
+    for empty in ["", "  "] {
+        let s = spec(&[
+            ("cluster", empty),
+            ("db.role", "r"),
+            ("db.env-key-dbuser", "U"),
+        ]);
+        assert_eq!(s.engine, "databases", "cluster {empty:?}");
+    }
+}

@@ -8,6 +8,7 @@
 
 mod duration;
 mod fields;
+mod unknown;
 mod validate;
 
 pub use duration::{format_go_duration, parse_go_duration};
@@ -104,6 +105,9 @@ impl Mode {
 /// Log verbosity (`logLevel`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
+    /// vault-db-injector accepts `trace` (it warns and logs at info); vdbi logs at its most
+    /// verbose level (debug in release builds, where trace records are compiled out).
+    Trace,
     Debug,
     Info,
     Warn,
@@ -113,6 +117,7 @@ pub enum LogLevel {
 impl LogLevel {
     pub fn as_str(self) -> &'static str {
         match self {
+            LogLevel::Trace => "trace",
             LogLevel::Debug => "debug",
             LogLevel::Info => "info",
             LogLevel::Warn => "warn",

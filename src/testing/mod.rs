@@ -2,6 +2,8 @@
 //!
 //! Nothing here is used by the daemon itself.
 
+pub mod exposition;
+pub mod log_lines;
 pub mod platform;
 pub mod roles;
 pub mod vault;

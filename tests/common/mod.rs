@@ -128,7 +128,7 @@ pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
     if let Some(a) = opts.vault_address {
         c.vault_address = a;
     }
-    let running = start(c, vdbi::telemetry::logging::test_logger())
+    let running = start(c, vdbi::testing::log_lines::checked_logger())
         .await
         .expect("vdbi starts");
     Vdbi {

@@ -68,7 +68,7 @@ pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
         c.vault_address = a;
     }
     let cache_path = c.nri.cache_path.clone();
-    let running = start(c, vdbi::telemetry::logging::test_logger())
+    let running = start(c, vdbi::testing::log_lines::checked_logger())
         .await
         .expect("vdbi (nri) starts");
     NriVdbi {
