@@ -144,4 +144,32 @@ mod tests {
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].contains("\"mode\""));
     }
+
+    /// The daemon's JSON format with the record keys main used to log ("pod denied" with its
+    /// own `message`; "pod admitted" with `mode` under a `mode` logger): the check catches both.
+    #[test]
+    fn the_daemon_format_with_a_repeated_key_is_caught() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(d);
+                Ok(d.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let drain = std::sync::Mutex::new(json_drain(buf.clone())).fuse();
+        let log = Logger::root(drain, slog::o!("app" => "vdbi", "mode" => "injector"));
+        slog::warn!(log, "pod denied"; "reason" => "sa_denied", "message" => "no");
+        slog::info!(log, "pod admitted"; "mode" => "legacy");
+        slog::info!(log, "pod admitted"; "auth_mode" => "legacy", "detail" => "ok");
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let bad = bad_json_lines(&out);
+        assert_eq!(bad.len(), 2, "{out}");
+        assert!(bad[0].contains("duplicate key \"message\""), "{bad:?}");
+        assert!(bad[1].contains("duplicate key \"mode\""), "{bad:?}");
+    }
 }
