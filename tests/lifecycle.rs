@@ -81,7 +81,7 @@ async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance 
     assert_least_privilege(p, Some(&kube), &c.vault_auth_path, &[&c.kube_role]).await;
     let running = start_with(
         c,
-        vdbi::telemetry::logging::test_logger(),
+        vdbi::testing::log_lines::checked_logger(),
         vdbi::telemetry::Metrics::new(true),
         Some(kube),
     )
@@ -450,6 +450,12 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
     }
     let m = &vdbi.running.metrics;
     assert_eq!(m.pod_cleanup_success.get(), 3.0);
+    // Counted per namespace, so the count outlives the entries' own series (scrapeable).
+    let deleted = format!(
+        "vdbi_delete_data_count_success{{namespace=\"{}\",uuid=\"\"}} 6",
+        ns.name
+    );
+    assert!(m.render().contains(&deleted), "no {deleted}");
     assert_eq!(
         m.revocation_latency
             .with_label_values(&["watch"])
@@ -794,6 +800,25 @@ async fn renewer_extends_live_pods_and_leaves_other_releases_alone() {
             .with_label_values(&[&ours.uuid, &ns.name])
             .get(),
         1.0
+    );
+    assert!(
+        m.last_sync_success.get().is_some(),
+        "the leader exports its last success"
+    );
+    let gauge = format!(
+        "vdbi_lease_expiration{{namespace=\"{}\",uuid=\"{}\"}}",
+        ns.name, ours.uuid
+    );
+    assert!(m.render().contains(&gauge), "no {gauge}");
+    // The pod lives on, but its entry is revoked (by the revoker, another process): the renewer's
+    // next cycle drops every per-uuid series of it.
+    purge(&root, &p, &rel.prefix, std::slice::from_ref(&ours)).await;
+    let report = inst.run_cycle().await.unwrap();
+    assert_eq!(report.entries, 0, "{report:?}");
+    let text = m.render();
+    assert!(
+        !text.contains(&ours.uuid),
+        "series of a revoked entry remain:\n{text}"
     );
     inst.running.shutdown().await;
     purge(&root, &p, &rel.prefix, &[ours, foreign_label]).await;
@@ -1294,6 +1319,16 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        // Every JSON line the binary logged must parse strictly (no duplicate key).
+        let captured = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let bad = vdbi::testing::log_lines::bad_json_lines(&captured);
+        if !bad.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{}: log lines a strict JSON parser refuses:\n{}",
+                self.name,
+                bad.join("\n")
+            );
+        }
     }
 }
 
@@ -1383,6 +1418,17 @@ async fn leader_election_between_real_processes() {
         } else {
             assert_eq!(cycles, 0.0, "a standby renewer ran cycles");
         }
+        // Only the leader has a last successful cycle: a standby exports none (an alert on its
+        // age cannot fire for it).
+        let last = proc.metric("vdbi_last_synchronization_success").await;
+        if std::ptr::eq(proc, renewer_leader) {
+            assert!(last.is_some_and(|t| t > 0.0), "leader: {last:?}");
+        } else {
+            assert_eq!(
+                last, None,
+                "a standby exports vdbi_last_synchronization_success"
+            );
+        }
         let check = proc.leader_check(REVOKER_LEASE).await;
         if std::ptr::eq(proc, revoker_leader) {
             assert!(check.contains("leading"), "{check}");
@@ -1471,6 +1517,11 @@ async fn leader_election_between_real_processes() {
     )
     .await;
     assert!(c.leads(REVOKER_LEASE).await);
+    assert_eq!(
+        survivor.metric("vdbi_last_synchronization_success").await,
+        None,
+        "a replica that lost the renewer Lease still exports its last success"
+    );
     let attempts_after = survivor
         .metric(&format!(
             "vdbi_leader_election_attempts_total{{lease_name=\"{REVOKER_LEASE}\"}}"

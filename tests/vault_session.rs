@@ -113,7 +113,7 @@ async fn start_session(opts: Opts) -> Session {
     let health = HealthState::new();
     let log = opts
         .log
-        .unwrap_or_else(vdbi::telemetry::logging::test_logger);
+        .unwrap_or_else(vdbi::testing::log_lines::checked_logger);
     let handle = supervised_session(client, cfg, &metrics, &health, &log);
     Session {
         handle,

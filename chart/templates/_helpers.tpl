@@ -201,6 +201,9 @@ vaultNamespace: {{ . | quote }}
 {{- end }}
 vaultRequestTimeout: {{ $c.vaultRequestTimeout | quote }}
 perUuidMetrics: {{ $c.perUuidMetrics }}
+{{- with $c.podWatchBrokenAfter }}
+podWatchBrokenAfter: {{ . | quote }}
+{{- end }}
 {{- if or $c.vaultCA.configMapName $c.vaultCA.secretName }}
 vaultCACert: {{ printf "/vault-ca/%s" $c.vaultCA.key | quote }}
 {{- end }}
@@ -324,7 +327,7 @@ podAntiAffinity:
 {{- $c := $root.Values.vaultDbInjector.configuration -}}
 {{- $nri := $root.Values.nri -}}
 # vdbi configuration for the {{ .component }} component, rendered by the chart.
-# Every key is a vdbi config key (unknown keys are a hard error). The Sentry DSN is not here: it
+# Every key is a vdbi config key (vdbi warns on unknown keys). The Sentry DSN is not here: it
 # comes from a Secret as INJECTOR_SENTRY_DSN.
 mode: {{ .component }}
 {{- if eq .component "injector" }}
@@ -385,6 +388,15 @@ revokerUnseenGrace: {{ .revokerUnseenGrace | quote }}
 {{- end }}
 {{- if .orphanLeaseGrace }}
 orphanLeaseGrace: {{ .orphanLeaseGrace | quote }}
+{{- end }}
+{{- with .orphanLeaseDiscovery }}
+orphanLeaseDiscovery: {{ . | quote }}
+{{- end }}
+{{- with .orphanLeaseRoles }}
+orphanLeaseRoles:
+{{- range . }}
+  - {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- else if eq .component "nri" }}

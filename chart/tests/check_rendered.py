@@ -3,7 +3,10 @@
 
     check_rendered.py case NAME FILE          assertions for one rendered case (see CASES)
     check_rendered.py config-keys FIELDS FILE...  every key in every rendered vdbi config.yaml is
-                                              a key of src/config/fields.rs (vdbi rejects unknown keys)
+                                              a key of src/config/fields.rs (vdbi warns on unknown keys)
+    check_rendered.py config-keys-covered FIELDS FILE...  every key of src/config/fields.rs is
+                                              rendered by some case (the chart can set it), or is
+                                              fixed by the chart (listed with the reason)
     check_rendered.py dashboard DASHBOARD METRICS  every vdbi_* metric the dashboard queries exists
                                               in src/telemetry/metrics.rs
     check_rendered.py tls-same A B            the webhook Secret and caBundle of two renders are equal
@@ -13,12 +16,14 @@ Exit 0 when every assertion holds; otherwise each failure is printed and the exi
 """
 import base64
 import json
+import os
 import re
 import sys
 
 import yaml
 
 FAILURES = []
+CHART = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def check(cond, msg):
@@ -238,6 +243,16 @@ def case_cert_manager(docs):
     check("caBundle" not in mwc["webhooks"][0]["clientConfig"], "caBundle set while cert-manager injects it")
     check(not any(d["kind"] == "Secret" and d["metadata"]["name"].endswith("-tls") for d in docs), "chart also generated a TLS Secret")
     check("ServiceMonitor" in kinds and "NetworkPolicy" in kinds, "ServiceMonitor/NetworkPolicy missing")
+    rule = one(docs, "PrometheusRule")
+    with open(os.path.join(CHART, "alerts", "vdbi.rules.yaml")) as f:
+        check(rule["spec"] == yaml.safe_load(f), "PrometheusRule spec differs from chart/alerts/vdbi.rules.yaml")
+    check(rule["metadata"]["labels"].get("release") == "prometheus", "prometheusRule.labels")
+    cfgs = configs(docs)
+    check(cfgs["revoker"].get("orphanLeaseDiscovery") == "revoke", "orphanLeaseDiscovery")
+    check(cfgs["revoker"].get("orphanLeaseRoles") == ["databases/app-rw"], "orphanLeaseRoles")
+    check(all(c.get("vaultRateLimit") == 0 for c in cfgs.values()), "vaultRateLimit: 0 (unlimited)")
+    check(all(c.get("podWatchBrokenAfter") == "2m" for c in cfgs.values()), "podWatchBrokenAfter")
+    check(all(c.get("logLevel") == "trace" for c in cfgs.values()), "logLevel trace")
     dash = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
     check(dash and json.loads(dash[0]["data"]["vdbi.json"])["panels"], "dashboard ConfigMap missing or empty")
     rbs = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"].endswith("-token-requester")]
@@ -332,6 +347,23 @@ def main(argv):
             for comp, cfg in configs(load(path)).items():
                 for key in flatten(cfg):
                     check(key in known, f"{path}: {comp} config key {key!r} is not a vdbi config key")
+    elif cmd == "config-keys-covered":
+        # The daemon's keys the chart sets itself, not from a value: fixed by the pod spec.
+        chart_fixed = {
+            "webhookListen": "the webhook's container port (8443) is fixed by the chart",
+            "metricsListen": "the metrics port (8080) is fixed by the chart",
+            "healthListen": "the probes' port (8888) is fixed by the chart",
+            "kubeTokenPath": "the chart mounts the ServiceAccount token at the default path",
+            "sentryDsn": "passed as INJECTOR_SENTRY_DSN from a Secret, never in a ConfigMap",
+        }
+        known = known_fields(argv[2])
+        rendered = set()
+        for path in argv[3:]:
+            docs = load(path)
+            for cfg in configs(docs).values():
+                rendered.update(flatten(cfg))
+        for key in sorted(known - rendered - set(chart_fixed)):
+            check(False, f"config key {key!r} cannot be set through the chart (no case renders it)")
     elif cmd == "dashboard":
         with open(argv[2]) as f:
             text = f.read()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Chart checks: lint, render, schema, structure, plain manifests, and server-side dry-run of every
-# rendered object against the local platform's real kube-apiserver.
+# Chart checks: alerting-rule unit tests (promtool), lint, render, schema, structure, plain
+# manifests, and server-side dry-run of every rendered object against the local platform's real
+# kube-apiserver.
 #
 # Usage: chart/tests/run.sh [--offline]
 #   --offline  skip the apiserver checks (counted and reported as skipped); CI never passes it.
@@ -62,6 +63,18 @@ else
 fi
 export HELM="$helm"
 
+echo "== alerting rules (chart/alerts)"
+if promtool="$("$repo/platform/tools/prom/ensure.sh" promtool 2> "$work/promtool-build.log")"; then
+  ok "promtool built from platform/tools/prom ($("$promtool" --version 2>&1 | head -1))"
+  grep -h 'built in' "$work/promtool-build.log" || true
+  run "promtool check rules chart/alerts/vdbi.rules.yaml" \
+    "$promtool" check rules "$chart/alerts/vdbi.rules.yaml"
+  run "promtool test rules chart/alerts/tests (leader-only staleness, standby and other-release cases)" \
+    "$promtool" test rules "$chart"/alerts/tests/*.test.yaml
+else
+  ko "build promtool" "$work/promtool-build.log"
+fi
+
 echo "== schema and static files"
 run "values.schema.json is generated from chart/tests/values_schema.py" \
   bash -c "python3 '$tests/values_schema.py' | diff -u '$chart/values.schema.json' -"
@@ -102,6 +115,8 @@ for c in "${cases[@]}"; do
 done
 run "every rendered vdbi config key is a key of src/config/fields.rs" \
   python3 "$tests/check_rendered.py" config-keys "$repo/src/config/fields.rs" "$work"/*.yaml
+run "every key of src/config/fields.rs can be set through the chart (rendered by some case)" \
+  python3 "$tests/check_rendered.py" config-keys-covered "$repo/src/config/fields.rs" "$work"/*.yaml
 
 echo "== values that must be refused at install"
 neg() { # name pattern helm-args...
@@ -157,7 +172,7 @@ else
   set -a; . "$env_file"; set +a
   ns="${VDBI_SYSTEM_NAMESPACE:-vdbi-system}"
   if dryrun="$("$repo/platform/tools/helm/ensure.sh" kube-dryrun 2> "$work/build.log")"; then
-    crds="monitoring.coreos.com/ServiceMonitor,cert-manager.io/Certificate,cert-manager.io/Issuer"
+    crds="monitoring.coreos.com/ServiceMonitor,monitoring.coreos.com/PrometheusRule,cert-manager.io/Certificate,cert-manager.io/Issuer"
     for c in "${cases[@]}"; do
       [ -s "$work/$c.yaml" ] || continue
       if "$dryrun" --namespace "$ns" --allow-missing "$crds" --quiet "$work/$c.yaml" > "$work/out" 2>&1; then

@@ -123,7 +123,7 @@ configuration = obj(
     {
         "vaultAddress": s("Vault/OpenBao URL", pattern=r"^https?://[^\s]+$"),
         "vaultAuthPath": s(minLength=1),
-        "logLevel": {"type": "string", "enum": ["debug", "info", "warn", "warning", "error"]},
+        "logLevel": {"type": "string", "enum": ["trace", "debug", "info", "warn", "warning", "error"]},
         "kubeRole": s(minLength=1),
         "kubeRoleNri": s(),
         "kubeRoleRenewer": s(),
@@ -144,7 +144,7 @@ configuration = obj(
         "webhookMatchLabels": s("pod label key", pattern=LABEL_KEY),
         "injectorLabel": s("pod label key", pattern=LABEL_KEY),
         "defaultEngine": s(minLength=1),
-        "vaultRateLimit": i(1),
+        "vaultRateLimit": i(0, desc="requests per second; 0 = unlimited"),
         "vaultRateBurst": i(1),
         "syncTTLSecond": i(1),
         "useProjectedSA": b(),
@@ -155,6 +155,7 @@ configuration = obj(
         "vaultNamespace": s(),
         "vaultRequestTimeout": dur(),
         "perUuidMetrics": b(),
+        "podWatchBrokenAfter": dur(),
     },
     **{
         "if": {"properties": {"useProjectedSA": {"const": True}}, "required": ["useProjectedSA"]},
@@ -214,6 +215,8 @@ schema = {
                         "revokerSweepInterval": dur(),
                         "revokerUnseenGrace": dur(),
                         "orphanLeaseGrace": dur(),
+                        "orphanLeaseDiscovery": {"type": "string", "enum": ["off", "report", "revoke"]},
+                        "orphanLeaseRoles": arr(s("<mount>/<role>", pattern=r"^[^/\s]+(/[^/\s]+)+$")),
                     }
                 ),
             }
@@ -299,6 +302,7 @@ schema = {
                 "metricRelabelings": arr({"type": "object"}),
             }
         ),
+        "prometheusRule": obj({"enabled": b(), "labels": str_map(), "annotations": str_map()}),
         "grafanaDashboard": obj(
             {"enabled": b(), "namespace": s(), "labels": str_map(), "annotations": str_map()}
         ),

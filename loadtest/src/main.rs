@@ -19,7 +19,12 @@ use vdbi::testing::platform::Platform;
 #[derive(Parser)]
 #[command(
     name = "loadtest",
-    about = "vdbi load tests against the local platform"
+    about = "vdbi load tests against the local platform",
+    long_about = "vdbi load tests against the local platform (OpenBao, PostgreSQL, kube-apiserver \
+                  on loopback; VDBI_PLATFORM_ENV names its env file). Each scenario prints a \
+                  table and writes <out>/<figure>.json, .svg and .samples.json; `compare` draws \
+                  two runs side by side. Run through `platform/vdbi-platform loadtest`, which \
+                  starts the platform and builds in release mode."
 )]
 struct Cli {
     /// Output folder for JSON and SVG files.
@@ -36,11 +41,14 @@ struct Cli {
 enum Scenario {
     /// AdmissionReview requests straight to an in-process webhook, plus the bare Vault calls.
     Admission {
+        /// Admission mode: legacy (vdbi's own login, orphan token), projected (the pod's
+        /// TokenRequest login) or nri (placeholders, bookkeeping reservation).
         #[arg(long, value_enum, default_value = "legacy")]
         mode: admission::AdmissionMode,
         /// Open-loop rate (admissions/s).
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
+        /// How long the load runs (e.g. 10s, 2m).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
         /// Closed loop with this many in flight instead of a fixed rate.
@@ -49,6 +57,7 @@ enum Scenario {
         /// Sequential bare Vault sequences timed before the load.
         #[arg(long, default_value_t = 200)]
         bare_samples: usize,
+        /// Vault database role of the pods' dbConfig (a role of the platform).
         #[arg(long, default_value = "app-rw")]
         role: String,
         /// vdbi's `vaultRateLimit` (calls/s, 0 = unlimited; it paces the renewer and revoker).
@@ -69,6 +78,7 @@ enum Scenario {
     },
     /// One renewer cycle over N bookkeeping entries with real tokens (and leases).
     Renewal {
+        /// Bookkeeping entries (each with its own real token).
         #[arg(long, default_value_t = 1000)]
         entries: usize,
         /// Entries that also hold a DB lease (default: all).
@@ -77,6 +87,7 @@ enum Scenario {
         /// vdbi's Vault rate limit (calls/s, 0 = unlimited).
         #[arg(long, default_value_t = 0)]
         rate_limit: u32,
+        /// Entries per labelled pod (its `uuid` annotation): fewer pods to create.
         #[arg(long, default_value_t = 200)]
         uuids_per_pod: usize,
         /// vdbi's `renewerConcurrency` (the daemon's default is 16).
@@ -85,6 +96,7 @@ enum Scenario {
         /// Run vdbi with `perUuidMetrics: false` (no per-credential series).
         #[arg(long)]
         no_per_uuid_metrics: bool,
+        /// Vault database role the entries' leases come from.
         #[arg(long, default_value = "app-rw")]
         role: String,
         /// Leave PodName out of the entries: the cycle backfills (one KV write per entry).
@@ -93,6 +105,7 @@ enum Scenario {
     },
     /// Pods created and deleted through the kube-apiserver: time from DELETE to revocation.
     Churn {
+        /// Pods to create, admit and delete.
         #[arg(long, default_value_t = 1000)]
         pods: usize,
         /// Pods in their create → delete → revoked cycle at once.
@@ -101,6 +114,7 @@ enum Scenario {
         /// How long each pod lives between CREATE and DELETE.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         hold: Duration,
+        /// Vault database role of the pods' dbConfig.
         #[arg(long, default_value = "app-rw")]
         role: String,
     },
@@ -118,23 +132,46 @@ enum Scenario {
         /// The daemon binary (default: `vdbi` next to this binary).
         #[arg(long)]
         vdbi_bin: Option<PathBuf>,
+        /// How long the idle daemon is observed before the load.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         idle: Duration,
+        /// Open-loop admission rate (admissions/s) during the load phase.
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
+        /// How long the load phase runs.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Vault database role of the admitted pods' dbConfig.
         #[arg(long, default_value = "app-rw")]
         role: String,
+    },
+    /// Two runs side by side: for every figure both output folders hold, one SVG with the
+    /// two runs' histograms on the same axes (no platform needed).
+    Compare {
+        /// Output folder of the first run.
+        before: PathBuf,
+        /// Output folder of the second run.
+        after: PathBuf,
     },
 }
 
 fn main() {
     let cli = Cli::parse();
-    if std::env::var_os("VDBI_PLATFORM_ENV").is_none()
-        && std::path::Path::new("/work/main/.platform/env").exists()
-    {
-        eprintln!("hint: set VDBI_PLATFORM_ENV to the platform's env file");
+    if let Scenario::Compare { before, after } = &cli.scenario {
+        match report::compare(before, after, &cli.out) {
+            Ok(n) => println!("{n} figure(s) compared"),
+            Err(e) => {
+                eprintln!("compare: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    if std::env::var_os("VDBI_PLATFORM_ENV").is_none() {
+        eprintln!(
+            "hint: VDBI_PLATFORM_ENV is not set; `platform/vdbi-platform loadtest` sets it to the \
+             platform's env file"
+        );
     }
     let sys = actix_rt::System::new();
     let ok = sys.block_on(async move {
@@ -313,6 +350,7 @@ fn main() {
                     }
                 }
             }
+            Scenario::Compare { .. } => unreachable!("handled before the platform starts"),
         }
     });
     if !ok {

@@ -145,7 +145,7 @@ pub async fn admit(
             .admission_denied
             .with_label_values(&[d.reason.as_str()])
             .inc();
-        warn!(log, "pod denied"; "reason" => d.reason.as_str(), "message" => &d.message,
+        warn!(log, "pod denied"; "reason" => d.reason.as_str(), "detail" => &d.message,
             "duration_ms" => started.elapsed().as_millis() as u64);
         finish(
             base.clone()
@@ -291,7 +291,7 @@ pub async fn admit(
                 resp.warnings = Some(spec.warnings.clone());
             }
             info!(log, "pod admitted"; "uuids" => uuids.join(","), "dbconfigs" => uuids.len(),
-                "mode" => mode, "duration_ms" => started.elapsed().as_millis() as u64);
+                "auth_mode" => mode, "duration_ms" => started.elapsed().as_millis() as u64);
             finish(resp, "allowed")
         }
         // The set stays recorded: no stored pod references it, so the revoker's sweep revokes it

@@ -1129,7 +1129,7 @@ impl Actor for NriPlugin {
             .set(HEALTH_CHECK, false, "connecting to the runtime");
         info!(deps.log, "NRI plugin starting";
             "socket" => %cfg.nri.socket_path.display(), "plugin" => format!("{}-{}", cfg.nri.plugin_index, cfg.nri.plugin_name),
-            "mode" => if cfg.use_projected_sa { "projected" } else { "legacy" },
+            "auth_mode" => if cfg.use_projected_sa { "projected" } else { "legacy" },
             "fetch_timeout_ms" => cfg.nri.fetch_timeout.as_millis() as u64);
         ctx.spawn(connection_loop(self.core.clone()).into_actor(self));
 

@@ -152,7 +152,9 @@ impl Renewer {
                 match &res {
                     Ok(r) if r.errors == 0 => {
                         m.sync_success.inc();
-                        m.last_sync_success.set(unix_now());
+                        if act.leading {
+                            m.last_sync_success.set(unix_now());
+                        }
                         info!(act.log, "renewal cycle done"; "entries" => r.entries, "live" => r.live,
                             "tokens_renewed" => r.tokens_renewed, "leases_renewed" => r.leases_renewed,
                             "skipped" => r.skipped, "purged" => r.purged, "vault_calls" => r.vault_calls,
@@ -278,7 +280,14 @@ async fn run_cycle(
         Ok(u) => u,
         Err(e) => return (known, Err(format!("cannot list bookkeeping entries: {e}"))),
     };
-    known.retain(|k, _| uuids.contains(k));
+    // Entries gone from KV were revoked (or purged): their per-uuid series go with them.
+    known.retain(|k, v| {
+        let keep = uuids.contains(k);
+        if !keep {
+            ctx.metrics.forget_uuid(k, &v.entry.namespace);
+        }
+        keep
+    });
     let mut hollow = 0;
     if snapshot.live_ids.is_empty() && !uuids.is_empty() {
         // Entries left without data (metadata only) are not entries: only real ones make the
@@ -569,6 +578,13 @@ impl Handler<LeadershipChanged> for Renewer {
             );
         } else {
             info!(self.log, "renewer standing by");
+            // A standby exports no renewal state: the leader's is the one that counts.
+            self.metrics.last_sync_success.clear();
+            if let Some(known) = &self.known {
+                for (uuid, k) in known {
+                    self.metrics.forget_uuid(uuid, &k.entry.namespace);
+                }
+            }
             if let Some(t) = self.timer.take() {
                 ctx.cancel_future(t);
             }

@@ -62,10 +62,7 @@ pub async fn revoke_recorded(
         }))
         .await?
     {
-        Ok(()) => metrics
-            .delete_data_success
-            .with_label_values(&[metrics.uuid(uuid), ns])
-            .inc(),
+        Ok(()) => metrics.entry_deleted(ns),
         Err(e) => {
             metrics
                 .delete_data_error

@@ -116,8 +116,6 @@ pub enum AnnotationError {
     },
     #[error("dbConfig {db:?}: annotation {PREFIX}{db}.containers names {container:?}, which is not a container of this pod")]
     UnknownContainer { db: String, container: String },
-    #[error("annotation {CLUSTER_KEY} is empty")]
-    EmptyCluster,
     #[error("dbConfig name in annotation {key} is empty")]
     EmptyDbName { key: String },
     #[error("the pod asks for {count} dbConfigs; at most {max} are allowed per pod (setting maxDbConfigsPerPod)")]
@@ -215,11 +213,12 @@ pub fn parse(
         }
         match rest.split_once('.') {
             None => match rest {
+                // Empty means the default engine, as in vault-db-injector (charts often
+                // template the annotation from a value that may be empty).
                 "cluster" => {
-                    if value.trim().is_empty() {
-                        return Err(AnnotationError::EmptyCluster);
+                    if !value.trim().is_empty() {
+                        engine = value.trim().to_string();
                     }
-                    engine = value.trim().to_string();
                 }
                 "role" => pod_role = Some(value.trim().to_string()).filter(|r| !r.is_empty()),
                 "uuid" => uuids = split_names(value),

@@ -299,3 +299,15 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn empty_cluster_means_the_default_engine() {
+    for empty in ["", "  "] {
+        let s = spec(&[
+            ("cluster", empty),
+            ("db.role", "r"),
+            ("db.env-key-dbuser", "U"),
+        ]);
+        assert_eq!(s.engine, "databases", "cluster {empty:?}");
+    }
+}

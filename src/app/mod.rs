@@ -8,12 +8,17 @@ use crate::telemetry::{Metrics, Sentry, SentrySettings};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// `vdbi check-config`.
-pub fn check_config(path: Option<&Path>) -> ExitCode {
+/// `vdbi check-config [--strict]`.
+pub fn check_config(path: Option<&Path>, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");
+            }
+            let unknown = loaded.warnings.iter().filter(|w| w.unknown_key).count();
+            if strict && unknown > 0 {
+                eprintln!("{unknown} unknown key(s): configuration refused (--strict)");
+                return ExitCode::FAILURE;
             }
             print!("{}", loaded.config.render_masked());
             ExitCode::SUCCESS

@@ -22,14 +22,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the configuration: print every problem with its key path (exit 1), or the
-    /// effective configuration with secrets masked (exit 0).
-    CheckConfig,
+    /// effective configuration with secrets masked (exit 0). Unknown keys are warnings, listed
+    /// on stderr, as the daemon ignores them.
+    CheckConfig {
+        /// Also refuse (exit 1) a file with unknown keys.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig) => vdbi::app::check_config(cli.config.as_deref()),
+        Some(Command::CheckConfig { strict }) => {
+            vdbi::app::check_config(cli.config.as_deref(), strict)
+        }
         None => vdbi::app::run_main(cli.config.as_deref()),
     }
 }

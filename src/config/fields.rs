@@ -76,11 +76,12 @@ fn parse_log_level(raw: Raw) -> Result<LogLevel, String> {
     let s = scalar(raw)?;
     match s.to_ascii_lowercase().as_str() {
         "debug" => Ok(LogLevel::Debug),
+        "trace" => Ok(LogLevel::Trace),
         "info" => Ok(LogLevel::Info),
         "warn" | "warning" => Ok(LogLevel::Warn),
         "error" => Ok(LogLevel::Error),
         _ => Err(format!(
-            "unknown log level {s:?}: use debug, info, warn or error"
+            "unknown log level {s:?}: use trace, debug, info, warn or error"
         )),
     }
 }
@@ -548,16 +549,6 @@ fn yaml_scalar(v: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-fn suggest(unknown: &str, prefix: &str) -> Option<&'static str> {
-    let full = if prefix.is_empty() {
-        unknown.to_string()
-    } else {
-        format!("{prefix}.{unknown}")
-    };
-    let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
-    known_paths().find(|k| norm(k) == norm(&full))
-}
-
 /// Applies a YAML document, recording type errors and unknown keys.
 pub(super) fn apply_yaml(cfg: &mut Config, doc: &serde_yaml::Value, problems: &mut Vec<Problem>) {
     match doc {
@@ -614,11 +605,7 @@ fn walk(cfg: &mut Config, node: &serde_yaml::Value, prefix: &str, problems: &mut
                 problems.push(Problem::error(&path, "expected a mapping"));
             }
         } else {
-            let msg = match suggest(key, prefix) {
-                Some(s) => format!("unknown key (did you mean `{s}`?)"),
-                None => "unknown key".to_string(),
-            };
-            problems.push(Problem::error(&path, msg));
+            problems.push(super::unknown::unknown_key(key, prefix));
         }
     }
 }

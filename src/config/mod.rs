@@ -9,6 +9,7 @@
 mod duration;
 mod fields;
 pub mod sentry_dsn;
+mod unknown;
 mod validate;
 
 pub use duration::{format_go_duration, parse_go_duration};
@@ -105,6 +106,9 @@ impl Mode {
 /// Log verbosity (`logLevel`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
+    /// vault-db-injector accepts `trace` (it warns and logs at info); vdbi logs at its most
+    /// verbose level (debug in release builds, where trace records are compiled out).
+    Trace,
     Debug,
     Info,
     Warn,
@@ -114,6 +118,7 @@ pub enum LogLevel {
 impl LogLevel {
     pub fn as_str(self) -> &'static str {
         match self {
+            LogLevel::Trace => "trace",
             LogLevel::Debug => "debug",
             LogLevel::Info => "info",
             LogLevel::Warn => "warn",

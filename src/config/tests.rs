@@ -89,17 +89,31 @@ fn env_overrides_yaml_only_with_prefix() {
 }
 
 #[test]
-fn unknown_keys_are_reported_with_suggestion() {
+fn unknown_keys_are_warnings_with_suggestion() {
     let yaml = format!("{MINIMAL}SyncTTLSecond: 60\nnri:\n  fetchtimeout: 1s\n  bogus: 1\n");
-    let errs = errors(Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap_err());
-    let sync = errs.iter().find(|p| p.key == "SyncTTLSecond").unwrap();
+    let loaded = Config::from_sources(Some(&yaml), &BTreeMap::new()).expect("starts");
+    let w = &loaded.warnings;
+    let sync = w.iter().find(|p| p.key == "SyncTTLSecond").unwrap();
+    assert!(sync.unknown_key);
     assert!(
         sync.message.contains("did you mean `syncTTLSecond`"),
         "{sync}"
     );
-    let ft = errs.iter().find(|p| p.key == "nri.fetchtimeout").unwrap();
+    let ft = w.iter().find(|p| p.key == "nri.fetchtimeout").unwrap();
     assert!(ft.message.contains("nri.fetchTimeout"), "{ft}");
-    assert!(errs.iter().any(|p| p.key == "nri.bogus"));
+    assert!(w.iter().any(|p| p.key == "nri.bogus" && p.unknown_key));
+    // Ignored, as vault-db-injector ignores them: the defaults stay.
+    assert_eq!(loaded.config.sync_ttl_second, 300);
+    assert_eq!(loaded.config.nri.fetch_timeout, Duration::from_millis(1500));
+}
+
+#[test]
+fn log_level_trace_is_accepted() {
+    let yaml = format!("{MINIMAL}logLevel: trace\n");
+    let c = Config::from_sources(Some(&yaml), &BTreeMap::new())
+        .unwrap()
+        .config;
+    assert_eq!(c.log_level, LogLevel::Trace);
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub struct Problem {
     pub severity: Severity,
     pub key: String,
     pub message: String,
+    /// A key vdbi does not know (a warning, refused by `check-config --strict`).
+    pub unknown_key: bool,
 }
 
 impl Problem {
@@ -25,6 +27,7 @@ impl Problem {
             severity: Severity::Error,
             key: key.to_string(),
             message: message.into(),
+            unknown_key: false,
         }
     }
     pub fn warning(key: &str, message: impl Into<String>) -> Problem {
@@ -32,6 +35,13 @@ impl Problem {
             severity: Severity::Warning,
             key: key.to_string(),
             message: message.into(),
+            unknown_key: false,
+        }
+    }
+    pub fn unknown_key(key: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            unknown_key: true,
+            ..Problem::warning(key, message)
         }
     }
 }

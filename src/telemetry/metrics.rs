@@ -11,6 +11,29 @@ use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntGauge, Opts, Registry,
 };
 
+/// A gauge whose single series exists only while it has a meaningful value: set, it is
+/// exported; cleared, the family is empty. `vdbi_last_synchronization_success` is one: only the
+/// renewer that leads and has finished a cycle has a "last successful cycle", so standbys and
+/// the other components export nothing an alert could mistake for a stale renewer.
+#[derive(Clone)]
+pub struct OptionalGauge(GaugeVec);
+
+impl OptionalGauge {
+    pub fn set(&self, v: f64) {
+        self.0.with_label_values(&[] as &[&str]).set(v);
+    }
+    pub fn clear(&self) {
+        self.0.reset();
+    }
+    /// The current value, `None` while cleared.
+    pub fn get(&self) -> Option<f64> {
+        use prometheus::core::Collector;
+        let families = self.0.collect();
+        let metric = families.first()?.get_metric().first()?;
+        Some(metric.get_gauge().value())
+    }
+}
+
 /// All metrics of one process. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -29,7 +52,8 @@ pub struct Metrics {
     pub sync_error: Counter,
     pub pod_cleanup_success: Counter,
     pub pod_cleanup_error: Counter,
-    pub last_sync_success: Gauge,
+    pub last_sync_success: OptionalGauge,
+    pub renewer_interval: Gauge,
     pub last_sync_duration: PlainSummary,
     pub orphan_ticket_success: Counter,
     pub orphan_ticket_error: Counter,
@@ -219,10 +243,16 @@ impl Metrics {
                 "vdbi_pod_cleanup_count_error",
                 "Per-uuid cleanup failures",
             ),
-            last_sync_success: gauge(
+            last_sync_success: OptionalGauge(gauge_vec(
                 &r,
                 "vdbi_last_synchronization_success",
-                "Unix time of the last successful renewer cycle",
+                "Unix time of the last successful renewer cycle of this replica while it leads (absent on standbys and other components)",
+                &[],
+            )),
+            renewer_interval: gauge(
+                &r,
+                "vdbi_renewer_sync_interval_seconds",
+                "The renewer's cycle interval (syncTTLSecond); 0 in processes that run no renewer",
             ),
             last_sync_duration,
             orphan_ticket_success: counter(
@@ -504,6 +534,15 @@ impl Metrics {
         }
     }
 
+    /// Counts one deleted bookkeeping entry. The series is per namespace (`uuid` left empty):
+    /// the entry's own per-uuid series are dropped right after, so a per-uuid count would be
+    /// deleted in the call that sets it and never reach a scrape.
+    pub fn entry_deleted(&self, namespace: &str) {
+        self.delete_data_success
+            .with_label_values(&["", namespace])
+            .inc();
+    }
+
     /// Drops the per-uuid series of one bookkeeping entry (on revoke or purge).
     pub fn forget_uuid(&self, uuid: &str, namespace: &str) {
         if !self.per_uuid {
@@ -517,7 +556,6 @@ impl Metrics {
             &self.renew_lease_error,
             &self.revoke_token_error,
             &self.store_data_error,
-            &self.delete_data_success,
             &self.delete_data_error,
         ] {
             let _ = v.remove_label_values(&labels);
@@ -562,6 +600,7 @@ fn descriptor_names(m: &Metrics) -> Vec<String> {
         Box::new(m.revoke_token_success.clone()),
         Box::new(m.revoke_token_error.clone()),
         Box::new(m.token_expiration.clone()),
+        Box::new(m.last_sync_success.0.clone()),
         Box::new(m.lease_expiration.clone()),
         Box::new(m.store_data_error.clone()),
         Box::new(m.delete_data_success.clone()),
@@ -677,5 +716,44 @@ mod tests {
         assert!(!m.render().contains("u1"));
         let off = Metrics::new(false);
         assert_eq!(off.uuid("u1"), "");
+    }
+
+    /// The count of deleted entries survives the entry's own per-uuid series: it is scrapeable.
+    #[test]
+    fn deleted_entries_stay_counted_after_their_series_go() {
+        let m = Metrics::new(true);
+        m.renew_lease_success.with_label_values(&["u1", "ns"]).inc();
+        m.entry_deleted("ns");
+        m.forget_uuid("u1", "ns");
+        m.entry_deleted("ns");
+        let text = m.render();
+        assert!(
+            text.contains(r#"vdbi_delete_data_count_success{namespace="ns",uuid=""} 2"#),
+            "{text}"
+        );
+        assert!(!text.contains("u1"), "{text}");
+    }
+
+    /// A replica that never led (or stopped leading) exports no last-success time at all, so an
+    /// alert on its age cannot fire for it.
+    #[test]
+    fn last_synchronization_success_exists_only_while_set() {
+        let m = Metrics::new(true);
+        let line = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("vdbi_last_synchronization_success"))
+                .map(str::to_string)
+        };
+        assert_eq!(line(&m), None);
+        assert_eq!(m.last_sync_success.get(), None);
+        m.last_sync_success.set(1700000000.0);
+        assert_eq!(
+            line(&m).as_deref(),
+            Some("vdbi_last_synchronization_success 1700000000")
+        );
+        assert_eq!(m.last_sync_success.get(), Some(1700000000.0));
+        m.last_sync_success.clear();
+        assert_eq!(line(&m), None);
     }
 }

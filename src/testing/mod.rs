@@ -5,6 +5,8 @@
 pub mod chart_rbac;
 pub mod credentials;
 pub mod launch;
+pub mod exposition;
+pub mod log_lines;
 pub mod platform;
 pub mod process;
 pub mod roles;

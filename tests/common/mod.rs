@@ -142,7 +142,7 @@ pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
         p,
         c,
         "vdbi-rbac",
-        vdbi::telemetry::logging::test_logger(),
+        vdbi::testing::log_lines::checked_logger(),
     )
     .await;
     Vdbi {

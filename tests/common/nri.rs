@@ -73,7 +73,7 @@ pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
         p,
         c,
         "vdbi-nri-rbac",
-        vdbi::telemetry::logging::test_logger(),
+        vdbi::testing::log_lines::checked_logger(),
     )
     .await;
     NriVdbi {
