@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 )
@@ -24,8 +25,9 @@ func buildImageCmd(args []string) error {
 	busybox := fs.String("busybox", "/bin/busybox", "static busybox binary")
 	out := fs.String("out", "", "output OCI archive (tar)")
 	ref := fs.String("ref", "", "image reference, e.g. docker.io/vdbi/busybox:local")
-	var cmd listFlags
+	var cmd, add listFlags
 	fs.Var(&cmd, "cmd", "default command argument (repeatable)")
+	fs.Var(&add, "add", "SRC=DST: also put file SRC at DST in the image, mode 0755 (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -36,7 +38,19 @@ func buildImageCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	archive, err := ociArchive(bin, *ref, cmd)
+	extra := map[string][]byte{}
+	for _, a := range add {
+		src, dst, ok := strings.Cut(a, "=")
+		if !ok || dst == "" {
+			return fmt.Errorf("-add %q: want SRC=DST", a)
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		extra[strings.TrimPrefix(dst, "/")] = data
+	}
+	archive, err := ociArchive(bin, extra, *ref, cmd)
 	if err != nil {
 		return err
 	}
@@ -82,7 +96,7 @@ func addFile(tw *tar.Writer, name string, mode int64, data []byte) error {
 	return err
 }
 
-func rootfsLayer(busybox []byte) ([]byte, error) {
+func rootfsLayer(busybox []byte, extra map[string][]byte) ([]byte, error) {
 	return tarBytes(func(tw *tar.Writer) error {
 		for _, dir := range []string{"bin/", "dev/", "etc/", "proc/", "sys/", "tmp/", "run/"} {
 			if err := tw.WriteHeader(&tar.Header{Name: dir, Mode: 0o755, ModTime: epoch, Typeflag: tar.TypeDir}); err != nil {
@@ -97,12 +111,22 @@ func rootfsLayer(busybox []byte) ([]byte, error) {
 				return err
 			}
 		}
+		names := make([]string, 0, len(extra))
+		for name := range extra {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			if err := addFile(tw, name, 0o755, extra[name]); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
 
-func ociArchive(busybox []byte, ref string, cmd []string) ([]byte, error) {
-	layer, err := rootfsLayer(busybox)
+func ociArchive(busybox []byte, extra map[string][]byte, ref string, cmd []string) ([]byte, error) {
+	layer, err := rootfsLayer(busybox, extra)
 	if err != nil {
 		return nil, err
 	}

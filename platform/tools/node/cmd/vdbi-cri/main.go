@@ -12,7 +12,7 @@
 //	exec ID -- CMD...   ExecSync, prints stdout/stderr/exit code
 //	ps [-sandbox ID]    containers (of one sandbox): [{"id", "name", "state"}]
 //	image REF           image status ({"present": bool})
-//	build-image -busybox PATH -out TAR -ref REF [-cmd ARG]...
+//	build-image -busybox PATH -out TAR -ref REF [-cmd ARG]... [-add SRC=DST]...
 //	                    writes an OCI image archive (one layer: busybox + applet links) for
 //	                    `ctr -n k8s.io images import`
 //
