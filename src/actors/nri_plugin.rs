@@ -748,7 +748,9 @@ impl NriCore {
                     deadline,
                 })
                 .await
-                .map_err(|e| vault_failure(db, "reading the bookkeeping entry", &e, &self.deps.log))?;
+                .map_err(|e| {
+                    vault_failure(db, "reading the bookkeeping entry", &e, &self.deps.log)
+                })?;
             let superseded = previous
                 .as_ref()
                 .map(|p| VaultToken::new(p.token_id.clone()))

@@ -6,9 +6,9 @@
 //! `vault-calls` fails, so Kubernetes stops routing admissions to this replica and the operator
 //! sees it. Liveness never looks at it: a Vault outage must not restart vdbi.
 
-use crate::health::HealthState;
 use crate::actors::vault_session::{IsLoggedIn, ReadHealth, VaultSession};
 use crate::actors::ActorHandle;
+use crate::health::HealthState;
 use slog::{info, warn, Logger};
 use std::time::Duration;
 use tokio::time::Instant;

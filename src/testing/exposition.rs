@@ -41,7 +41,9 @@ pub fn every_family() -> String {
     }
     // Label sets bounded by telemetry::cardinality.
     m.sa_denied.with_label_values(&["", "", "", ""]).inc();
-    m.projected_role_misconfigured.with_label_values(&[""]).inc();
+    m.projected_role_misconfigured
+        .with_label_values(&[""])
+        .inc();
     for g in [
         &m.token_expiration,
         &m.lease_expiration,

@@ -4,8 +4,8 @@
 
 pub mod chart_rbac;
 pub mod credentials;
-pub mod launch;
 pub mod exposition;
+pub mod launch;
 pub mod log_lines;
 pub mod platform;
 pub mod process;
