@@ -67,12 +67,16 @@ enum Scenario {
     /// Normal pods at a fixed rate, alone and beside a pod at the dbConfig cap re-submitted in a
     /// loop: the normal pods' admission p99 in both runs.
     NoisyNeighbour {
+        /// Normal pods' open-loop admission rate (admissions/s).
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
+        /// How long each of the two runs (alone, beside the noisy pod) lasts (e.g. 20s).
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Loops re-submitting the pod at the dbConfig cap, back to back.
         #[arg(long, default_value_t = 1)]
         noisy_loops: usize,
+        /// Vault database role of every dbConfig (a role of the platform).
         #[arg(long, default_value = "app-rw")]
         role: String,
     },

@@ -5,6 +5,7 @@ use std::process::Command;
 
 const SCENARIOS: &[&str] = &[
     "admission",
+    "noisy-neighbour",
     "renewal",
     "churn",
     "nri",
