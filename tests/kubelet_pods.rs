@@ -30,7 +30,7 @@ use kube::api::{DeleteParams, PostParams};
 use kubelet::*;
 use std::time::{Duration, Instant};
 use vdbi::actors::leadership::REVOKER_LEASE;
-use vdbi::app::runtime::{start, Running};
+use vdbi::app::runtime::Running;
 use vdbi::config::Mode;
 use vdbi::testing::platform::{unique_name, Platform};
 
@@ -307,6 +307,7 @@ async fn nri_pod_whose_credentials_cannot_be_fetched_never_starts() {
 /// namespace.
 struct Revoker {
     running: Running,
+    _chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
     _jwt: tempfile::NamedTempFile,
     _cert: TestCert,
 }
@@ -323,9 +324,14 @@ async fn start_revoker(s: &Setup) -> Revoker {
     c.kube_token_path = jwt.path().to_path_buf();
     c.cert_file = cert.cert.clone();
     c.key_file = cert.key.clone();
-    let running = start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("revoker starts");
+    // The chart's revoker RBAC and the published policies (launch::start_vdbi checks both).
+    let (running, chart) = vdbi::testing::launch::start_vdbi(
+        p,
+        c,
+        "kl-revoker",
+        vdbi::testing::log_lines::checked_logger(),
+    )
+    .await;
     let t = Instant::now();
     let leading = |r: &Running| {
         r.metrics
@@ -345,6 +351,7 @@ async fn start_revoker(s: &Setup) -> Revoker {
     }
     Revoker {
         running,
+        _chart: chart,
         _jwt: jwt,
         _cert: cert,
     }

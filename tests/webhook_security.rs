@@ -472,7 +472,6 @@ async fn readiness_follows_vault_calls_and_liveness_does_not() {
     let relay = FreezableRelay::start(upstream).await;
     // vdbi through the relay, unready after 1 s of failing Vault calls.
     vdbi::testing::platform::install_crypto_provider();
-    std::env::set_var("KUBECONFIG", p.var("KUBECONFIG"));
     let cert = make_cert();
     let jwt = own_jwt(&p, "vdbi-injector").await;
     let mut c = base_config(&p, &unique_name("t"));
@@ -482,9 +481,13 @@ async fn readiness_follows_vault_calls_and_liveness_does_not() {
     c.kube_token_path = jwt.path().to_path_buf();
     c.vault_address = format!("http://{}", relay.addr);
     c.readiness_vault_grace = Duration::from_secs(1);
-    let running = vdbi::app::runtime::start(c, vdbi::telemetry::logging::test_logger())
-        .await
-        .expect("vdbi starts");
+    let (running, _chart) = vdbi::testing::launch::start_vdbi(
+        &p,
+        c,
+        "sec-ready",
+        vdbi::testing::log_lines::checked_logger(),
+    )
+    .await;
     let health = running.health_addr;
     let wait_for = |want: u16| async move {
         for _ in 0..200 {

@@ -26,6 +26,7 @@ pub fn every_family() -> String {
         &m.leader_election_attempts,
         &m.nri_unwrap_failures,
         &m.token_request_errors,
+        &m.pod_check_errors,
         &m.vault_login_errors,
         &m.nri_prewarm_error,
         &m.nri_cache_hit,
