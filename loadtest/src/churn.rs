@@ -283,6 +283,14 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChurnResult, Strin
         .filter(|l| !l.is_empty())
         .cloned()
         .collect();
+    // A pod counts as revoked once its entry's data is gone; the entry's metadata delete (the
+    // revocation's last call) may still be in flight for the last pods: wait for it, bounded.
+    let settle = Instant::now();
+    while !kv_keys(&root, &kv, &vdbi.prefix).await.is_empty()
+        && settle.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let leftovers = count_alive(&root, &kv, &vdbi.prefix, &tokens, &leases).await;
     let watch = vdbi
         .running
