@@ -160,9 +160,10 @@ async fn refused_under_a_rate_limit_leaves_only_what_admitted_pods_hold() {
         &p,
         Options {
             mode: vdbi::config::Mode::All,
-            // vaultRateLimit no longer paces admissions (only the renewer and revoker): a short
-            // deadline is what makes part of the burst overrun it now.
-            admission_timeout: Duration::from_millis(150),
+            // vaultRateLimit no longer paces admissions (only the renewer and revoker), and an
+            // admission takes tens of ms: a deadline shorter than one Vault round trip is what
+            // makes the burst overrun it, with calls still in flight (late arrivals).
+            admission_timeout: Duration::from_millis(5),
             configure: Box::new(move |c| {
                 (c.vault_rate_limit, c.vault_rate_burst) = (20, 5);
                 c.pod_name = "iss-rate-0".into();
