@@ -44,10 +44,11 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. build and import
-if archive="$("$repo/scripts/build-image.sh" 2> "$work/build.log")"; then
+# (its progress, cargo's included, goes to stderr: the first build takes minutes)
+if archive="$("$repo/scripts/build-image.sh")"; then
   ok "scripts/build-image.sh: $(du -h "$archive" | cut -f1) OCI archive (no registry)"
 else
-  ko "scripts/build-image.sh" "$work/build.log"; finish
+  ko "scripts/build-image.sh"; finish
 fi
 ref="${VDBI_IMAGE_REF:-localhost/vdbi:dev}"
 if ctr_ images import --snapshotter "$VDBI_NODE_SNAPSHOTTER" "$archive" > "$work/import.log" 2>&1 \
