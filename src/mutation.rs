@@ -156,15 +156,17 @@ pub fn build_patch(
 
 /// Names of every init and main container of a pod.
 pub fn container_names(pod: &Pod) -> Vec<String> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .map(|c| c.name.clone())
-        .collect()
+    all_containers(pod).map(|c| c.name.clone()).collect()
+}
+
+/// Every init and main container of a pod, init containers first.
+pub fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    pod.spec.iter().flat_map(|spec| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 use crate::annotations::{encode_userinfo, render_uri, CredentialMode, PodDbSpec};
 use crate::cache_file::PodValues;
+use crate::mutation::all_containers;
 use crate::placeholder;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeSet;
@@ -74,13 +75,7 @@ impl MappingPlan {
 
 /// Every `name → value` of the env of every init and main container of the API pod.
 fn spec_env(pod: &Pod) -> Vec<(&str, &str)> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
+    all_containers(pod)
         .flat_map(|c| c.env.iter().flatten())
         .filter_map(|e| e.value.as_deref().map(|v| (e.name.as_str(), v)))
         .collect()

@@ -154,29 +154,17 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'}');
 
 /// Joins path pieces (each may contain `/`) into a Vault API path, percent-encoding every
-/// segment and dropping empty ones: `api_path(&["kv/", "data", "a/b"])` = `kv/data/a/b`.
-/// A `.` or `..` segment is refused: URL normalisation would make the request escape its
-/// prefix (a pod-controlled uuid `../x` must not reach another KV path).
+/// segment and dropping empty ones: `api_path(&["kv/", "data", "a/b"])` = `kv/data/a/b`; what
+/// rustify sends for [`raw_path`]'s answer (`.` and `..` refused the same way; `%` is escaped,
+/// so `%2e%2e` stays literal and harmless).
 #[cfg(test)]
 pub(crate) fn api_path(parts: &[&str]) -> Result<String, VaultError> {
-    let mut out = String::new();
-    for seg in parts
-        .iter()
-        .flat_map(|p| p.split('/'))
-        .filter(|s| !s.is_empty())
-    {
-        // (`%` is escaped below, so `%2e%2e` stays literal and harmless)
-        if seg == "." || seg == ".." {
-            return Err(VaultError::InvalidRequest(format!(
-                "path segment {seg:?} is not allowed"
-            )));
-        }
-        if !out.is_empty() {
-            out.push('/');
-        }
-        out.extend(utf8_percent_encode(seg, SEGMENT));
-    }
-    Ok(out)
+    let raw = raw_path(parts)?;
+    let encoded: Vec<String> = raw
+        .split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect();
+    Ok(encoded.join("/"))
 }
 
 /// Follows at most 3 redirects (Vault standbys answer 307 to the active node), never from
