@@ -170,7 +170,7 @@ where
         shared: shared.clone(),
     };
     let log = log.new(slog::o!("actor" => name));
-    let counter = metrics.actor_restarts.with_label_values(&[name]);
+    let counter = metrics.process.restarts_of(name);
     actix::spawn(async move {
         let mut quick_failures = 0u32;
         let mut started = Instant::now();
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(after, Some(1), "restarted instance starts from fresh state");
         assert_eq!(h.restarts(), 1);
         assert_eq!(
-            metrics.actor_restarts.with_label_values(&["counter"]).get(),
+            metrics.count("vdbi_actor_restarts_total", &[("actor", "counter")]),
             1.0
         );
     }

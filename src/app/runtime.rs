@@ -344,7 +344,9 @@ pub async fn start_with(
             revoker = Some(handle);
         }
         if mode.runs_renewer() {
-            metrics.renewer_interval.set(config.sync_ttl_second as f64);
+            metrics
+                .renewal
+                .interval(Duration::from_secs(config.sync_ttl_second));
             let cfg = RenewerConfig {
                 interval: Duration::from_secs(config.sync_ttl_second),
                 token_increment: config.token_ttl,

@@ -105,10 +105,7 @@ impl ClientAuth {
     }
 
     fn refuse(&self, why: &str, detail: &str) {
-        self.metrics
-            .admission_denied
-            .with_label_values(&["client_certificate"])
-            .inc();
+        self.metrics.admission.handshake_refused();
         warn!(self.log, "webhook caller refused at the TLS handshake"; "reason" => why, "detail" => detail);
     }
 
@@ -212,11 +209,11 @@ pub fn spawn_ca_reloader(
             match auth.reload() {
                 Ok(()) => {
                     last = now;
-                    metrics.cert_reloads.with_label_values(&["ok"]).inc();
+                    metrics.process.cert_reload(true);
                     info!(log, "webhook client CA bundle reloaded"; "file" => %auth.ca_file.display());
                 }
                 Err(e) => {
-                    metrics.cert_reloads.with_label_values(&["error"]).inc();
+                    metrics.process.cert_reload(false);
                     warn!(log, "webhook client CA reload failed; keeping the previous one"; "error" => %e);
                 }
             }

@@ -129,12 +129,12 @@ pub fn spawn_reloader(
                 Ok(k) => {
                     resolver.swap(k);
                     last = now;
-                    metrics.cert_reloads.with_label_values(&["ok"]).inc();
+                    metrics.process.cert_reload(true);
                     info!(log, "webhook certificate reloaded"; "cert" => %cert.display());
                 }
                 Err(e) => {
                     // Half-written rotation or a bad pair: keep serving the old one, retry later.
-                    metrics.cert_reloads.with_label_values(&["error"]).inc();
+                    metrics.process.cert_reload(false);
                     warn!(log, "webhook certificate reload failed; keeping the previous one"; "error" => %e);
                 }
             }

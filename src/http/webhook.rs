@@ -24,12 +24,7 @@ struct WebhookState {
 }
 
 fn bad_request(state: &WebhookState, reason: &str, detail: String) -> HttpResponse {
-    state
-        .metrics
-        .admission_denied
-        .with_label_values(&[reason])
-        .inc();
-    state.metrics.mutated_pods_error.inc();
+    state.metrics.admission.refused(reason);
     warn!(state.log, "rejected malformed admission request"; "reason" => reason, "error" => &detail);
     HttpResponse::BadRequest().json(json!({"error": reason, "message": detail}))
 }
@@ -180,12 +175,7 @@ async fn review(
     let response = match state.admission.send(Mutate { request }).await {
         Ok(r) => r,
         Err(e) => {
-            state.metrics.mutated_pods_error.inc();
-            state
-                .metrics
-                .admission_denied
-                .with_label_values(&["internal"])
-                .inc();
+            state.metrics.admission.refused("internal");
             warn!(state.log, "admission worker unavailable"; "error" => %e);
             fallback.deny("vault-db-injector: admission worker unavailable; retry")
         }
