@@ -203,6 +203,75 @@ where
     handle
 }
 
+/// A background task run by [`supervise_task`]; dropping the handle leaves it running,
+/// [`TaskHandle::stop`] ends it.
+pub struct TaskHandle {
+    name: &'static str,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl TaskHandle {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Ends the task (and its supervision) at its next await point.
+    pub fn stop(&self) {
+        self.join.abort();
+    }
+
+    /// Waits until the task has ended (after [`TaskHandle::stop`]).
+    pub async fn stopped(self) {
+        let _ = self.join.await;
+    }
+}
+
+/// Runs the task `factory` makes on the current arbiter under supervision, as [`supervise`]
+/// does for actors: when it panics or returns, the supervisor counts a restart
+/// (`vdbi_actor_restarts_total{actor=name}`), logs it and starts a fresh one from the factory
+/// after the backoff. The tasks it is meant for (certificate reloaders, the readiness probe)
+/// loop forever, so an end is always a failure.
+pub fn supervise_task<F, Fut>(
+    name: &'static str,
+    log: &Logger,
+    metrics: &Metrics,
+    backoff: Backoff,
+    factory: F,
+) -> TaskHandle
+where
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    use futures::FutureExt;
+    let log = log.new(slog::o!("task" => name));
+    let counter = metrics.process.restarts_of(name);
+    let join = actix::spawn(async move {
+        let mut quick_failures = 0u32;
+        loop {
+            let started = Instant::now();
+            let ended = std::panic::AssertUnwindSafe(factory()).catch_unwind().await;
+            if actix::System::try_current().is_none() {
+                return;
+            }
+            if started.elapsed() >= backoff.stable_after {
+                quick_failures = 0;
+            }
+            quick_failures += 1;
+            let delay = backoff.delay(quick_failures);
+            counter.inc();
+            let how = if ended.is_err() {
+                "panicked"
+            } else {
+                "returned"
+            };
+            error!(log, "task ended; restarting"; "how" => how,
+                "delay_ms" => delay.as_millis() as u64, "consecutive" => quick_failures);
+            actix::clock::sleep(delay).await;
+        }
+    });
+    TaskHandle { name, join }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +341,38 @@ mod tests {
             metrics.count("vdbi_actor_restarts_total", &[("actor", "counter")]),
             1.0
         );
+    }
+
+    #[actix::test]
+    async fn a_panicking_task_is_restarted_and_counted_until_stopped() {
+        let metrics = Metrics::new(true);
+        let backoff = Backoff {
+            initial: Duration::from_millis(10),
+            ..Backoff::default()
+        };
+        let runs = Arc::new(AtomicU64::new(0));
+        let r = runs.clone();
+        let task = supervise_task("flaky", &discard(), &metrics, backoff, move || {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("injected failure");
+                }
+                std::future::pending::<()>().await
+            }
+        });
+        let restarts = || metrics.count("vdbi_actor_restarts_total", &[("actor", "flaky")]);
+        for _ in 0..200 {
+            if runs.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            actix::clock::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "restarted after each panic");
+        assert_eq!(restarts(), 2.0);
+        assert_eq!(task.name(), "flaky");
+        task.stop();
+        task.stopped().await;
+        assert_eq!(restarts(), 2.0, "a stopped task is not restarted");
     }
 }

@@ -95,4 +95,6 @@ pub fn run_main(path: Option<&Path>) -> ExitCode {
     code
 }
 
+mod listeners;
 pub mod runtime;
+pub mod starters;

@@ -189,14 +189,15 @@ impl ClientCertVerifier for ClientAuth {
     }
 }
 
-/// Polls the CA bundle every `interval` and swaps in a changed, valid one.
-pub fn spawn_ca_reloader(
+/// Polls the CA bundle every `interval` and swaps in a changed, valid one. Runs until dropped
+/// (the caller runs it under supervision).
+pub async fn ca_reload_loop(
     auth: Arc<ClientAuth>,
     interval: Duration,
     metrics: Metrics,
     log: Logger,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut last = std::fs::read(&auth.ca_file).ok();
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
@@ -218,7 +219,7 @@ pub fn spawn_ca_reloader(
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -106,16 +106,17 @@ fn fingerprint(cert: &Path, key: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Polls the files every `interval` and swaps in a new pair when their content changes.
-/// Reading content (not mtimes) follows kubelet's symlink swaps of Secret volumes.
-pub fn spawn_reloader(
+/// Reading content (not mtimes) follows kubelet's symlink swaps of Secret volumes. Runs until
+/// dropped (the caller runs it under supervision).
+pub async fn reload_loop(
     resolver: Arc<ReloadingResolver>,
     cert: PathBuf,
     key: PathBuf,
     interval: Duration,
     metrics: Metrics,
     log: Logger,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut last = fingerprint(&cert, &key);
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
@@ -139,5 +140,5 @@ pub fn spawn_reloader(
                 }
             }
         }
-    })
+    }
 }
