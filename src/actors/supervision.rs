@@ -67,6 +67,35 @@ impl Backoff {
     }
 }
 
+/// The restarts of one supervised actor or task: each is counted
+/// (`vdbi_actor_restarts_total{actor}`) and waits the backoff of its run of quick failures.
+struct Restarts {
+    backoff: Backoff,
+    counter: prometheus::Counter,
+    quick_failures: u32,
+}
+
+impl Restarts {
+    fn new(backoff: Backoff, counter: prometheus::Counter) -> Restarts {
+        Restarts {
+            backoff,
+            counter,
+            quick_failures: 0,
+        }
+    }
+
+    /// Counts the end of an instance that ran since `started`; returns the delay before the
+    /// next one and how many quick failures in a row that makes.
+    fn record(&mut self, started: Instant) -> (Duration, u32) {
+        if started.elapsed() >= self.backoff.stable_after {
+            self.quick_failures = 0;
+        }
+        self.quick_failures += 1;
+        self.counter.inc();
+        (self.backoff.delay(self.quick_failures), self.quick_failures)
+    }
+}
+
 struct Shared<A: Actor> {
     addr: ArcSwap<Addr<A>>,
     restarts: AtomicU64,
@@ -170,9 +199,8 @@ where
         shared: shared.clone(),
     };
     let log = log.new(slog::o!("actor" => name));
-    let counter = metrics.process.restarts_of(name);
+    let mut restarts = Restarts::new(backoff, metrics.process.restarts_of(name));
     actix::spawn(async move {
-        let mut quick_failures = 0u32;
         let mut started = Instant::now();
         loop {
             let _ = (&mut rx).await;
@@ -180,14 +208,9 @@ where
                 info!(log, "actor stopped");
                 return;
             }
-            if started.elapsed() >= backoff.stable_after {
-                quick_failures = 0;
-            }
-            quick_failures += 1;
-            let delay = backoff.delay(quick_failures);
-            counter.inc();
+            let (delay, consecutive) = restarts.record(started);
             shared.restarts.fetch_add(1, Ordering::Relaxed);
-            error!(log, "actor died; restarting"; "delay_ms" => delay.as_millis() as u64, "consecutive" => quick_failures);
+            error!(log, "actor died; restarting"; "delay_ms" => delay.as_millis() as u64, "consecutive" => consecutive);
             actix::clock::sleep(delay).await;
             if shared.shutdown.load(Ordering::SeqCst) {
                 return;
@@ -244,28 +267,22 @@ where
 {
     use futures::FutureExt;
     let log = log.new(slog::o!("task" => name));
-    let counter = metrics.process.restarts_of(name);
+    let mut restarts = Restarts::new(backoff, metrics.process.restarts_of(name));
     let join = actix::spawn(async move {
-        let mut quick_failures = 0u32;
         loop {
             let started = Instant::now();
             let ended = std::panic::AssertUnwindSafe(factory()).catch_unwind().await;
             if actix::System::try_current().is_none() {
                 return;
             }
-            if started.elapsed() >= backoff.stable_after {
-                quick_failures = 0;
-            }
-            quick_failures += 1;
-            let delay = backoff.delay(quick_failures);
-            counter.inc();
+            let (delay, consecutive) = restarts.record(started);
             let how = if ended.is_err() {
                 "panicked"
             } else {
                 "returned"
             };
             error!(log, "task ended; restarting"; "how" => how,
-                "delay_ms" => delay.as_millis() as u64, "consecutive" => quick_failures);
+                "delay_ms" => delay.as_millis() as u64, "consecutive" => consecutive);
             actix::clock::sleep(delay).await;
         }
     });

@@ -14,16 +14,19 @@ use crate::actors::leadership::{
     Leadership, LeadershipChanged, LeadershipConfig, RENEWER_LEASE, REVOKER_LEASE,
 };
 use crate::actors::nri_plugin::{NriDeps, NriPlugin};
-use crate::actors::pod_index::{PodIndex, PodIndexConfig, Subscribe, Subscribers};
+use crate::actors::pod_index::{PodEvent, PodIndex, PodIndexConfig, Subscribe, Subscribers};
 use crate::actors::renewer::{Renewer, RenewerConfig};
 use crate::actors::revoker::{Revoker, RevokerConfig};
 use crate::actors::vault_session::{SessionConfig, VaultSession};
-use crate::actors::{supervise, supervise_task, ActorHandle, Backoff, Subscriber, TaskHandle};
+use crate::actors::{
+    supervise, supervise_task, ActorHandle, Backoff, RestartGuard, Subscriber, TaskHandle,
+};
 use crate::config::{Config, Mode};
 use crate::health::HealthState;
 use crate::http::{client_auth, probes, tls, vault_readiness, webhook};
 use crate::telemetry::Metrics;
 use crate::vault::VaultSettings;
+use actix::{Actor, Context, Handler};
 use actix_web::dev::ServerHandle;
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
@@ -42,6 +45,9 @@ pub const REVOKER_MAX_CONCURRENT: usize = 32;
 pub const WEBHOOK_WORKERS: usize = 2;
 /// Namespace of the leader-election Leases when the pod's own namespace is unknown.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "default";
+
+/// Where a duty actor finds its election (set once the election has started).
+type LeaderSlot = Arc<OnceLock<ActorHandle<Leadership>>>;
 
 /// What every component of a process shares.
 pub(super) struct Base {
@@ -336,6 +342,36 @@ impl Duties {
         }
     }
 
+    /// Starts the duty actor `name` that `make` builds (given its restart guard and the slot
+    /// where it finds its election), subscribed to the pod index, and the election of `lease`
+    /// whose changes go to it.
+    fn start_duty<A>(
+        &self,
+        base: &Base,
+        name: &'static str,
+        lease: &'static str,
+        out: &mut Started,
+        make: impl Fn(RestartGuard, LeaderSlot) -> A + 'static,
+    ) -> ActorHandle<A>
+    where
+        A: Actor<Context = Context<A>> + Handler<PodEvent> + Handler<LeadershipChanged>,
+    {
+        let leader_slot: LeaderSlot = Arc::new(OnceLock::new());
+        let slot = leader_slot.clone();
+        let duty = supervise(
+            name,
+            &base.log,
+            &base.metrics,
+            Backoff::default(),
+            move |g| make(g, slot.clone()),
+        );
+        self.index.do_send(Subscribe(duty.subscriber()));
+        let leader = self.leadership(base, lease, duty.subscriber());
+        let _ = leader_slot.set(leader.clone());
+        out.leaders.push(leader);
+        duty
+    }
+
     /// The election of `lease`, whose changes go to `subscriber`.
     fn leadership(
         &self,
@@ -406,30 +442,18 @@ pub(super) fn start_revoker(base: &Base, duties: &Duties, out: &mut Started) {
         base.metrics.clone(),
         component_log(&base.log, "revoker"),
     );
-    let leader_slot = Arc::new(OnceLock::new());
-    let slot = leader_slot.clone();
-    let revoker = supervise(
-        "revoker",
-        &base.log,
-        &base.metrics,
-        Backoff::default(),
-        move |g| {
-            Revoker::new(
-                g,
-                cfg.clone(),
-                v.clone(),
-                p.clone(),
-                slot.clone(),
-                k.clone(),
-                m.clone(),
-                l.clone(),
-            )
-        },
-    );
-    duties.index.do_send(Subscribe(revoker.subscriber()));
-    let leader = duties.leadership(base, REVOKER_LEASE, revoker.subscriber());
-    let _ = leader_slot.set(leader.clone());
-    out.leaders.push(leader);
+    let revoker = duties.start_duty(base, "revoker", REVOKER_LEASE, out, move |g, slot| {
+        Revoker::new(
+            g,
+            cfg.clone(),
+            v.clone(),
+            p.clone(),
+            slot,
+            k.clone(),
+            m.clone(),
+            l.clone(),
+        )
+    });
     out.revoker = Some(revoker);
 }
 
@@ -452,29 +476,17 @@ pub(super) fn start_renewer(base: &Base, duties: &Duties, out: &mut Started) {
         base.metrics.clone(),
         component_log(&base.log, "renewer"),
     );
-    let leader_slot = Arc::new(OnceLock::new());
-    let slot = leader_slot.clone();
-    let renewer = supervise(
-        "renewer",
-        &base.log,
-        &base.metrics,
-        Backoff::default(),
-        move |g| {
-            Renewer::new(
-                g,
-                cfg.clone(),
-                v.clone(),
-                p.clone(),
-                slot.clone(),
-                m.clone(),
-                l.clone(),
-            )
-        },
-    );
-    duties.index.do_send(Subscribe(renewer.subscriber()));
-    let leader = duties.leadership(base, RENEWER_LEASE, renewer.subscriber());
-    let _ = leader_slot.set(leader.clone());
-    out.leaders.push(leader);
+    let renewer = duties.start_duty(base, "renewer", RENEWER_LEASE, out, move |g, slot| {
+        Renewer::new(
+            g,
+            cfg.clone(),
+            v.clone(),
+            p.clone(),
+            slot,
+            m.clone(),
+            l.clone(),
+        )
+    });
     out.renewer = Some(renewer);
 }
 
