@@ -45,3 +45,60 @@ impl Listeners {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+
+    fn config(mode: Mode) -> Config {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        Config {
+            mode,
+            metrics_listen: any,
+            health_listen: any,
+            webhook_listen: any,
+            ..Config::default()
+        }
+    }
+
+    /// The sockets stay bound from start to serve: the address reported is taken, not free.
+    #[test]
+    fn sockets_are_bound_once_and_held() {
+        let l = Listeners::bind(&config(Mode::All)).unwrap();
+        let webhook = l.webhook.as_ref().expect("all runs the injector");
+        for addr in [l.metrics.addr, l.health.addr, webhook.addr] {
+            assert_ne!(addr.port(), 0);
+            assert!(TcpListener::bind(addr).is_err(), "{addr} is free");
+        }
+        let held = l.metrics.addr;
+        let listener = l.metrics.into_listener();
+        assert_eq!(listener.local_addr().unwrap(), held);
+    }
+
+    #[test]
+    fn only_the_injector_binds_the_webhook() {
+        for (mode, webhook) in [
+            (Mode::Injector, true),
+            (Mode::All, true),
+            (Mode::Renewer, false),
+            (Mode::Revoker, false),
+            (Mode::Nri, false),
+        ] {
+            let l = Listeners::bind(&config(mode)).unwrap();
+            assert_eq!(l.webhook.is_some(), webhook, "{mode:?}");
+        }
+    }
+
+    /// A port in use fails the start at once, before anything else is started.
+    #[test]
+    fn a_port_in_use_fails_the_bind() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Config {
+            health_listen: taken.local_addr().unwrap(),
+            ..config(Mode::Renewer)
+        };
+        let err = Listeners::bind(&c).err().expect("bind must fail");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
+}
