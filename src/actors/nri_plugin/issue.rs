@@ -5,7 +5,8 @@ use super::resolve::PodRef;
 use super::{Failure, NriCore};
 use crate::actors::error::ActorError;
 use crate::actors::issuance::{
-    undo, CallClass, Created, IssueError, Issuer, NewToken, Refusal, Restore, Subject, UndoLog,
+    pod_limits, undo, CallClass, Created, IssueError, Issuer, NewToken, Refusal, RefusalReason,
+    Restore, Subject, UndoLog,
 };
 use crate::actors::vault_session::KvGet;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
@@ -71,6 +72,8 @@ impl NriCore {
             )));
         }
         let annotations = api_pod.metadata.annotations.clone().unwrap_or_default();
+        // Bounded work per pod, as the webhook: refused before parsing and before any Vault call.
+        within_limits(cfg, &annotations)?;
         let spec = match annotations::parse(&annotations, &cfg.default_engine) {
             Ok(PodContract::Databases(s)) => s,
             Ok(PodContract::NoDatabases { .. }) => return Err(Failure::fetch(
@@ -293,6 +296,18 @@ fn entry_keys(spec: &PodDbSpec, pod_uid: &str) -> Result<Vec<String>, Failure> {
     Ok(keys)
 }
 
+/// Refuses annotations over the per-pod bounds (`maxDbConfigsPerPod`, `maxAnnotationBytes`),
+/// with the webhook's check and wording; reason `too_large`.
+fn within_limits(
+    cfg: &crate::config::Config,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    annotations::check_limits(annotations, pod_limits(cfg)).map_err(|e| Failure {
+        reason: RefusalReason::TooLarge.as_str(),
+        message: e.to_string(),
+    })
+}
+
 /// How often a credentials read is tried when Vault answers HTTP 500 (see
 /// [`Issuer::read_credentials`]): concurrent fetches and the prewarmer grant several roles on one
 /// database at once.
@@ -315,7 +330,7 @@ mod tests {
     use crate::annotations::{parse, PREFIX};
     use std::collections::BTreeMap;
 
-    pub(super) fn spec(uuid: Option<&str>, dbs: &[&str]) -> PodDbSpec {
+    fn spec(uuid: Option<&str>, dbs: &[&str]) -> PodDbSpec {
         let mut a = BTreeMap::new();
         for db in dbs {
             a.insert(format!("{PREFIX}{db}.role"), "r".to_string());
@@ -331,7 +346,27 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn entry_keys_follow_the_uuid_annotation_with_the_uid_fallback() {
+    fn annotations_over_the_per_pod_bounds_are_refused_as_too_large() {
+        let mut cfg = crate::config::Config {
+            max_db_configs_per_pod: 2,
+            ..Default::default()
+        };
+        let mut a = BTreeMap::new();
+        for db in ["a", "b", "c"] {
+            a.insert(format!("{PREFIX}{db}.role"), "r".to_string());
+        }
+        let f = within_limits(&cfg, &a).unwrap_err();
+        assert_eq!(f.reason, "too_large");
+        assert!(f.message.contains("maxDbConfigsPerPod"), "{}", f.message);
+        cfg.max_db_configs_per_pod = 16;
+        assert!(within_limits(&cfg, &a).is_ok());
+        cfg.max_annotation_bytes = 10;
+        let f = within_limits(&cfg, &a).unwrap_err();
+        assert!(f.message.contains("maxAnnotationBytes"), "{}", f.message);
+    }
+
+    #[test]
+    fn entry_keys_follow_the_uuid_annotation_with_the_uid_fallback() {
         assert_eq!(
             entry_keys(&spec(Some("u1,u2"), &["a", "b"]), "uid").unwrap(),
             vec!["u1", "u2"]
