@@ -101,9 +101,17 @@ impl NriCore {
         // Spawned under the lock: the task's removal of its entry comes after this insert.
         let me = self.clone();
         let pod = pod.clone();
+        // One fetch of one pod, not a long-lived loop: nothing to restart. A panic ends only this
+        // task (tokio contains it); the guard still removes the in-flight entry (else every later
+        // request for the pod would join the dead fetch) and the dropped `tx` tells the waiters
+        // the fetch was interrupted.
         tokio::spawn(async move {
+            let entry = InflightEntry {
+                core: me.clone(),
+                uid: pod.uid.clone(),
+            };
             let result = me.fetch_and_store(&pod, source).await;
-            lock(&me.inflight).remove(&pod.uid);
+            drop(entry);
             let _ = tx.send(result);
         });
         (fetch, false)
@@ -158,6 +166,7 @@ impl NriCore {
                 if !superseded.is_empty() {
                     let me = self.clone();
                     let log = log.clone();
+                    // A one-shot clean-up; a panic ends only this task (tokio contains it).
                     tokio::spawn(async move { me.revoke_superseded(superseded, &log).await });
                 }
                 Ok(Resolved { values, hit: None })
@@ -169,6 +178,7 @@ impl NriCore {
                 if !created.is_empty() {
                     let vault = self.deps.vault.clone();
                     let log = log.clone();
+                    // A one-shot clean-up; a panic ends only this task (tokio contains it).
                     tokio::spawn(async move {
                         undo(&vault, created, CallClass::Background, &log).await;
                     });
@@ -200,5 +210,17 @@ impl NriCore {
             })
             .collect();
         undo(&self.deps.vault, tokens, CallClass::Background, log).await;
+    }
+}
+
+/// Removes a pod's in-flight fetch when dropped (the fetch ended, or its task panicked).
+struct InflightEntry {
+    core: Arc<NriCore>,
+    uid: String,
+}
+
+impl Drop for InflightEntry {
+    fn drop(&mut self) {
+        lock(&self.core.inflight).remove(&self.uid);
     }
 }

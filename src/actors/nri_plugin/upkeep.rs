@@ -62,6 +62,8 @@ impl NriCore {
         let live: HashSet<String> = pods.into_iter().map(|p| p.uid).collect();
         info!(self.deps.log, "synchronizing with the runtime"; "sandboxes" => live.len(), "cached" => before.len());
         let me = self.clone();
+        // One eviction per Synchronize, not a loop: nothing to restart; a panic ends only this
+        // task (tokio contains it) and the next Synchronize or sweep evicts instead.
         tokio::spawn(async move {
             if !me.config().node_name.is_empty() {
                 let waited = Instant::now();
@@ -148,6 +150,8 @@ impl NriCore {
             name,
             uid,
         };
+        // One prewarm of one pod: nothing to restart; a panic ends only this task (tokio contains
+        // it) and releases its slot, and CreateContainer fetches the pod's credentials instead.
         tokio::spawn(async move {
             let m = &me.deps.metrics.nri;
             let fetched = match me
