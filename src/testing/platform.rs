@@ -252,8 +252,9 @@ impl fmt::Debug for TestNamespace {
 }
 
 impl TestNamespace {
-    /// Creates `<prefix>-<random>`. No ServiceAccount exists in it (no controller-manager runs):
-    /// create the ones pods need with [`TestNamespace::service_account`], including `default`.
+    /// Creates `<prefix>-<random>`. No ServiceAccount exists in it unless the kubelet node's
+    /// controller-manager runs: create the ones pods need with
+    /// [`TestNamespace::service_account`], including `default`.
     pub async fn create(client: &kube::Client, prefix: &str) -> TestNamespace {
         let name = unique_name(prefix);
         let ns = Namespace {
@@ -286,7 +287,8 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Creates a ServiceAccount in this namespace.
+    /// Creates a ServiceAccount in this namespace, or returns it when it exists already (while
+    /// the kubelet node runs, kube-controller-manager creates `default` in every namespace).
     pub async fn service_account(&self, name: &str) -> ServiceAccount {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
@@ -295,10 +297,15 @@ impl TestNamespace {
             },
             ..Default::default()
         };
-        self.api::<ServiceAccount>()
-            .create(&PostParams::default(), &sa)
-            .await
-            .unwrap_or_else(|e| panic!("creating ServiceAccount {}/{name}: {e}", self.name))
+        let api = self.api::<ServiceAccount>();
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(sa) => sa,
+            Err(kube::Error::Api(e)) if e.code == 409 => api
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("reading ServiceAccount {}/{name}: {e}", self.name)),
+            Err(e) => panic!("creating ServiceAccount {}/{name}: {e}", self.name),
+        }
     }
 
     /// A TokenRequest JWT for a ServiceAccount of this namespace (empty audiences = the
