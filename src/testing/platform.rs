@@ -361,7 +361,9 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Deletes a namespace and clears its finalizers (no namespace controller runs on the platform).
+/// Deletes a namespace and clears its finalizers (without the kubelet node, no namespace
+/// controller runs on the platform; with it, the controller may update or finalize the namespace
+/// concurrently: a conflict is retried on the fresh object, a 404 means it is gone).
 pub async fn delete_namespace(client: &kube::Client, name: &str) {
     let api = Api::<Namespace>::all(client.clone());
     match api.delete(name, &DeleteParams::default()).await {
@@ -369,21 +371,25 @@ pub async fn delete_namespace(client: &kube::Client, name: &str) {
         Err(kube::Error::Api(s)) if s.code == 404 => return,
         Err(e) => panic!("deleting namespace {name}: {e}"),
     }
-    let mut ns = match api.get(name).await {
-        Ok(ns) => ns,
-        Err(kube::Error::Api(s)) if s.code == 404 => return,
-        Err(e) => panic!("reading namespace {name}: {e}"),
-    };
-    if let Some(spec) = ns.spec.as_mut() {
-        spec.finalizers = Some(Vec::new());
-    }
-    match api
-        .replace_subresource("finalize", name, &PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => panic!("finalizing namespace {name}: {e}"),
+    const ATTEMPTS: usize = 10;
+    for attempt in 1..=ATTEMPTS {
+        let mut ns = match api.get(name).await {
+            Ok(ns) => ns,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => panic!("reading namespace {name}: {e}"),
+        };
+        if let Some(spec) = ns.spec.as_mut() {
+            spec.finalizers = Some(Vec::new());
+        }
+        match api
+            .replace_subresource("finalize", name, &PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < ATTEMPTS => continue,
+            Err(e) => panic!("finalizing namespace {name}: {e}"),
+        }
     }
 }
 
