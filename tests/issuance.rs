@@ -5,13 +5,11 @@
 //! Reviews are posted straight to vdbi's webhook, as the apiserver does (the apiserver would
 //! store at most one of 200 pods of the same name; what matters is what vdbi issues).
 
-mod common;
-
-use common::*;
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::*;
 
 /// What vdbi left in Vault for a role and a prefix: (KV keys incl. metadata-only, leases,
 /// tokens carrying the role's policy).

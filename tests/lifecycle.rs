@@ -6,9 +6,6 @@
 //! Every test has its own `vaultSecretPrefix`, `injectorLabel` and Lease namespace, so tests run
 //! in parallel with each other and with the other test files.
 
-mod common;
-
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,8 +21,9 @@ use vdbi::actors::renewer::RunCycle;
 use vdbi::actors::revoker::{DiscoverOrphans, Sweep};
 use vdbi::app::runtime::{start_with, Running};
 use vdbi::config::{Config, Mode, OrphanLeaseMode};
-use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::chart_rbac::{assert_least_privilege, ChartRelease, Component};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -70,7 +68,7 @@ fn release_config(p: &Platform, rel: &Release, mode: Mode, identity: &str) -> Co
 /// Starts vdbi in-process with the chart's RBAC of its mode's component and the release's Vault
 /// role (through the least-privilege guard).
 async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance {
-    vdbi::testing::platform::install_crypto_provider();
+    vdbi_testkit::platform::install_crypto_provider();
     let component = Component::of_mode(c.mode);
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert();
@@ -81,7 +79,7 @@ async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance 
     assert_least_privilege(p, Some(&kube), &c.vault_auth_path, &[&c.kube_role]).await;
     let running = start_with(
         c,
-        vdbi::testing::log_lines::checked_logger(),
+        vdbi_testkit::log_lines::checked_logger(),
         vdbi::telemetry::Metrics::new(true),
         Some(kube),
     )
@@ -1270,7 +1268,7 @@ impl ProcEnv {
 impl Proc {
     /// A sample of a metric (`name{labels}` as exposed), `None` if unreachable or absent.
     async fn metric(&self, series: &str) -> Option<f64> {
-        let body = vdbi::testing::platform::http_client()
+        let body = vdbi_testkit::platform::http_client()
             .get(&self.metrics)
             .timeout(Duration::from_secs(1))
             .send()
@@ -1293,7 +1291,7 @@ impl Proc {
 
     /// `/readyz`: (status, body).
     async fn readyz(&self) -> Option<(u16, Value)> {
-        let r = vdbi::testing::platform::http_client()
+        let r = vdbi_testkit::platform::http_client()
             .get(&self.health)
             .timeout(Duration::from_secs(1))
             .send()
@@ -1340,7 +1338,7 @@ impl Drop for Proc {
         self.kill();
         // Every JSON line the binary logged must parse strictly (no duplicate key).
         let captured = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let bad = vdbi::testing::log_lines::bad_json_lines(&captured);
+        let bad = vdbi_testkit::log_lines::bad_json_lines(&captured);
         if !bad.is_empty() && !std::thread::panicking() {
             panic!(
                 "{}: log lines a strict JSON parser refuses:\n{}",
@@ -1688,7 +1686,7 @@ async fn service_account_kubeconfig(
     sa: &str,
     dir: &Path,
 ) -> PathBuf {
-    let token = vdbi::testing::platform::service_account_token(client, namespace, sa, &[]).await;
+    let token = vdbi_testkit::platform::service_account_token(client, namespace, sa, &[]).await;
     let path = dir.join(format!("{sa}.kubeconfig"));
     let cfg = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\

@@ -5,7 +5,6 @@
 mod admission;
 mod churn;
 mod footprint;
-mod harness;
 mod noisy;
 mod nri;
 mod renewal;
@@ -14,7 +13,7 @@ mod report;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use vdbi::testing::platform::Platform;
+use vdbi_testkit::platform::Platform;
 
 #[derive(Parser)]
 #[command(

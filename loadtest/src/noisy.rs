@@ -3,7 +3,6 @@
 //! loop; the normal pods' latency percentiles of both runs show whether one pod can starve others.
 
 use crate::admission::{admit, LABEL, PREFIX};
-use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
 use crate::report::{summarize, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -12,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdbi::config::Mode;
-use vdbi::testing::platform::{Platform, TestNamespace};
+use vdbi_testkit::load::{cleanup_prefix, start_vdbi, Leftovers};
+use vdbi_testkit::platform::{Platform, TestNamespace};
 
 pub struct Args {
     pub rate: f64,
@@ -183,7 +183,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<NoisyResult, Strin
         "https://{}/mutate",
         vdbi.running.webhook_addr.expect("webhook bound")
     );
-    let http = crate::harness::load_client(p)?;
+    let http = vdbi_testkit::load::load_client(p)?;
     let _ = admit(&http, &url, &ns.name, &a.role, usize::MAX).await;
     eprintln!(
         "[noisy-neighbour] normal pods alone: {} /s for {:?}",

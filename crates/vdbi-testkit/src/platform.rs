@@ -46,7 +46,7 @@ impl Platform {
         if let Ok(p) = std::env::var("VDBI_PLATFORM_ENV") {
             return PathBuf::from(p);
         }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".platform/env")
+        crate::repo_root().join(".platform/env")
     }
 
     /// Loads the platform description or panics with instructions.

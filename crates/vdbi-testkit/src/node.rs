@@ -17,9 +17,7 @@ impl Node {
     pub fn get() -> Node {
         let file = std::env::var("VDBI_NODE_ENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".platform/containerd/env")
-            });
+            .unwrap_or_else(|_| crate::repo_root().join(".platform/containerd/env"));
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
             panic!(
                 "the local containerd node is not running ({}: {e}); start it with \

@@ -3,15 +3,14 @@
 //! (tokio-rustls) and HTTP/1.1, so a refused handshake is told apart from an HTTP answer.
 //!
 //! Used as `#[path = "common/forged.rs"] mod forged;` next to `mod common;`.
-#![allow(dead_code)]
 
+use crate::platform::Platform;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vdbi::testing::platform::Platform;
 
 /// A client certificate and key (PEM).
 pub struct Identity {
@@ -167,7 +166,7 @@ pub fn review(ns: &str, operation: &str, pod: &Value, dry_run: bool) -> Value {
 
 /// A labelled pod asking for one classic dbConfig `db` of `role`, as JSON.
 pub fn pod_json(name: &str, sa: &str, role: &str) -> Value {
-    serde_json::to_value(crate::common::pod(
+    serde_json::to_value(crate::pod(
         name,
         sa,
         &[("db.role", role), ("db.env-key-dbuser", "DB_USER")],

@@ -3,13 +3,12 @@
 //! the namespace's labelled pods are admitted by it.
 //!
 //! Used as `#[path = "common/admitting.rs"] mod admitting;` next to `mod common;`.
-#![allow(dead_code)]
 
-use crate::common::{register_webhook, start_vdbi, Options, Vdbi, Webhook};
+use crate::platform::{Platform, TestNamespace, VaultRoot};
+use crate::{register_webhook, start_vdbi, Options, Vdbi, Webhook};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::{json, Value};
-use vdbi::testing::platform::{Platform, TestNamespace, VaultRoot};
 
 pub struct Admitting {
     pub p: Platform,
