@@ -128,7 +128,7 @@ async fn concurrent_reviews_of_one_pod_share_one_credential_set() {
     let patch = allowed[0]["patch"].clone();
 
     // A repeated delivery later (the pod's creation retried) issues a new set: the sweep
-    // revokes the one no stored pod references (tests/lifecycle.rs covers the sweep).
+    // revokes the one no stored pod references (tests/lifecycle/ covers the sweep).
     let again = hook
         .send(&review(&pod, &ns.name, "web-0", "req-again"))
         .await
