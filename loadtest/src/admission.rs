@@ -82,25 +82,7 @@ fn review(uid: &str, ns: &str, name: &str, role: &str) -> Value {
                 "env": [{"name": "DB_USER", "value": "placeholder-to-replace"}]}]
         }
     });
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name,
-            "namespace": ns,
-            "operation": "CREATE",
-            "userInfo": {"username": "loadtest"},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
+    vdbi_testkit::review::admission_review(uid, ns, &json!(name), "CREATE", &pod, false)
 }
 
 /// One admission: Ok(latency) when allowed with a patch, Err(reason) otherwise.

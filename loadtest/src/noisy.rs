@@ -59,25 +59,15 @@ fn noisy_review(ns: &str, i: usize, role: &str, n: usize) -> Value {
         );
     }
     let name = format!("noisy-{i}");
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uuid::Uuid::new_v4().to_string(),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name, "namespace": ns, "operation": "CREATE",
-            "userInfo": {"username": "loadtest"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": ns, "labels": {LABEL: "true"},
-                    "annotations": ann},
-                "spec": {"serviceAccountName": "app",
-                    "containers": [{"name": "app", "image": "busybox"}]}
-            },
-            "dryRun": false
-        }
-    })
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {LABEL: "true"},
+            "annotations": ann},
+        "spec": {"serviceAccountName": "app",
+            "containers": [{"name": "app", "image": "busybox"}]}
+    });
+    let uid = uuid::Uuid::new_v4().to_string();
+    vdbi_testkit::review::admission_review(&uid, ns, &json!(name), "CREATE", &pod, false)
 }
 
 async fn phase(

@@ -82,7 +82,7 @@ async fn revoker_killed_mid_revocation_leaks_nothing() {
         &rel.prefix,
         &issued,
         Duration::from_secs(60),
-        || r.log_tail(),
+        || r.log_tail(30),
     )
     .await;
     let log = std::fs::read_to_string(&r.log).unwrap_or_default();
@@ -369,7 +369,7 @@ async fn injector_killed_during_an_admission_burst_leaks_nothing() {
         assert!(
             last_kill.elapsed() < limit + Duration::from_secs(30),
             "(s after the last kill, kv keys, leases, tokens): {seen:?}\n{}",
-            revoker.log_tail()
+            revoker.log_tail(30)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };

@@ -1,11 +1,13 @@
-//! The lifecycle half against the real platform, one file per duty (revocation, renewal, orphans,
-//! leadership, crash); this file holds their shared harness: the revoker revokes what a pod received when
+//! The lifecycle half against the real platform: the revoker revokes what a pod received when
 //! the pod goes (watch, sweep, finished pods, pods that never appeared, orphan leases), the
 //! renewer keeps live pods' credentials alive and nothing else, and leader election hands the
 //! duties over between replicas (in-process and real processes of the `vdbi` binary).
 //!
 //! Every test has its own `vaultSecretPrefix`, `injectorLabel` and Lease namespace, so tests run
 //! in parallel with each other and with the other test files.
+//!
+//! One file per duty (revocation, renewal, orphans, leadership, crash); this one holds the
+//! harness they share.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -15,7 +17,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
 use vdbi::actors::renewer::RunCycle;
@@ -24,6 +25,7 @@ use vdbi::app::runtime::{start_with, Running};
 use vdbi::config::{Config, Mode, OrphanLeaseMode};
 use vdbi_testkit::chart_rbac::{assert_least_privilege, ChartRelease, Component};
 use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::process::{free_port, ProcessSpec, VdbiProcess};
 use vdbi_testkit::*;
 
 mod crash;
@@ -423,23 +425,6 @@ impl OwnRole {
 // ---------------------------------------------------------------------------------------------
 // Real processes: kill -9, SIGSTOP, SIGTERM
 
-/// A `vdbi` process.
-struct Proc {
-    name: String,
-    child: Child,
-    metrics: String,
-    health: String,
-    log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct ProcEnv {
     dir: tempfile::TempDir,
     cert: TestCert,
@@ -505,8 +490,7 @@ impl ProcEnv {
         mode: &str,
         extra: &str,
         kubeconfig: Option<&Path>,
-    ) -> Proc {
-        let (mport, hport) = (free_port(), free_port());
+    ) -> VdbiProcess {
         let (jwt, chart_kubeconfig) = &self.identities[mode];
         let kube_role = if extra.contains("kubeRole:") {
             String::new()
@@ -524,11 +508,10 @@ impl ProcEnv {
         } else {
             "webhookListen: 127.0.0.1:0\n"
         };
-        let cfg = format!(
+        let config = format!(
             "mode: {mode}\nvaultAddress: {}\nvaultAuthPath: {}\n{kube_role}vaultSecretName: {}\n\
              vaultSecretPrefix: {}\ninjectorLabel: {}\nkubeTokenPath: {}\ncertFile: {}\nkeyFile: {}\n\
-             {webhook}metricsListen: 127.0.0.1:{mport}\nhealthListen: 127.0.0.1:{hport}\n\
-             vaultRateLimit: 0\nlogLevel: debug\n{extra}",
+             {webhook}vaultRateLimit: 0\nlogLevel: debug\n{extra}",
             p.vault_addr(),
             p.var("VDBI_K8S_AUTH_MOUNT"),
             p.var("VDBI_KV_MOUNT"),
@@ -538,116 +521,17 @@ impl ProcEnv {
             self.cert.cert.display(),
             self.cert.key.display(),
         );
-        let cfg_path = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&cfg_path, cfg).unwrap();
-        let log = self.dir.path().join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vdbi"))
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("KUBECONFIG", kubeconfig.unwrap_or(chart_kubeconfig))
-            .env("POD_NAME", name)
-            .env("POD_NAMESPACE", &rel.leases.namespace.name)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn vdbi");
-        Proc {
-            name: name.to_string(),
-            child,
-            metrics: format!("http://127.0.0.1:{mport}/metrics"),
-            health: format!("http://127.0.0.1:{hport}/readyz"),
-            log,
-        }
-    }
-}
-
-impl Proc {
-    /// A sample of a metric (`name{labels}` as exposed), `None` if unreachable or absent.
-    async fn metric(&self, series: &str) -> Option<f64> {
-        let body = vdbi_testkit::platform::http_client()
-            .get(&self.metrics)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        body.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-
-    async fn leads(&self, lease: &str) -> bool {
-        self.metric(&format!("vdbi_is_leader{{lease_name=\"{lease}\"}}"))
-            .await
-            == Some(1.0)
-    }
-
-    /// `/readyz`: (status, body).
-    async fn readyz(&self) -> Option<(u16, Value)> {
-        let r = vdbi_testkit::platform::http_client()
-            .get(&self.health)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-            .ok()?;
-        let status = r.status().as_u16();
-        Some((status, r.json().await.ok()?))
-    }
-
-    /// The pod index has listed (its readiness check passes).
-    async fn index_synced(&self) -> bool {
-        self.readyz()
-            .await
-            .is_some_and(|(_, b)| b["checks"]["pod-index"]["status"] == "healthy")
-    }
-
-    async fn leader_check(&self, lease: &str) -> String {
-        self.readyz()
-            .await
-            .map(|(_, b)| b["checks"][format!("leader-election:{lease}")].to_string())
-            .unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-        // Every JSON line the binary logged must parse strictly (no duplicate key).
-        let captured = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let bad = vdbi_testkit::log_lines::bad_json_lines(&captured);
-        if !bad.is_empty() && !std::thread::panicking() {
-            panic!(
-                "{}: log lines a strict JSON parser refuses:\n{}",
-                self.name,
-                bad.join("\n")
-            );
-        }
+        VdbiProcess::spawn(
+            p,
+            ProcessSpec {
+                bin: Path::new(env!("CARGO_BIN_EXE_vdbi")),
+                dir: self.dir.path(),
+                name,
+                config,
+                kubeconfig: kubeconfig.unwrap_or(chart_kubeconfig),
+                pod_namespace: &rel.leases.namespace.name,
+            },
+        )
     }
 }
 
@@ -671,7 +555,7 @@ where
 }
 
 /// The one process of `procs` leading `lease` (asserting there is exactly one).
-async fn sole_leader<'a>(procs: &[&'a Proc], lease: &str) -> &'a Proc {
+async fn sole_leader<'a>(procs: &[&'a VdbiProcess], lease: &str) -> &'a VdbiProcess {
     let mut leaders = Vec::new();
     for p in procs {
         if p.leads(lease).await {

@@ -326,23 +326,8 @@ pub async fn tokens_with_policy(root: &VaultRoot, policy: &str) -> usize {
 
 /// An AdmissionReview (v1) of a pod CREATE, as the apiserver sends it.
 pub fn review(pod: &Pod, namespace: &str, name: &str, uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name,
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "test"},
-            "object": pod,
-            "dryRun": false
-        }
-    })
+    let object = serde_json::to_value(pod).expect("a Pod serialises");
+    crate::review::admission_review(uid, namespace, &json!(name), "CREATE", &object, false)
 }
 
 /// Posts AdmissionReviews straight to a vdbi webhook (as the apiserver does), trusting `pem`.

@@ -3,7 +3,7 @@
 //! image of `vdbi-pgcheck`, a static program that logs in to PostgreSQL with the `DB_USER` /
 //! `DB_PASSWORD` it received and appends what it saw as a JSON line to a hostPath file.
 //!
-//! Used as `#[path = "common/kubelet.rs"] mod kubelet;` next to `mod common;`.
+//! Used as `vdbi_testkit::kubelet`.
 
 use crate::platform::{Platform, TestNamespace};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -22,21 +22,12 @@ pub struct KubeletNode {
 impl KubeletNode {
     /// Panics with the way to start the node when it is not running (tests never skip).
     pub fn get() -> KubeletNode {
-        let file = std::env::var("VDBI_KUBELET_ENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| crate::repo_root().join(".platform/kubelet/env"));
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "the kubelet node is not running ({}: {e}); start it with `platform/vdbi-platform \
-                 up && platform/vdbi-kubelet up`, or run `platform/vdbi-platform test`",
-                file.display()
-            )
-        });
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars = crate::env_file::EnvFile::load(
+            crate::env_file::EnvFile::locate("VDBI_KUBELET_ENV", ".platform/kubelet/env"),
+            "the kubelet node",
+            "start it with `platform/vdbi-platform up && platform/vdbi-kubelet up`, or run `platform/vdbi-platform test`",
+        )
+        .vars;
         KubeletNode { vars }
     }
 

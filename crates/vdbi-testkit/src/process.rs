@@ -131,6 +131,20 @@ impl VdbiProcess {
             .is_some_and(|(_, b)| b["checks"][name]["status"] == "healthy")
     }
 
+    /// The pod index has listed (its readiness check passes).
+    pub async fn index_synced(&self) -> bool {
+        self.check_healthy("pod-index").await
+    }
+
+    /// The readiness check of the leader election for `lease`, as JSON text (empty when
+    /// unreachable).
+    pub async fn leader_check(&self, lease: &str) -> String {
+        self.readyz()
+            .await
+            .map(|(_, b)| b["checks"][format!("leader-election:{lease}")].to_string())
+            .unwrap_or_default()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
@@ -169,6 +183,16 @@ impl VdbiProcess {
 impl Drop for VdbiProcess {
     fn drop(&mut self) {
         self.kill();
+        // Every JSON line the binary logged must parse strictly (no duplicate key).
+        let captured = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let bad = crate::log_lines::bad_json_lines(&captured);
+        if !bad.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{}: log lines a strict JSON parser refuses:\n{}",
+                self.name,
+                bad.join("\n")
+            );
+        }
     }
 }
 
