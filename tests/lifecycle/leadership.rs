@@ -134,6 +134,7 @@ async fn leader_election_between_real_processes() {
         "leader frozen (SIGSTOP) -> other replica leads: {:.1} s",
         freeze_handover.as_secs_f64()
     );
+    // The scenario: the frozen leader stays frozen a while after losing the lease.
     tokio::time::sleep(Duration::from_secs(2)).await;
     survivor.signal(libc::SIGCONT);
     // Thawed, it notices it lost the lease and stands by (campaigning).

@@ -24,6 +24,7 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
     let old_orphan = issue(&root, &p, &role.name, "1h").await;
     // Not a role of this release: never examined, however old.
     let other_role = issue(&root, &p, "app-ro", "1h").await;
+    // The scenario: the old orphan ages past the grace before the young one is issued.
     tokio::time::sleep(grace + Duration::from_secs(1)).await;
     let young_orphan = issue(&root, &p, &role.name, "1h").await;
     let young_at = Instant::now();

@@ -155,6 +155,7 @@ async fn stopped_revoker_sweeps_up_after_restart() {
             .await
             .unwrap();
     }
+    // The scenario: deletions while no revoker runs; a second in which nothing may happen.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for i in &gone {
         assert!(
@@ -207,6 +208,7 @@ async fn entry_of_a_pod_that_never_appeared_is_revoked_after_the_grace() {
     let i = issue(&root, &p, "app-rw", "768h").await;
     record(&root, &p, &rel.prefix, &i, &ns.name, "never-stored").await;
     let t0 = Instant::now();
+    // The scenario: half the grace passes, the entry must still be alive.
     tokio::time::sleep(grace / 2).await;
     assert!(
         all_alive(&root, &p, &rel.prefix, &i).await,
