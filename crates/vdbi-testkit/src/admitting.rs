@@ -2,7 +2,7 @@
 //! in-process vdbi (ready), and its webhook registered with the apiserver for that namespace, so
 //! the namespace's labelled pods are admitted by it.
 //!
-//! Used as `#[path = "common/admitting.rs"] mod admitting;` next to `mod common;`.
+//! Used as `vdbi_testkit::admitting`.
 
 use crate::platform::{Platform, TestNamespace, VaultRoot};
 use crate::{register_webhook, start_vdbi, Options, Vdbi, Webhook};

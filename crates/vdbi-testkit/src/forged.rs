@@ -2,7 +2,7 @@
 //! would (or, with the platform's webhook client identity, as kube-apiserver does): raw TLS
 //! (tokio-rustls) and HTTP/1.1, so a refused handshake is told apart from an HTTP answer.
 //!
-//! Used as `#[path = "common/forged.rs"] mod forged;` next to `mod common;`.
+//! Used as `vdbi_testkit::forged`.
 
 use crate::platform::Platform;
 use rustls::pki_types::pem::PemObject;
