@@ -7,7 +7,6 @@
 //! ([`crate::leftovers::count`]). The harness cleans up only after that count.
 
 use crate::chaos_fleet::{Fleet, RevokerSettings, INJECTOR};
-use crate::harness::cleanup_prefix;
 use crate::leftovers::{self, kv_prefixes, Counted, Scope};
 use crate::report;
 use k8s_openapi::api::core::v1::Pod;
@@ -18,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vdbi::testing::chart_rbac::ChartRelease;
-use vdbi::testing::platform::{Platform, TestNamespace};
-use vdbi::testing::roles::{drop_role, own_role};
+use vdbi_testkit::chart_rbac::ChartRelease;
+use vdbi_testkit::load::cleanup_prefix;
+use vdbi_testkit::platform::{Platform, TestNamespace};
+use vdbi_testkit::roles::{drop_role, own_role};
 
 const PREFIX: &str = "db-creds-injector.numberly.io/";
 
@@ -164,7 +164,7 @@ fn pod(name: &str, role: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {vdbi::testing::webhook::LABEL: "true"},
+            "labels": {vdbi_testkit::webhook::LABEL: "true"},
             "annotations": {
                 format!("{PREFIX}main.role"): role,
                 format!("{PREFIX}main.env-key-dbuser"): "DB_USER",
@@ -285,7 +285,7 @@ async fn inject(f: &mut Fault, fleet: &mut Fleet) -> Result<(), String> {
 /// `platform/vdbi-platform fault ACTION COMPONENT`, off the runtime's threads.
 async fn platform_fault(action: &'static str, component: &'static str) -> Result<(), String> {
     tokio::task::spawn_blocking(move || {
-        std::panic::catch_unwind(|| vdbi::testing::process::platform_fault(action, component))
+        std::panic::catch_unwind(|| vdbi_testkit::process::platform_fault(action, component))
             .map(|_| ())
             .map_err(|_| format!("fault {action} {component} failed (see above)"))
     })
@@ -333,7 +333,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
     let role = format!("cx{:06x}", rng.next() & 0xff_ffff);
     own_role(&root, p, &role, &ns.name, false).await;
     let rel = ChartRelease::install(p, &admin, "lt-chaos-rel").await;
-    let prefix = vdbi::testing::platform::unique_name("lt-chaos");
+    let prefix = vdbi_testkit::platform::unique_name("lt-chaos");
     let settings = RevokerSettings {
         unseen_grace: a.unseen_grace,
         orphan_lease_discovery: a.orphan_lease_discovery.clone(),
@@ -353,7 +353,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
         }
     }
     let webhook =
-        vdbi::testing::webhook::register(&admin, &fleet.webhook_url, &fleet.cert_pem, &ns.name)
+        vdbi_testkit::webhook::register(&admin, &fleet.webhook_url, &fleet.cert_pem, &ns.name)
             .await?;
     eprintln!(
         "[chaos] fleet up (logs in {}); role {role}; {} pods at least, {} at once, {} faults",

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
-use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
-use vdbi::testing::platform::Platform;
-use vdbi::testing::process::{free_port, ProcessSpec, VdbiProcess};
+use vdbi_testkit::chart_rbac::{assert_least_privilege, ChartRelease, Component};
+use vdbi_testkit::platform::Platform;
+use vdbi_testkit::process::{free_port, ProcessSpec, VdbiProcess};
 
 /// The revoker settings of the run.
 pub struct RevokerSettings {

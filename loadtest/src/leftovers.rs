@@ -7,7 +7,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
-use vdbi::testing::platform::{Platform, VaultRoot};
+use vdbi_testkit::platform::{Platform, VaultRoot};
 
 /// Display name Vault gives the orphan tokens vdbi issues for pods (`token-` + vdbi's
 /// `injector-orphan-token`, as vault-db-injector's).

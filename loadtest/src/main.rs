@@ -7,7 +7,6 @@ mod chaos;
 mod chaos_fleet;
 mod churn;
 mod footprint;
-mod harness;
 mod leftovers;
 mod noisy;
 mod nri;
@@ -17,7 +16,7 @@ mod report;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use vdbi::testing::platform::Platform;
+use vdbi_testkit::platform::Platform;
 
 #[derive(Parser)]
 #[command(

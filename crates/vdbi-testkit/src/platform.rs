@@ -43,34 +43,20 @@ impl fmt::Debug for Platform {
 impl Platform {
     /// Location of the env file: `$VDBI_PLATFORM_ENV`, else `<repo>/.platform/env`.
     pub fn env_file() -> PathBuf {
-        if let Ok(p) = std::env::var("VDBI_PLATFORM_ENV") {
-            return PathBuf::from(p);
-        }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".platform/env")
+        crate::env_file::EnvFile::locate("VDBI_PLATFORM_ENV", ".platform/env")
     }
 
     /// Loads the platform description or panics with instructions.
     pub fn get() -> Platform {
-        let env_file = Self::env_file();
-        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
-            panic!(
-                "the local platform is not running ({}: {e}); start it with `platform/vdbi-platform up`",
-                env_file.display()
-            )
-        });
-        let mut vars = BTreeMap::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            if let Some((k, v)) = line.split_once('=') {
-                let v = v.trim_matches('"').trim_matches('\'');
-                vars.insert(k.to_string(), v.to_string());
-            }
+        let file = crate::env_file::EnvFile::load(
+            Self::env_file(),
+            "the local platform",
+            "start it with `platform/vdbi-platform up`",
+        );
+        Platform {
+            vars: file.vars,
+            env_file: file.path,
         }
-        Platform { vars, env_file }
     }
 
     /// A required variable of the platform env file.
