@@ -7,7 +7,8 @@
 //! * [`undo`]: the undo log every step records into, and the undo of a failed issuance (its own
 //!   patience, background call class, truthful [`Exposure`]);
 //! * [`refusal`]: refusal reasons as an enum and the wording of a failed step;
-//! * [`coalesce`]: concurrent requests for the same pod share one issuance.
+//! * [`coalesce`]: concurrent requests for the same pod share one issuance;
+//! * [`reservations`]: entries without token nor lease yet, kept outside the Go-listed prefix.
 //!
 //! Crash consistency (docs/reliability.md, "Issuance"): a legacy orphan token is created
 //! provisional — not periodic, its first TTL the issuance's remaining time plus a margin,
@@ -18,6 +19,7 @@
 
 pub mod coalesce;
 pub mod refusal;
+pub mod reservations;
 pub mod steps;
 pub mod undo;
 

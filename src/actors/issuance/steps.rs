@@ -9,8 +9,8 @@
 
 use crate::actors::error::ActorError;
 use crate::actors::vault_session::{
-    CreateProvisionalToken, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole, ReadDbCredentials,
-    RenewSelf, VaultSession,
+    CreateProvisionalToken, KvPut, KvPutReservation, LoginKubernetes, LookupSelf, ReadAuthRole,
+    ReadDbCredentials, RenewSelf, VaultSession,
 };
 use crate::actors::ActorHandle;
 use crate::annotations::DbConfig;
@@ -372,6 +372,36 @@ impl<'a> Issuer<'a> {
                 )));
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Writes the NRI-mode reservation `uuid` (outside the Go-listed prefix); counts as an entry
+    /// write.
+    pub async fn write_reservation(
+        &self,
+        uuid: &str,
+        entry: BookkeepingEntry,
+        namespace: &str,
+    ) -> Result<(), IssueError> {
+        let m = self.metrics;
+        let stored = self
+            .call(KvPutReservation {
+                uuid: uuid.to_string(),
+                entry,
+                deadline: self.deadline,
+            })
+            .await;
+        match stored {
+            Ok(()) => {
+                m.store_data_success.inc();
+                Ok(())
+            }
+            Err(e) => {
+                m.store_data_error
+                    .with_label_values(&[m.uuid(uuid), namespace])
+                    .inc();
+                Err(IssueError::session("writing the reservation")(e))
+            }
         }
     }
 
