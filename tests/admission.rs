@@ -26,17 +26,10 @@ async fn legacy_two_dbconfigs_classic_and_uri_into_every_container() {
     let adm = Admitting::start("adm-legacy", |_| {}).await;
     let (p, root, ns, vdbi, pods) = (&adm.p, &adm.root, &adm.ns, &adm.vdbi, &adm.pods);
     let m = &vdbi.running.metrics;
-    let own = m
-        .admission_own_duration
-        .with_label_values(&["legacy", "allowed"]);
-    let total = m
-        .admission_duration
-        .with_label_values(&["legacy", "allowed"]);
-    let (own_count, own_sum, total_sum) = (
-        own.get_sample_count(),
-        own.get_sample_sum(),
-        total.get_sample_sum(),
-    );
+    let labels = [("mode", "legacy"), ("result", "allowed")];
+    let own = || m.observations("vdbi_admission_own_duration_seconds", &labels);
+    let total = || m.observations("vdbi_admission_duration_seconds", &labels);
+    let ((own_count, own_sum), (_, total_sum)) = (own(), total());
 
     let template = format!(
         "postgres://@{}:{}/{}?sslmode=disable",
@@ -126,14 +119,17 @@ async fn legacy_two_dbconfigs_classic_and_uri_into_every_container() {
         "{owners:?}"
     );
 
-    assert_eq!(m.mutated_pods_success.get(), 1.0);
-    assert_eq!(m.orphan_ticket_success.get(), 2.0);
-    assert!(m.store_data_success.get() >= 2.0);
+    assert_eq!(m.count("vdbi_mutated_pods_success_count", &[]), 1.0);
+    assert_eq!(
+        m.count("vdbi_orphan_ticket_created_count_success", &[]),
+        2.0
+    );
+    assert!(m.count("vdbi_store_data_count_success", &[]) >= 2.0);
     // vdbi's own time (the admission minus its waits on Vault/Kubernetes) was observed once,
     // and is a part of the admission's latency.
-    assert_eq!(own.get_sample_count(), own_count + 1);
-    let own_s = own.get_sample_sum() - own_sum;
-    let total_s = total.get_sample_sum() - total_sum;
+    assert_eq!(own().0, own_count + 1);
+    let own_s = own().1 - own_sum;
+    let total_s = total().1 - total_sum;
     eprintln!("legacy admission: vdbi's own time {own_s} s of {total_s} s");
     assert!(
         own_s > 0.0 && own_s < total_s,
@@ -211,11 +207,17 @@ async fn refusals_say_why_and_leave_nothing_behind() {
         "the orphan token of the failed admission was not revoked"
     );
     let m = &vdbi.running.metrics;
-    assert!(m.mutated_pods_error.get() >= 6.0);
+    assert!(m.count("vdbi_mutated_pods_error_count", &[]) >= 6.0);
     assert_eq!(
-        m.sa_denied
-            .with_label_values(&["intruder", &ns.name, &own, "ServiceAccountNameNotInRole"])
-            .get(),
+        m.count(
+            "vdbi_service_account_denied_count",
+            &[
+                ("service_account_name", "intruder"),
+                ("namespace", ns.name.as_str()),
+                ("db_role", own.as_str()),
+                ("cause", "ServiceAccountNameNotInRole")
+            ]
+        ),
         1.0
     );
     drop_role(root, p, &own).await;
@@ -363,12 +365,10 @@ async fn rotated_certificate_is_served_without_restart() {
     }
     assert_eq!(now, pem_der(&pem), "the new certificate is served");
     assert!(
-        vdbi.running
-            .metrics
-            .cert_reloads
-            .with_label_values(&["ok"])
-            .get()
-            >= 1.0
+        vdbi.running.metrics.count(
+            "vdbi_webhook_certificate_reloads_total",
+            &[("result", "ok")]
+        ) >= 1.0
     );
     vdbi.running.shutdown().await;
 }
@@ -473,12 +473,10 @@ async fn vault_unreachable_refuses_the_pod_within_the_webhook_timeout() {
     );
     assert!(pods.get_opt("novault").await.unwrap().is_none());
     assert!(
-        vdbi.running
-            .metrics
-            .admission_denied
-            .with_label_values(&["vault_unavailable"])
-            .get()
-            >= 1.0
+        vdbi.running.metrics.count(
+            "vdbi_admission_denied_total",
+            &[("reason", "vault_unavailable")]
+        ) >= 1.0
     );
     wh.delete().await;
     ns.cleanup().await;

@@ -111,7 +111,10 @@ async fn concurrent_reviews_of_one_pod_share_one_credential_set() {
             a["patch"].to_string()
         })
         .collect();
-    let coalesced = vdbi.running.metrics.admission_coalesced.get();
+    let coalesced = vdbi
+        .running
+        .metrics
+        .count("vdbi_admission_coalesced_total", &[]);
     println!(
         "200 reviews of one pod (100 concurrent): {} credential set(s), {coalesced} reviews joined an issuance in flight",
         sets.len()
@@ -212,7 +215,10 @@ async fn refused_under_a_rate_limit_leaves_only_what_admitted_pods_hold() {
             );
         }
     }
-    let tokens_issued = vdbi.running.metrics.orphan_ticket_success.get() as usize;
+    let tokens_issued = vdbi
+        .running
+        .metrics
+        .count("vdbi_orphan_ticket_created_count_success", &[]) as usize;
     let claims_nothing = messages
         .iter()
         .filter(|m| m.contains("nothing was issued"))

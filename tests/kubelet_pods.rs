@@ -335,9 +335,7 @@ async fn start_revoker(s: &Setup) -> Revoker {
     let t = Instant::now();
     let leading = |r: &Running| {
         r.metrics
-            .is_leader
-            .with_label_values(&[REVOKER_LEASE])
-            .get()
+            .count("vdbi_is_leader", &[("lease_name", REVOKER_LEASE)])
             == 1.0
     };
     let indexed = |r: &Running| r.health.check("pod-index").is_some_and(|c| c.ready);

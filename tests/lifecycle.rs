@@ -111,9 +111,7 @@ impl Instance {
     fn leads(&self, lease: &str) -> bool {
         self.running
             .metrics
-            .is_leader
-            .with_label_values(&[lease])
-            .get()
+            .count("vdbi_is_leader", &[("lease_name", lease)])
             == 1.0
     }
 
@@ -449,7 +447,7 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
         );
     }
     let m = &vdbi.running.metrics;
-    assert_eq!(m.pod_cleanup_success.get(), 3.0);
+    assert_eq!(m.count("vdbi_pod_cleanup_count_success", &[]), 3.0);
     // Counted per namespace, so the count outlives the entries' own series (scrapeable).
     let deleted = format!(
         "vdbi_delete_data_count_success{{namespace=\"{}\",uuid=\"\"}} 6",
@@ -457,9 +455,8 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
     );
     assert!(m.render().contains(&deleted), "no {deleted}");
     assert_eq!(
-        m.revocation_latency
-            .with_label_values(&["watch"])
-            .get_sample_count(),
+        m.observations("vdbi_revocation_latency_seconds", &[("path", "watch")])
+            .0,
         6
     );
     wh.delete().await;
@@ -526,9 +523,8 @@ async fn stopped_revoker_sweeps_up_after_restart() {
     assert_eq!(
         inst.running
             .metrics
-            .revocation_latency
-            .with_label_values(&["sweep"])
-            .get_sample_count(),
+            .observations("vdbi_revocation_latency_seconds", &[("path", "sweep")])
+            .0,
         4
     );
     inst.running.shutdown().await;
@@ -643,9 +639,8 @@ async fn finished_pod_credentials_are_revoked() {
     assert_eq!(
         inst.running
             .metrics
-            .revocation_latency
-            .with_label_values(&["finished"])
-            .get_sample_count(),
+            .observations("vdbi_revocation_latency_seconds", &[("path", "finished")])
+            .0,
         1
     );
     inst.running.shutdown().await;
@@ -752,7 +747,7 @@ async fn renewer_extends_live_pods_and_leaves_other_releases_alone() {
     inst.wait_leading(RENEWER_LEASE).await;
     let m = &inst.running.metrics;
     let t = Instant::now();
-    while m.sync_success.get() < 1.0 {
+    while m.count("vdbi_synchronization_count_success", &[]) < 1.0 {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "no renewal cycle ran"
@@ -796,13 +791,17 @@ async fn renewer_extends_live_pods_and_leaves_other_releases_alone() {
     );
     assert_eq!(report.skipped, 2, "{report:?}");
     assert_eq!(
-        m.renew_token_success
-            .with_label_values(&[&ours.uuid, &ns.name])
-            .get(),
+        m.count(
+            "vdbi_renew_token_count_success",
+            &[
+                ("uuid", ours.uuid.as_str()),
+                ("namespace", ns.name.as_str())
+            ]
+        ),
         1.0
     );
     assert!(
-        m.last_sync_success.get().is_some(),
+        m.value("vdbi_last_synchronization_success", &[]).is_some(),
         "the leader exports its last success"
     );
     let gauge = format!(
@@ -851,8 +850,18 @@ async fn zero_pods_guard_touches_nothing() {
     assert!(lease_info(&root, &i.lease_id).await.unwrap()["last_renewal"].is_null());
     let e = kv_entry(&root, &p, &rel.prefix, &i.uuid).await.unwrap();
     assert_eq!(e["PodName"], "");
-    assert_eq!(inst.running.metrics.sync_error.get(), 1.0);
-    assert_eq!(inst.running.metrics.sync_success.get(), 0.0);
+    assert_eq!(
+        inst.running
+            .metrics
+            .count("vdbi_synchronization_count_error", &[]),
+        1.0
+    );
+    assert_eq!(
+        inst.running
+            .metrics
+            .count("vdbi_synchronization_count_success", &[]),
+        0.0
+    );
     inst.running.shutdown().await;
     purge(&root, &p, &rel.prefix, &[i]).await;
     ns.cleanup().await;
@@ -1039,11 +1048,21 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
     assert_eq!(report.revoked, 0, "{report:?}");
     assert_eq!(report.unknown_entries, 0, "{report:?}");
     assert!(report.leases >= 3, "{report:?}");
-    assert_eq!(inst.running.metrics.orphan_leases_found.get(), 1.0);
+    assert_eq!(
+        inst.running
+            .metrics
+            .count("vdbi_orphan_leases_found_total", &[]),
+        1.0
+    );
     assert!(lease_info(&root, &old_orphan.lease_id).await.is_some());
     // Counted once, however many passes see it.
     pass().await;
-    assert_eq!(inst.running.metrics.orphan_leases_found.get(), 1.0);
+    assert_eq!(
+        inst.running
+            .metrics
+            .count("vdbi_orphan_leases_found_total", &[]),
+        1.0
+    );
     inst.running.shutdown().await;
 
     // Revoke mode.
@@ -1085,8 +1104,8 @@ async fn orphan_leases_are_found_and_revoked_after_the_grace() {
         lease_info(&root, &other_role.lease_id).await.is_some(),
         "another role's lease was revoked"
     );
-    assert_eq!(m.orphan_leases_revoked.get(), 2.0);
-    assert_eq!(m.orphan_leases_found.get(), 2.0);
+    assert_eq!(m.count("vdbi_orphan_leases_revoked_total", &[]), 2.0);
+    assert_eq!(m.count("vdbi_orphan_leases_found_total", &[]), 2.0);
     inst.running.shutdown().await;
 
     purge(
@@ -1844,7 +1863,12 @@ async fn metadata_only_entries_are_deleted_by_the_sweep_and_not_counted() {
         "3 metadata-only entries deleted {:.1} s after they appeared (grace {grace:?})",
         (t0.elapsed().max(took)).as_secs_f64()
     );
-    assert_eq!(inst.running.metrics.hollow_entries_deleted.get(), 3.0);
+    assert_eq!(
+        inst.running
+            .metrics
+            .count("vdbi_hollow_entries_deleted_total", &[]),
+        3.0
+    );
     inst.running.shutdown().await;
     rel.leases.cleanup().await;
 }

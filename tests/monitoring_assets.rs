@@ -165,3 +165,152 @@ fn the_dashboard_selects_cluster_namespace_and_job() {
         );
     }
 }
+
+/// The dashboard's variables, by name, with the query each one runs (`None` for the datasource).
+fn dashboard_variables(dash: &serde_json::Value) -> Vec<(String, Option<String>)> {
+    dash["templating"]["list"]
+        .as_array()
+        .expect("templating list")
+        .iter()
+        .map(|v| {
+            let name = v["name"].as_str().expect("variable name").to_string();
+            let query = v["definition"]
+                .as_str()
+                .or(v["query"]["query"].as_str())
+                .filter(|_| v["type"] == "query")
+                .map(str::to_string);
+            (name, query)
+        })
+        .collect()
+}
+
+/// Every variable filters something: a variable no panel uses only misleads (its selection
+/// changes nothing), and each query variable narrows by the ones before it.
+#[test]
+fn every_dashboard_variable_is_used() {
+    let (dash, exprs) = dashboard_exprs();
+    let panels = dash["panels"].to_string();
+    let vars = dashboard_variables(&dash);
+    assert!(vars.len() >= 4, "{vars:?}");
+    for (name, _) in &vars {
+        let (plain, braced) = (format!("${name}"), format!("${{{name}}}"));
+        let used = |t: &str| {
+            t.match_indices(&plain).any(|(i, _)| {
+                // `$namespace` must not be counted as a use of `$name`.
+                !t[i + plain.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            }) || t.contains(&braced)
+        };
+        assert!(
+            panels.contains(&braced) || exprs.iter().any(|e| used(e)),
+            "variable {name} is used by no panel"
+        );
+    }
+    let order: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    for (i, (name, query)) in vars.iter().enumerate() {
+        let Some(q) = query else { continue };
+        for earlier in &order[..i] {
+            if *earlier != "datasource" {
+                assert!(
+                    q.contains(&format!("${earlier}")),
+                    "variable {name} does not narrow by ${earlier}: {q}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_metric_the_dashboard_variables_query_is_served() {
+    let types = vdbi::testing::exposition::family_types();
+    let (dash, _) = dashboard_exprs();
+    let queries: Vec<String> = dashboard_variables(&dash)
+        .into_iter()
+        .filter_map(|(_, q)| q)
+        .collect();
+    assert!(queries.len() >= 3, "{queries:?}");
+    let problems: Vec<String> = queries
+        .iter()
+        .flat_map(|q| {
+            let names = names_in(q);
+            assert!(
+                !names.is_empty(),
+                "variable query reads no vdbi metric: {q}"
+            );
+            names
+        })
+        .filter_map(|n| served(&n, &types).err())
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The label names a `by (...)` / `without (...)` clause of `expr` lists.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for kw in ["by (", "by(", "without (", "without("] {
+        for (i, _) in expr.match_indices(kw) {
+            let rest = &expr[i + kw.len()..];
+            let list = &rest[..rest.find(')').unwrap_or(rest.len())];
+            out.extend(list.split(',').map(|l| l.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Series of one pod's credentials carry the pod's namespace as `namespace`, which clashes with
+/// the scrape target's: with the chart's ServiceMonitor Prometheus keeps vdbi's namespace as
+/// `namespace` and renames the pod's to `exported_namespace`. A panel grouping such a family by
+/// `namespace` would show vdbi's namespace, not the pods'. Grouping by the pod's namespace goes
+/// through `app_namespace`, taken from `exported_namespace` when the scrape renamed it and from
+/// `namespace` otherwise.
+#[test]
+fn the_pods_namespace_is_read_where_the_scrape_puts_it() {
+    let labels = vdbi::testing::exposition::family_labels();
+    let (dash, _) = dashboard_exprs();
+    let with_pod_namespace = |e: &str| {
+        names_in(e).into_iter().any(|n| {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .filter(|b| labels.contains_key(*b))
+                .unwrap_or(&n)
+                .to_string();
+            labels
+                .get(&base)
+                .is_some_and(|l| l.iter().any(|l| l == "namespace"))
+        })
+    };
+    let idiom = [
+        r#""app_namespace", "$1", "namespace", "(.*)")"#,
+        r#""app_namespace", "$1", "exported_namespace", "(.+)")"#,
+    ];
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().unwrap_or_default();
+            let legend = t["legendFormat"].as_str().unwrap_or_default();
+            if !with_pod_namespace(e) {
+                continue;
+            }
+            checked += 1;
+            let groups = grouping_labels(e);
+            assert!(
+                !groups.iter().any(|g| g == "namespace"),
+                "groups a per-pod family by the scrape's namespace: {e}"
+            );
+            assert!(
+                !legend.contains("{{namespace}}"),
+                "legend shows the scrape's namespace for a per-pod family: {legend} ({e})"
+            );
+            if groups.iter().any(|g| g == "app_namespace") || legend.contains("app_namespace") {
+                for step in idiom {
+                    assert!(e.contains(step), "app_namespace without {step}: {e}");
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} per-pod queries found");
+    assert!(
+        grouping_labels("sum by (a, b) (x) / sum without(c) (y)") == ["a", "b", "c"],
+        "grouping clauses are parsed"
+    );
+}

@@ -333,7 +333,10 @@ async fn webhook_placeholders_become_working_credentials_in_the_container_only()
         assert!(adj.args.is_none(), "args without placeholders untouched");
     }
     assert_eq!(nri.hits("sync"), 2.0);
-    assert_eq!(nri.metric(|m| m.nri_substitutions.get()), 3.0);
+    assert_eq!(
+        nri.metric(|m| m.count("vdbi_nri_substitutions_total", &[])),
+        3.0
+    );
     assert_eq!(leases(root, "databases", &classic_role).await.len(), 1);
 
     // The pod object never holds a credential.
@@ -458,7 +461,7 @@ async fn concurrent_misses_for_one_pod_share_one_fetch() {
         1,
         "one fetch"
     );
-    let shared = nri.metric(|m| m.nri_resolve_duplicate.get());
+    let shared = nri.metric(|m| m.count("vdbi_nri_resolve_duplicate_total", &[]));
     eprintln!(
         "{n} concurrent misses: {shared} joined the fetch in flight, {} served from the cache",
         nri.hits("sync")
@@ -687,9 +690,7 @@ async fn cache_prewarm_eviction_and_reconnect() {
     assert_eq!(
         nri.running
             .metrics
-            .cache_file_errors
-            .with_label_values(&["corrupt"])
-            .get(),
+            .count("vdbi_nri_cache_file_errors_total", &[("reason", "corrupt")]),
         1.0
     );
     let plugin = nri.running.nri_plugin.clone().unwrap();
@@ -704,7 +705,7 @@ async fn cache_prewarm_eviction_and_reconnect() {
     reserve(&root, &p, &prefix, &id, &ns.name, "warm").await;
     let warm = create_pod(&ns, &warm).await;
     eventually("prewarm", Duration::from_secs(15), || async {
-        nri.metric(|m| m.nri_prewarm_success.get()) == 1.0
+        nri.metric(|m| m.count("vdbi_nri_prewarm_success_total", &[])) == 1.0
     })
     .await;
     assert_eq!(leases(&root, "databases", &role).await.len(), 1);
@@ -741,7 +742,10 @@ async fn cache_prewarm_eviction_and_reconnect() {
     legacy.spec.as_mut().unwrap().init_containers = None;
     create_pod(&ns, &legacy).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(nri.metric(|m| m.nri_prewarm_success.get()), 1.0);
+    assert_eq!(
+        nri.metric(|m| m.count("vdbi_nri_prewarm_success_total", &[])),
+        1.0
+    );
     assert_eq!(
         kv_entry(&root, &p, &prefix, &legacy_id).await.unwrap(),
         legacy_entry
@@ -820,9 +824,7 @@ async fn cache_prewarm_eviction_and_reconnect() {
     let reconnect = |r: &str| {
         nri.running
             .metrics
-            .nri_reconnect
-            .with_label_values(&[r])
-            .get()
+            .count("vdbi_nri_reconnect_total", &[("result", r)])
     };
     assert!(reconnect("attempted") >= 1.0);
     assert_eq!(reconnect("succeeded"), 1.0);
@@ -910,11 +912,10 @@ async fn projected_mode_logs_in_as_the_pod() {
     );
     assert!(msg.contains("login"), "{msg}");
     assert_eq!(
-        nri.running
-            .metrics
-            .vault_login_errors
-            .with_label_values(&["sa_not_bound", "projected"])
-            .get(),
+        nri.running.metrics.count(
+            "vdbi_vault_login_errors_total",
+            &[("reason", "sa_not_bound"), ("auth_mode", "projected")]
+        ),
         1.0
     );
     assert_eq!(leases(&root, "databases", &role).await.len(), 1);

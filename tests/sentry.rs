@@ -108,7 +108,7 @@ fn reporter(port: u16, path: &str) -> (Metrics, Sentry) {
         server_name: "vdbi-renewer-0".into(),
         mode: "renewer".into(),
     };
-    let sentry = Sentry::start(settings, metrics.sentry_events.clone()).unwrap();
+    let sentry = Sentry::start(settings, metrics.process.sentry_events()).unwrap();
     (metrics, sentry)
 }
 

@@ -237,9 +237,12 @@ async fn login_makes_the_session_ready() {
     let check = s.health.check(HEALTH_CHECK).expect("vault-session check");
     assert!(check.ready, "{check:?}");
     assert!(s.health.is_ready());
-    assert_eq!(s.metrics.connect_vault_success.get(), 1.0);
-    assert_eq!(s.metrics.connect_vault_error.get(), 0.0);
-    assert_eq!(s.metrics.vault_session_ready.get(), 1);
+    assert_eq!(
+        s.metrics.count("vdbi_connect_vault_count_success", &[]),
+        1.0
+    );
+    assert_eq!(s.metrics.count("vdbi_connect_vault_count_error", &[]), 0.0);
+    assert_eq!(s.metrics.count("vdbi_vault_session_ready", &[]), 1.0);
     let rendered = s.metrics.render();
     assert!(rendered.contains("vdbi_connect_vault_count_success 1"));
     // Vault agrees: the token is live, vdbi's, and carries the role's policy.
@@ -293,7 +296,11 @@ async fn self_renewal_extends_the_token() {
     assert!(renewed.ttl > Duration::from_secs(500), "{renewed:?}");
     let ttl = s.lookup_accessor(&first.accessor).await.expect("live");
     assert!(ttl > 500, "Vault's TTL after self-renewal: {ttl}");
-    assert_eq!(s.metrics.connect_vault_success.get(), 1.0, "no re-login");
+    assert_eq!(
+        s.metrics.count("vdbi_connect_vault_count_success", &[]),
+        1.0,
+        "no re-login"
+    );
     s.cleanup().await;
 }
 
@@ -316,7 +323,10 @@ async fn relogin_after_the_token_is_revoked_behind_its_back() {
     assert_ne!(new.accessor, old.accessor);
     assert!(s.lookup_accessor(&new.accessor).await.is_some());
     assert_eq!(s.lookup_accessor(&old.accessor).await, None);
-    assert_eq!(s.metrics.connect_vault_success.get(), 2.0);
+    assert_eq!(
+        s.metrics.count("vdbi_connect_vault_count_success", &[]),
+        2.0
+    );
     assert!(s.health.is_ready());
     s.cleanup().await;
 }
@@ -339,7 +349,10 @@ async fn relogin_when_self_renewal_fails() {
         )
         .await;
     assert!(s.lookup_accessor(&new.accessor).await.is_some());
-    assert_eq!(s.metrics.connect_vault_success.get(), 2.0);
+    assert_eq!(
+        s.metrics.count("vdbi_connect_vault_count_success", &[]),
+        2.0
+    );
     s.cleanup().await;
 }
 
@@ -467,7 +480,7 @@ async fn login_failure_is_not_ready_but_alive() {
     })
     .await;
     let until = Instant::now() + Duration::from_secs(10);
-    while s.metrics.connect_vault_error.get() < 1.0 {
+    while s.metrics.count("vdbi_connect_vault_count_error", &[]) < 1.0 {
         assert!(Instant::now() < until, "no failed login counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -476,8 +489,11 @@ async fn login_failure_is_not_ready_but_alive() {
     assert!(check.message.contains("login failed"), "{check:?}");
     assert!(!s.health.is_ready());
     assert_eq!(s.health.wedged(), None, "liveness must not fail");
-    assert_eq!(s.metrics.connect_vault_success.get(), 0.0);
-    assert_eq!(s.metrics.vault_session_ready.get(), 0);
+    assert_eq!(
+        s.metrics.count("vdbi_connect_vault_count_success", &[]),
+        0.0
+    );
+    assert_eq!(s.metrics.count("vdbi_vault_session_ready", &[]), 0.0);
     assert!(!s.handle.send(IsLoggedIn).await.unwrap());
     assert_eq!(s.handle.send(SessionInfo).await.unwrap(), None);
     let r = s
@@ -500,7 +516,7 @@ async fn revoke_own_token_at_shutdown() {
     s.handle.send(RevokeOwnToken).await.unwrap();
     assert_eq!(s.lookup_accessor(&info.accessor).await, None, "revoked");
     assert!(!s.handle.send(IsLoggedIn).await.unwrap());
-    assert_eq!(s.metrics.vault_session_ready.get(), 0);
+    assert_eq!(s.metrics.count("vdbi_vault_session_ready", &[]), 0.0);
     let r = s
         .handle
         .send(KvList {
@@ -511,7 +527,10 @@ async fn revoke_own_token_at_shutdown() {
     assert!(matches!(r, Err(ActorError::NoSession(_))), "{r:?}");
     // No new login after shutdown.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.metrics.connect_vault_success.get(), 1.0);
+    assert_eq!(
+        s.metrics.count("vdbi_connect_vault_count_success", &[]),
+        1.0
+    );
     s.cleanup().await;
 }
 
@@ -783,7 +802,7 @@ async fn operations_do_not_bypass_the_login_backoff() {
             .unwrap();
         assert!(matches!(r, Err(ActorError::NoSession(_))), "{r:?}");
     }
-    let failures = s.metrics.connect_vault_error.get();
+    let failures = s.metrics.count("vdbi_connect_vault_count_error", &[]);
     assert!(
         (1.0..=3.0).contains(&failures),
         "{failures} logins in 2.5 s despite the backoff"
@@ -1228,7 +1247,7 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
             .unwrap_err();
         note(e);
         let until = Instant::now() + Duration::from_secs(15);
-        while m.connect_vault_error.get() < 1.0 {
+        while m.count("vdbi_connect_vault_count_error", &[]) < 1.0 {
             assert!(Instant::now() < until, "the login never failed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -89,9 +89,7 @@ impl Target {
         self.vdbi
             .running
             .metrics
-            .admission_denied
-            .with_label_values(&[reason])
-            .get()
+            .count("vdbi_admission_denied_total", &[("reason", reason)])
     }
 
     async fn stop(self) {
@@ -214,7 +212,7 @@ async fn only_v1_json_reviews_of_pod_creates_are_handled() {
 
 /// Sample count of every Vault call the session made, apart from the readiness probe's.
 fn vault_calls(m: &vdbi::telemetry::Metrics) -> u64 {
-    m.registry
+    m.registry()
         .gather()
         .iter()
         .filter(|f| f.name() == "vdbi_vault_request_duration_seconds")
@@ -362,7 +360,7 @@ async fn request_derived_metric_labels_are_bounded() {
         .all(|a| a.json()["response"]["allowed"] == false));
     let m = &t.vdbi.running.metrics;
     let family = m
-        .registry
+        .registry()
         .gather()
         .into_iter()
         .find(|f| f.name() == "vdbi_service_account_denied_count")
@@ -375,15 +373,15 @@ async fn request_derived_metric_labels_are_bounded() {
         .map(|s| s.get_counter().value())
         .sum();
     assert_eq!(total, 600.0, "every denial is still counted");
-    let overflow = m
-        .sa_denied
-        .with_label_values(&[
-            "_other_",
-            "_other_",
-            "_other_",
-            "ServiceAccountNameNotInRole",
-        ])
-        .get();
+    let overflow = m.count(
+        "vdbi_service_account_denied_count",
+        &[
+            ("service_account_name", "_other_"),
+            ("namespace", "_other_"),
+            ("db_role", "_other_"),
+            ("cause", "ServiceAccountNameNotInRole"),
+        ],
+    );
     assert!(overflow >= 100.0, "overflow {overflow}");
     t.assert_nothing_created().await;
     t.stop().await;

@@ -8,13 +8,15 @@
                                               rendered by some case (the chart can set it), or is
                                               fixed by the chart (listed with the reason)
     check_rendered.py dashboard DASHBOARD METRICS  every vdbi_* metric the dashboard queries exists
-                                              in src/telemetry/metrics.rs
+                                              in METRICS (src/telemetry/metrics/, a file or the
+                                              directory of its .rs files)
     check_rendered.py tls-same A B            the webhook Secret and caBundle of two renders are equal
     check_rendered.py tls-rotated OLD NEW     NEW has a new certificate and its caBundle trusts both CAs
 
 Exit 0 when every assertion holds; otherwise each failure is printed and the exit status is 1.
 """
 import base64
+import glob
 import json
 import os
 import re
@@ -368,13 +370,18 @@ def main(argv):
         with open(argv[2]) as f:
             text = f.read()
         json.loads(text)
-        with open(argv[3]) as f:
-            defined = set(re.findall(r'"(vdbi_[a-z0-9_]+)"', f.read()))
+        sources = [argv[3]]
+        if os.path.isdir(argv[3]):
+            sources = sorted(glob.glob(os.path.join(argv[3], "*.rs")))
+        defined = set()
+        for source in sources:
+            with open(source) as f:
+                defined.update(re.findall(r'"(vdbi_[a-z0-9_]+)"', f.read()))
         used = set(re.findall(r"\b(vdbi_[a-z0-9_]+)", text))
         check(used, "the dashboard queries no vdbi_* metric")
         for m in sorted(used):
             base = re.sub(r"_(bucket|sum|count)$", "", m)
-            check(m in defined or base in defined, f"dashboard queries {m}, which src/telemetry/metrics.rs does not define")
+            check(m in defined or base in defined, f"dashboard queries {m}, which src/telemetry/metrics/ does not define")
     elif cmd in ("tls-same", "tls-rotated"):
         def tls(path):
             docs = load(path)

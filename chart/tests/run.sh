@@ -63,7 +63,7 @@ else
 fi
 export HELM="$helm"
 
-echo "== alerting rules (chart/alerts)"
+echo "== alerting rules and dashboard queries (chart/alerts, chart/dashboards)"
 if promtool="$("$repo/platform/tools/prom/ensure.sh" promtool 2> "$work/promtool-build.log")"; then
   ok "promtool built from platform/tools/prom ($("$promtool" --version 2>&1 | head -1))"
   grep -h 'built in' "$work/promtool-build.log" || true
@@ -71,6 +71,11 @@ if promtool="$("$repo/platform/tools/prom/ensure.sh" promtool 2> "$work/promtool
     "$promtool" check rules "$chart/alerts/vdbi.rules.yaml"
   run "promtool test rules chart/alerts/tests (leader-only staleness, standby and other-release cases)" \
     "$promtool" test rules "$chart"/alerts/tests/*.test.yaml
+  python3 "$tests/dashboard_rules.py" > "$work/dashboard-queries.yaml"
+  run "promtool check rules: every dashboard query parses (chart/tests/dashboard_rules.py)" \
+    "$promtool" check rules "$work/dashboard-queries.yaml"
+  run "promtool test rules chart/dashboards/tests (the pods' namespace under either scrape layout)" \
+    "$promtool" test rules "$chart"/dashboards/tests/*.test.yaml
 else
   ko "build promtool" "$work/promtool-build.log"
 fi
@@ -84,8 +89,8 @@ run "Dockerfile structure and toolchain (scripts/check-dockerfile.sh --no-build)
   "$repo/scripts/check-dockerfile.sh" --no-build
 run "docs/vault-setup.md quotes deploy/vault/setup.sh (scripts/check-vault-doc.py)" \
   python3 "$repo/scripts/check-vault-doc.py"
-run "dashboard queries only vdbi_* metrics defined in src/telemetry/metrics.rs" \
-  python3 "$tests/check_rendered.py" dashboard "$chart/dashboards/vdbi.json" "$repo/src/telemetry/metrics.rs"
+run "dashboard queries only vdbi_* metrics defined in src/telemetry/metrics/" \
+  python3 "$tests/check_rendered.py" dashboard "$chart/dashboards/vdbi.json" "$repo/src/telemetry/metrics"
 
 # Cases: name -> values files (none = chart defaults). go-3.2.3: vault-db-injector 3.2.3's values
 # file unmodified, plus the change the chart's refusal of it asks for (see "values that must be

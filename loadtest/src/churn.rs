@@ -200,9 +200,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChurnResult, Strin
     while vdbi
         .running
         .metrics
-        .is_leader
-        .with_label_values(&[REVOKER_LEASE])
-        .get()
+        .count("vdbi_is_leader", &[("lease_name", REVOKER_LEASE)])
         != 1.0
     {
         if t.elapsed() > Duration::from_secs(60) {
@@ -292,12 +290,10 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChurnResult, Strin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let leftovers = count_alive(&root, &kv, &vdbi.prefix, &tokens, &leases).await;
-    let watch = vdbi
+    let (watch_n, watch_sum) = vdbi
         .running
         .metrics
-        .revocation_latency
-        .with_label_values(&["watch"]);
-    let (watch_n, watch_sum) = (watch.get_sample_count(), watch.get_sample_sum());
+        .observations("vdbi_revocation_latency_seconds", &[("path", "watch")]);
     eprintln!("[churn] done; cleaning up");
     webhook.delete().await;
     vdbi.running.shutdown().await;

@@ -180,9 +180,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
         let leading = vdbi
             .running
             .metrics
-            .is_leader
-            .with_label_values(&[RENEWER_LEASE])
-            .get()
+            .count("vdbi_is_leader", &[("lease_name", RENEWER_LEASE)])
             == 1.0;
         if leading && leading_since.is_none() {
             leading_since = Some(Instant::now());

@@ -128,23 +128,12 @@ pub async fn admit(
     let clock = Arc::new(ExternalClock::new());
     let finish = |resp: AdmissionResponse, result: &str| {
         let total = started.elapsed();
-        let m = &deps.metrics;
-        m.admission_duration
-            .with_label_values(&[mode, result])
-            .observe(total.as_secs_f64());
-        if clock.calls() > 0 {
-            m.admission_own_duration
-                .with_label_values(&[mode, result])
-                .observe(clock.own(total).as_secs_f64());
-        }
+        let own = (clock.calls() > 0).then(|| clock.own(total));
+        deps.metrics.admission.reviewed(mode, result, total, own);
         resp
     };
     let deny = |d: Refusal| {
-        deps.metrics.mutated_pods_error.inc();
-        deps.metrics
-            .admission_denied
-            .with_label_values(&[d.reason.as_str()])
-            .inc();
+        deps.metrics.admission.refused(d.reason.as_str());
         warn!(log, "pod denied"; "reason" => d.reason.as_str(), "detail" => &d.message,
             "duration_ms" => started.elapsed().as_millis() as u64);
         finish(
@@ -256,7 +245,7 @@ pub async fn admit(
         )
     });
     if joined {
-        deps.metrics.admission_coalesced.inc();
+        deps.metrics.admission.coalesced();
         debug!(log, "joined the issuance in flight for this pod");
     }
     // The run ends by its deadline (a joined review may wait a little longer than its own).
@@ -286,7 +275,7 @@ pub async fn admit(
         .and_then(|p| base.clone().with_patch(p).map_err(|e| e.to_string()));
     match patched {
         Ok(mut resp) => {
-            deps.metrics.mutated_pods_success.inc();
+            deps.metrics.admission.mutated();
             if !spec.warnings.is_empty() {
                 resp.warnings = Some(spec.warnings.clone());
             }

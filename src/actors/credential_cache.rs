@@ -5,6 +5,7 @@
 
 use super::supervision::RestartGuard;
 use crate::cache_file::{self, Loaded, PodValues};
+use crate::telemetry::metrics::CacheFileError;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use slog::{info, warn, Logger};
@@ -138,10 +139,7 @@ impl CredentialCache {
                 Err(e) => Err(format!("save task failed: {e}")),
             };
             if let Err(e) = &res {
-                act.metrics
-                    .cache_file_errors
-                    .with_label_values(&["write"])
-                    .inc();
+                act.metrics.nri.cache_file_error(CacheFileError::Write);
                 warn!(act.log, "cannot persist the NRI credential cache"; "error" => %e);
                 act.notify_waiters(res);
                 return;
@@ -192,19 +190,13 @@ impl Actor for CredentialCache {
                     .collect();
             }
             Ok(Loaded::Corrupt { reason, set_aside }) => {
-                self.metrics
-                    .cache_file_errors
-                    .with_label_values(&["corrupt"])
-                    .inc();
+                self.metrics.nri.cache_file_error(CacheFileError::Corrupt);
                 warn!(self.log, "NRI credential cache file is corrupt; starting empty";
                     "reason" => reason,
                     "set_aside" => set_aside.map(|p| p.display().to_string()).unwrap_or_default());
             }
             Err(e) => {
-                self.metrics
-                    .cache_file_errors
-                    .with_label_values(&["read"])
-                    .inc();
+                self.metrics.nri.cache_file_error(CacheFileError::Read);
                 warn!(self.log, "cannot read the NRI credential cache; starting empty"; "error" => %e);
             }
         }
@@ -347,7 +339,7 @@ mod tests {
                 .start();
         assert!(cache.send(Uids).await.unwrap().is_empty());
         assert_eq!(
-            m.cache_file_errors.with_label_values(&["corrupt"]).get(),
+            m.count("vdbi_nri_cache_file_errors_total", &[("reason", "corrupt")]),
             1.0
         );
     }

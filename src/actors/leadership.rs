@@ -147,9 +147,8 @@ impl Leadership {
     fn start_campaign(&mut self) {
         self.campaign_started = Instant::now();
         self.metrics
-            .leader_election_attempts
-            .with_label_values(&[&self.cfg.lease_name])
-            .inc();
+            .leadership
+            .campaign_started(&self.cfg.lease_name);
     }
 
     fn set_leading(&mut self, leading: bool, why: &str) {
@@ -158,15 +157,13 @@ impl Leadership {
         }
         self.leading = leading;
         let lease = self.cfg.lease_name.clone();
-        self.metrics
-            .is_leader
-            .with_label_values(&[&lease])
-            .set(if leading { 1.0 } else { 0.0 });
+        self.metrics.leadership.leading(&lease, leading);
         if leading {
-            self.metrics
-                .leader_election_duration
-                .with_label_values(&[&lease, &self.cfg.identity, "lease"])
-                .set(self.campaign_started.elapsed().as_secs_f64());
+            self.metrics.leadership.elected(
+                &lease,
+                &self.cfg.identity,
+                self.campaign_started.elapsed(),
+            );
             info!(self.log, "started leading"; "identity" => &self.cfg.identity);
         } else {
             info!(self.log, "stopped leading"; "identity" => &self.cfg.identity, "why" => why);
@@ -320,10 +317,7 @@ impl Actor for Leadership {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.metrics
-            .is_leader
-            .with_label_values(&[&self.cfg.lease_name])
-            .set(0.0);
+        self.metrics.leadership.leading(&self.cfg.lease_name, false);
         self.start_campaign();
         self.report_health();
         ctx.notify(Tick);

@@ -16,4 +16,6 @@ pub mod revoker;
 pub mod supervision;
 pub mod vault_session;
 
-pub use supervision::{supervise, ActorHandle, Backoff, RestartGuard, Subscriber};
+pub use supervision::{
+    supervise, supervise_task, ActorHandle, Backoff, RestartGuard, Subscriber, TaskHandle,
+};

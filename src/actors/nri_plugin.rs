@@ -41,6 +41,7 @@ use crate::config::{Config, NRI_RECONNECT_SCHEDULE as DEFAULT_RECONNECT_SCHEDULE
 use crate::health::HealthState;
 use crate::k8s::{self, PodBinding};
 use crate::substitution::{self as nri_mapping, SubstitutionError};
+use crate::telemetry::metrics::{PrewarmFailure, Reconnect};
 use crate::telemetry::{ExternalClock, Metrics};
 use crate::vault::VaultToken;
 use actix::prelude::*;
@@ -199,9 +200,8 @@ impl NriCore {
         let (result, out) = self.create_container_inner(&pod, &container).await;
         self.deps
             .metrics
-            .nri_create_container_duration
-            .with_label_values(&[result])
-            .observe(started.elapsed().as_secs_f64());
+            .nri
+            .create_container(result, started.elapsed());
         out
     }
 
@@ -275,11 +275,10 @@ impl NriCore {
                 return ("error", Err(self.refuse(&log, f)));
             }
         }
-        let m = &self.deps.metrics;
-        if let Some(source) = resolved.hit {
-            m.nri_cache_hit.with_label_values(&[source.as_str()]).inc();
-        }
-        m.nri_substitutions.inc();
+        self.deps
+            .metrics
+            .nri
+            .substituted(resolved.hit.map(CacheSource::as_str));
         let keys: Vec<&str> = sub.env.iter().map(|(k, _)| k.as_str()).collect();
         info!(log, "credentials substituted";
             "keys" => keys.join(","), "args" => sub.args.is_some(),
@@ -300,11 +299,7 @@ impl NriCore {
     }
 
     fn refuse(&self, log: &Logger, f: Failure) -> NriError {
-        self.deps
-            .metrics
-            .nri_unwrap_failures
-            .with_label_values(&[f.reason])
-            .inc();
+        self.deps.metrics.nri.refused(f.reason);
         warn!(log, "container refused: no credentials"; "reason" => f.reason, "error" => &f.message);
         NriError::handler(format!("vault-db-injector: {}", f.message))
     }
@@ -453,7 +448,7 @@ impl NriCore {
         }
         let (fetch, joined) = self.join_or_start(pod, source);
         if joined {
-            self.deps.metrics.nri_resolve_duplicate.inc();
+            self.deps.metrics.nri.resolve_shared();
         }
         match tokio::time::timeout(wait, fetch).await {
             Ok(r) => r,
@@ -829,14 +824,12 @@ impl NriCore {
     /// Prewarms a pod seen on this node (compat §4, without the Go version's defects: only pods
     /// whose spec really carries placeholders, never terminating ones).
     fn prewarm(self: &Arc<Self>, pod: &Pod, slots: &Arc<tokio::sync::Semaphore>) {
-        let m = &self.deps.metrics;
+        let m = &self.deps.metrics.nri;
         if !nri_mapping::pod_has_placeholders(pod) {
             return;
         }
         if pod.metadata.deletion_timestamp.is_some() {
-            m.nri_prewarm_error
-                .with_label_values(&["terminating_pod"])
-                .inc();
+            m.prewarm_failed(PrewarmFailure::TerminatingPod);
             return;
         }
         let (Some(uid), Some(name), Some(namespace)) = (
@@ -847,13 +840,11 @@ impl NriCore {
             return;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            m.nri_prewarm_error
-                .with_label_values(&["semaphore_full"])
-                .inc();
+            m.prewarm_failed(PrewarmFailure::SemaphoreFull);
             warn!(self.deps.log, "prewarmer busy: pod left to CreateContainer"; "namespace" => &namespace, "pod" => &name);
             return;
         };
-        m.nri_prewarm_inflight.inc();
+        m.prewarm_started();
         let me = self.clone();
         let pod = PodRef {
             namespace,
@@ -861,22 +852,20 @@ impl NriCore {
             uid,
         };
         tokio::spawn(async move {
-            let m = &me.deps.metrics;
-            match me
+            let m = &me.deps.metrics.nri;
+            let fetched = match me
                 .resolve(&pod, CacheSource::Prewarm, BACKGROUND_FETCH_LIMIT)
                 .await
             {
-                Ok(r) if r.hit.is_none() => m.nri_prewarm_success.inc(),
-                Ok(_) => {}
+                Ok(r) => r.hit.is_none(),
                 Err(f) => {
-                    m.nri_prewarm_error
-                        .with_label_values(&["vault_fetch"])
-                        .inc();
+                    m.prewarm_failed(PrewarmFailure::VaultFetch);
                     warn!(me.deps.log, "prewarm failed"; "namespace" => &pod.namespace,
                         "pod" => &pod.name, "reason" => f.reason, "error" => &f.message);
+                    false
                 }
-            }
-            m.nri_prewarm_inflight.dec();
+            };
+            m.prewarm_finished(fetched);
             drop(permit);
         });
     }
@@ -1076,19 +1065,19 @@ async fn connection_loop(core: Arc<NriCore>) {
         .max()
         .unwrap_or(Duration::from_secs(30));
     let mut backoff = ReconnectBackoff::new(schedule);
-    let reconnect = &deps.metrics.nri_reconnect;
+    let reconnect = |step| deps.metrics.nri.reconnect(step);
     let mut reconnecting = false;
     let mut exhausted = false;
     loop {
         if reconnecting {
-            reconnect.with_label_values(&["attempted"]).inc();
+            reconnect(Reconnect::Attempted);
         }
         match stub.connect().await {
             Ok(mut session) => {
                 backoff.reset();
                 exhausted = false;
                 if reconnecting {
-                    reconnect.with_label_values(&["succeeded"]).inc();
+                    reconnect(Reconnect::Succeeded);
                 }
                 core.registered.store(true, Ordering::SeqCst);
                 deps.health
@@ -1114,7 +1103,7 @@ async fn connection_loop(core: Arc<NriCore>) {
             None => {
                 if !exhausted {
                     exhausted = true;
-                    reconnect.with_label_values(&["exhausted"]).inc();
+                    reconnect(Reconnect::Exhausted);
                     error!(log, "NRI reconnect attempts exhausted: containers of labelled pods cannot get credentials; still retrying";
                         "every_s" => longest.as_secs());
                 }

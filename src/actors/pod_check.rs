@@ -32,10 +32,7 @@ fn state_of(p: &Pod) -> PodState {
 
 /// Counts and logs a failed check (ERROR when the API refuses it for lack of rights).
 pub fn check_failed(e: &KubeError, namespace: &str, pod: &str, metrics: &Metrics, log: &Logger) {
-    metrics
-        .pod_check_errors
-        .with_label_values(&[e.reason()])
-        .inc();
+    metrics.revocation.pod_check_failed(e.reason());
     if e.is_forbidden() {
         error!(log, "live pod check refused: the revoker's ServiceAccount needs `list` on pods (see the chart's RBAC)";
             "namespace" => namespace, "pod" => pod, "error" => %e);

@@ -425,7 +425,7 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
                 }
                 self.synced = true;
                 self.snapshot = None;
-                self.metrics.fetch_pods_success.inc();
+                self.metrics.renewal.pods_listed(true);
                 self.health.set(
                     &self.cfg.health_check,
                     true,
@@ -435,7 +435,7 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
                 self.publish(PodEvent::Synced);
             }
             Err(e) => {
-                self.metrics.fetch_pods_error.inc();
+                self.metrics.renewal.pods_listed(false);
                 warn!(self.log, "pod watch error; retrying with backoff"; "error" => %e);
                 self.failed(e.to_string());
             }

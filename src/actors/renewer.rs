@@ -22,6 +22,7 @@ use super::supervision::RestartGuard;
 use super::vault_session::{KvGet, KvList, KvPut, Paced, RenewLease, RenewToken, VaultSession};
 use super::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
+use crate::telemetry::metrics::Entry;
 use crate::telemetry::Metrics;
 use crate::vault::VaultToken;
 use actix::prelude::*;
@@ -30,7 +31,7 @@ use slog::{info, warn, Logger};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// vault-db-injector's lease renew increment (5 days).
 pub const LEASE_INCREMENT: Duration = Duration::from_secs(432_000);
@@ -147,13 +148,12 @@ impl Renewer {
             .map(move |(known, res), act, _| {
                 act.cycling = false;
                 act.known = Some(known);
-                let m = &act.metrics;
-                m.last_sync_duration.observe(started.elapsed().as_secs_f64());
+                let m = &act.metrics.renewal;
+                m.cycle(started.elapsed(), matches!(&res, Ok(r) if r.errors == 0));
                 match &res {
                     Ok(r) if r.errors == 0 => {
-                        m.sync_success.inc();
                         if act.leading {
-                            m.last_sync_success.set(unix_now());
+                            m.leader_succeeded_at(SystemTime::now());
                         }
                         info!(act.log, "renewal cycle done"; "entries" => r.entries, "live" => r.live,
                             "tokens_renewed" => r.tokens_renewed, "leases_renewed" => r.leases_renewed,
@@ -161,11 +161,9 @@ impl Renewer {
                             "duration_ms" => started.elapsed().as_millis() as u64);
                     }
                     Ok(r) => {
-                        m.sync_error.inc();
                         warn!(act.log, "renewal cycle finished with errors"; "errors" => r.errors, "entries" => r.entries);
                     }
                     Err(e) => {
-                        m.sync_error.inc();
                         warn!(act.log, "renewal cycle failed"; "error" => e);
                     }
                 }
@@ -189,19 +187,6 @@ impl Renewer {
             }));
         }));
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 #[derive(Clone)]
@@ -267,7 +252,7 @@ async fn run_cycle(
     mut known: HashMap<String, Known>,
 ) -> (HashMap<String, Known>, Result<CycleReport, String>) {
     let Some(snapshot) = snapshot else {
-        ctx.metrics.fetch_pods_error.inc();
+        ctx.metrics.renewal.pods_listed(false);
         return (known, Err("pod index not synchronised".into()));
     };
     let listed = ctx
@@ -284,7 +269,7 @@ async fn run_cycle(
     known.retain(|k, v| {
         let keep = uuids.contains(k);
         if !keep {
-            ctx.metrics.forget_uuid(k, &v.entry.namespace);
+            ctx.metrics.forget_entry(Entry::new(k, &v.entry.namespace));
         }
         keep
     });
@@ -295,7 +280,7 @@ async fn run_cycle(
         match count_real_entries(&ctx, &uuids).await {
             Some(0) => hollow = uuids.len(),
             real => {
-                ctx.metrics.fetch_pods_error.inc();
+                ctx.metrics.renewal.pods_listed(false);
                 return (
                     known,
                     Err(format!(
@@ -320,7 +305,7 @@ async fn run_cycle(
     for u in uuids.iter().filter(|u| !snapshot.is_live(u)) {
         // Not ours to revoke (the revoker does); just drop its series.
         if let Some(k) = known.get(u) {
-            ctx.metrics.forget_uuid(u, &k.entry.namespace);
+            ctx.metrics.forget_entry(Entry::new(u, &k.entry.namespace));
         }
     }
     let priors: Vec<(String, Option<Known>)> = live
@@ -356,7 +341,7 @@ async fn run_cycle(
         report.errors += o.error as u64;
         report.entries -= o.hollow as usize;
     }
-    ctx.metrics.renew_skipped.inc_by(report.skipped as f64);
+    ctx.metrics.renewal.skipped(report.skipped);
     report.vault_calls = ctx.calls.load(Ordering::Relaxed);
     (known, Ok(report))
 }
@@ -413,7 +398,7 @@ async fn renew_one(
         }
     };
     let ns = k.entry.namespace.clone();
-    let label = m.uuid(uuid).to_string();
+    let labels = Entry::new(uuid, &ns);
     // NRI reservations (no token or lease yet) have nothing to renew.
     if !k.entry.token_id.is_empty() {
         if due(k.token, horizon) {
@@ -429,22 +414,15 @@ async fn renew_one(
                 Ok(ttl) => {
                     let exp = SystemTime::now() + ttl.ttl;
                     k.token = Some((exp, ttl.ttl));
-                    m.token_expiration
-                        .with_label_values(&[&label, &ns])
-                        .set(unix(exp));
-                    m.renew_token_success
-                        .with_label_values(&[&label, &ns])
-                        .inc();
+                    m.renewal.token_renewed(labels, exp);
                     out.token = true;
                 }
                 Err(e) if e.vault().is_some_and(|v| v.is_token_not_found()) => {
                     // vault-db-injector treats a vanished token as renewed; the revoker cleans up.
-                    m.renew_token_success
-                        .with_label_values(&[&label, &ns])
-                        .inc();
+                    m.renewal.token_vanished(labels);
                 }
                 Err(e) => {
-                    m.renew_token_error.with_label_values(&[&label, &ns]).inc();
+                    m.renewal.token_failed(labels);
                     warn!(ctx.log, "token renewal failed"; "uuid" => uuid, "error" => %e);
                     out.error = true;
                 }
@@ -467,16 +445,11 @@ async fn renew_one(
                 Ok(ttl) => {
                     let exp = SystemTime::now() + ttl.ttl;
                     k.lease = Some((exp, ttl.ttl));
-                    m.lease_expiration
-                        .with_label_values(&[&label, &ns])
-                        .set(unix(exp));
-                    m.renew_lease_success
-                        .with_label_values(&[&label, &ns])
-                        .inc();
+                    m.renewal.lease_renewed(labels, exp);
                     out.lease = true;
                 }
                 Err(e) if e.vault().is_some_and(|v| v.is_unrecoverable_lease()) => {
-                    m.renew_lease_error.with_label_values(&[&label, &ns]).inc();
+                    m.renewal.lease_failed(labels);
                     warn!(ctx.log, "lease is unrecoverable; purging the entry"; "uuid" => uuid, "error" => %e);
                     let purged =
                         revoke_recorded(&ctx.vault, uuid, &k.entry, || ctx.deadline(), m, &ctx.log)
@@ -493,12 +466,10 @@ async fn renew_one(
                     }
                 }
                 Err(e) if e.vault().is_some_and(|v| v.is_lease_not_found()) => {
-                    m.renew_lease_success
-                        .with_label_values(&[&label, &ns])
-                        .inc();
+                    m.renewal.lease_vanished(labels);
                 }
                 Err(e) => {
-                    m.renew_lease_error.with_label_values(&[&label, &ns]).inc();
+                    m.renewal.lease_failed(labels);
                     warn!(ctx.log, "lease renewal failed"; "uuid" => uuid, "error" => %e);
                     out.error = true;
                 }
@@ -534,12 +505,12 @@ async fn renew_one(
                 .await;
             match res {
                 Ok(()) => {
-                    m.store_data_success.inc();
+                    m.bookkeeping.stored();
                     k.entry = entry;
                     out.backfilled = true;
                 }
                 Err(e) => {
-                    m.store_data_error.with_label_values(&[&label, &ns]).inc();
+                    m.bookkeeping.store_failed(labels);
                     warn!(ctx.log, "backfill failed"; "uuid" => uuid, "error" => %e);
                 }
             }
@@ -579,10 +550,11 @@ impl Handler<LeadershipChanged> for Renewer {
         } else {
             info!(self.log, "renewer standing by");
             // A standby exports no renewal state: the leader's is the one that counts.
-            self.metrics.last_sync_success.clear();
+            self.metrics.renewal.not_leading();
             if let Some(known) = &self.known {
                 for (uuid, k) in known {
-                    self.metrics.forget_uuid(uuid, &k.entry.namespace);
+                    self.metrics
+                        .forget_entry(Entry::new(uuid, &k.entry.namespace));
                 }
             }
             if let Some(t) = self.timer.take() {

@@ -12,6 +12,7 @@ use super::vault_session::{
 };
 use super::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
+use crate::telemetry::metrics::Entry;
 use crate::telemetry::Metrics;
 use crate::vault::VaultToken;
 use slog::{debug, warn, Logger};
@@ -42,12 +43,9 @@ pub async fn revoke_recorded(
             Err(e) => Err(e),
         };
         match res {
-            Ok(()) => metrics.revoke_token_success.with_label_values(&[ns]).inc(),
+            Ok(()) => metrics.revocation.token_revoked(ns),
             Err(e) => {
-                metrics
-                    .revoke_token_error
-                    .with_label_values(&[metrics.uuid(uuid), ns])
-                    .inc();
+                metrics.revocation.token_failed(Entry::new(uuid, ns));
                 return Err(e);
             }
         }
@@ -62,16 +60,13 @@ pub async fn revoke_recorded(
         }))
         .await?
     {
-        Ok(()) => metrics.entry_deleted(ns),
+        Ok(()) => metrics.bookkeeping.deleted(ns),
         Err(e) => {
-            metrics
-                .delete_data_error
-                .with_label_values(&[metrics.uuid(uuid), ns])
-                .inc();
+            metrics.bookkeeping.delete_failed(Entry::new(uuid, ns));
             return Err(e);
         }
     }
-    metrics.forget_uuid(uuid, ns);
+    metrics.forget_entry(Entry::new(uuid, ns));
     Ok(())
 }
 

@@ -290,15 +290,12 @@ impl Revoker {
             let ok = match &res {
                 Ok(found) => {
                     if *found {
-                        metrics
-                            .revocation_latency
-                            .with_label_values(&[path])
-                            .observe(since.elapsed().as_secs_f64());
+                        metrics.revocation.revoked_after(path, since.elapsed());
                     }
                     true
                 }
                 Err(e) => {
-                    metrics.pod_cleanup_error.inc();
+                    metrics.revocation.cleanup_failed();
                     warn!(log, "revocation failed; will retry"; "uuid" => &uuid, "error" => %e, "attempt" => attempt + 1);
                     false
                 }
@@ -313,7 +310,7 @@ impl Revoker {
                     && c.found.load(Ordering::SeqCst)
                     && !c.failed.load(Ordering::SeqCst)
                 {
-                    metrics.pod_cleanup_success.inc();
+                    metrics.revocation.pod_cleaned_up();
                 }
             }
             me.do_send(Done {
@@ -558,7 +555,7 @@ async fn delete_hollow(env: &SweepEnv, uuid: &str) {
         .await
     {
         Ok(()) => {
-            env.metrics.hollow_entries_deleted.inc();
+            env.metrics.revocation.hollow_entry_deleted();
             info!(env.log, "deleted the metadata of a bookkeeping entry without data"; "uuid" => uuid);
         }
         Err(e) => {
@@ -716,7 +713,7 @@ async fn discover_orphans(
         }
         report.orphans += 1;
         if orphans.reported.insert(lease.clone()) {
-            env.metrics.orphan_leases_found.inc();
+            env.metrics.revocation.orphan_lease_found();
             warn!(env.log, "database lease without bookkeeping entry"; "lease" => &lease,
                 "age_s" => age.as_secs(), "action" => env.cfg.orphan_mode.as_str());
         }
@@ -728,7 +725,7 @@ async fn discover_orphans(
             match res {
                 Ok(()) => {
                     report.revoked += 1;
-                    env.metrics.orphan_leases_revoked.inc();
+                    env.metrics.revocation.orphan_lease_revoked();
                     orphans.issued.remove(&lease);
                     orphans.reported.remove(&lease);
                     info!(env.log, "orphan database lease revoked"; "lease" => &lease);

@@ -67,6 +67,35 @@ impl Backoff {
     }
 }
 
+/// The restarts of one supervised actor or task: each is counted
+/// (`vdbi_actor_restarts_total{actor}`) and waits the backoff of its run of quick failures.
+struct Restarts {
+    backoff: Backoff,
+    counter: prometheus::Counter,
+    quick_failures: u32,
+}
+
+impl Restarts {
+    fn new(backoff: Backoff, counter: prometheus::Counter) -> Restarts {
+        Restarts {
+            backoff,
+            counter,
+            quick_failures: 0,
+        }
+    }
+
+    /// Counts the end of an instance that ran since `started`; returns the delay before the
+    /// next one and how many quick failures in a row that makes.
+    fn record(&mut self, started: Instant) -> (Duration, u32) {
+        if started.elapsed() >= self.backoff.stable_after {
+            self.quick_failures = 0;
+        }
+        self.quick_failures += 1;
+        self.counter.inc();
+        (self.backoff.delay(self.quick_failures), self.quick_failures)
+    }
+}
+
 struct Shared<A: Actor> {
     addr: ArcSwap<Addr<A>>,
     restarts: AtomicU64,
@@ -170,9 +199,8 @@ where
         shared: shared.clone(),
     };
     let log = log.new(slog::o!("actor" => name));
-    let counter = metrics.actor_restarts.with_label_values(&[name]);
+    let mut restarts = Restarts::new(backoff, metrics.process.restarts_of(name));
     actix::spawn(async move {
-        let mut quick_failures = 0u32;
         let mut started = Instant::now();
         loop {
             let _ = (&mut rx).await;
@@ -180,14 +208,9 @@ where
                 info!(log, "actor stopped");
                 return;
             }
-            if started.elapsed() >= backoff.stable_after {
-                quick_failures = 0;
-            }
-            quick_failures += 1;
-            let delay = backoff.delay(quick_failures);
-            counter.inc();
+            let (delay, consecutive) = restarts.record(started);
             shared.restarts.fetch_add(1, Ordering::Relaxed);
-            error!(log, "actor died; restarting"; "delay_ms" => delay.as_millis() as u64, "consecutive" => quick_failures);
+            error!(log, "actor died; restarting"; "delay_ms" => delay.as_millis() as u64, "consecutive" => consecutive);
             actix::clock::sleep(delay).await;
             if shared.shutdown.load(Ordering::SeqCst) {
                 return;
@@ -201,6 +224,69 @@ where
         }
     });
     handle
+}
+
+/// A background task run by [`supervise_task`]; dropping the handle leaves it running,
+/// [`TaskHandle::stop`] ends it.
+pub struct TaskHandle {
+    name: &'static str,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl TaskHandle {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Ends the task (and its supervision) at its next await point.
+    pub fn stop(&self) {
+        self.join.abort();
+    }
+
+    /// Waits until the task has ended (after [`TaskHandle::stop`]).
+    pub async fn stopped(self) {
+        let _ = self.join.await;
+    }
+}
+
+/// Runs the task `factory` makes on the current arbiter under supervision, as [`supervise`]
+/// does for actors: when it panics or returns, the supervisor counts a restart
+/// (`vdbi_actor_restarts_total{actor=name}`), logs it and starts a fresh one from the factory
+/// after the backoff. The tasks it is meant for (certificate reloaders, the readiness probe)
+/// loop forever, so an end is always a failure.
+pub fn supervise_task<F, Fut>(
+    name: &'static str,
+    log: &Logger,
+    metrics: &Metrics,
+    backoff: Backoff,
+    factory: F,
+) -> TaskHandle
+where
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    use futures::FutureExt;
+    let log = log.new(slog::o!("task" => name));
+    let mut restarts = Restarts::new(backoff, metrics.process.restarts_of(name));
+    let join = actix::spawn(async move {
+        loop {
+            let started = Instant::now();
+            let ended = std::panic::AssertUnwindSafe(factory()).catch_unwind().await;
+            if actix::System::try_current().is_none() {
+                return;
+            }
+            let (delay, consecutive) = restarts.record(started);
+            let how = if ended.is_err() {
+                "panicked"
+            } else {
+                "returned"
+            };
+            error!(log, "task ended; restarting"; "how" => how,
+                "delay_ms" => delay.as_millis() as u64, "consecutive" => consecutive);
+            actix::clock::sleep(delay).await;
+        }
+    });
+    TaskHandle { name, join }
 }
 
 #[cfg(test)]
@@ -269,8 +355,41 @@ mod tests {
         assert_eq!(after, Some(1), "restarted instance starts from fresh state");
         assert_eq!(h.restarts(), 1);
         assert_eq!(
-            metrics.actor_restarts.with_label_values(&["counter"]).get(),
+            metrics.count("vdbi_actor_restarts_total", &[("actor", "counter")]),
             1.0
         );
+    }
+
+    #[actix::test]
+    async fn a_panicking_task_is_restarted_and_counted_until_stopped() {
+        let metrics = Metrics::new(true);
+        let backoff = Backoff {
+            initial: Duration::from_millis(10),
+            ..Backoff::default()
+        };
+        let runs = Arc::new(AtomicU64::new(0));
+        let r = runs.clone();
+        let task = supervise_task("flaky", &discard(), &metrics, backoff, move || {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("injected failure");
+                }
+                std::future::pending::<()>().await
+            }
+        });
+        let restarts = || metrics.count("vdbi_actor_restarts_total", &[("actor", "flaky")]);
+        for _ in 0..200 {
+            if runs.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            actix::clock::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "restarted after each panic");
+        assert_eq!(restarts(), 2.0);
+        assert_eq!(task.name(), "flaky");
+        task.stop();
+        task.stopped().await;
+        assert_eq!(restarts(), 2.0, "a stopped task is not restarted");
     }
 }

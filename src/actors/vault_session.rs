@@ -24,6 +24,7 @@ use super::supervision::RestartGuard;
 use crate::bookkeeping::{self, BookkeepingEntry};
 use crate::health::HealthState;
 use crate::k8s::{self, ServiceAccountJwt};
+use crate::telemetry::metrics::CallOutcome;
 use crate::telemetry::Metrics;
 use crate::vault::{
     DbCredentials, KubeAuthRole, Lane, LeaseInfo, LeaseTtl, LoginResult, TokenAuth, TokenInfo,
@@ -146,8 +147,7 @@ impl VaultSession {
                 Ok(login) => act.logged_in(login, ctx),
                 Err(e) => {
                     act.login_failures += 1;
-                    act.metrics.connect_vault_error.inc();
-                    act.metrics.vault_session_ready.set(0);
+                    act.metrics.vault.login_failed();
                     act.last_error = e.clone();
                     act.health.set(HEALTH_CHECK, false, format!("login failed: {e}"));
                     let delay = Duration::from_millis(500)
@@ -171,8 +171,7 @@ impl VaultSession {
         if let Some(h) = self.retry_timer.take() {
             ctx.cancel_future(h);
         }
-        self.metrics.connect_vault_success.inc();
-        self.metrics.vault_session_ready.set(1);
+        self.metrics.vault.logged_in();
         self.health.set(HEALTH_CHECK, true, "logged in");
         info!(self.log, "Vault session established"; "role" => &self.cfg.role,
             "ttl_s" => login.ttl.as_secs(), "accessor" => &login.accessor);
@@ -251,7 +250,7 @@ impl VaultSession {
                 let _ = client.token_revoke_self(&old).await;
             });
         }
-        self.metrics.vault_session_ready.set(0);
+        self.metrics.vault.session_lost();
         self.health.set(HEALTH_CHECK, false, "logging in again");
         self.login(ctx);
     }
@@ -370,7 +369,7 @@ impl Handler<TokenRejected> for VaultSession {
         if self.token.as_ref() == Some(&msg.token) {
             warn!(self.log, "Vault rejected vdbi's token; logging in again");
             self.token = None;
-            self.metrics.vault_session_ready.set(0);
+            self.metrics.vault.session_lost();
             self.health
                 .set(HEALTH_CHECK, false, "token rejected; logging in again");
             self.login(ctx);
@@ -393,7 +392,7 @@ impl Handler<RevokeOwnToken> for VaultSession {
         }
         self.health
             .set(HEALTH_CHECK, false, "shut down: token revoked");
-        self.metrics.vault_session_ready.set(0);
+        self.metrics.vault.session_lost();
         let token = self.token.take();
         let client = self.client.clone();
         let log = self.log.clone();
@@ -475,14 +474,11 @@ async fn timed<T>(
     let started = Instant::now();
     let res = tokio::time::timeout_at(deadline, fut).await;
     let outcome = match &res {
-        Ok(Ok(_)) => "ok",
-        Ok(Err(_)) => "error",
-        Err(_) => "timeout",
+        Ok(Ok(_)) => CallOutcome::Ok,
+        Ok(Err(_)) => CallOutcome::Error,
+        Err(_) => CallOutcome::Timeout,
     };
-    metrics
-        .vault_request_duration
-        .with_label_values(&[name, outcome])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.vault.call(name, outcome, started.elapsed());
     match res {
         Ok(r) => r.map_err(ActorError::Vault),
         Err(_) => Err(ActorError::Deadline(name)),

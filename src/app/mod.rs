@@ -57,7 +57,7 @@ pub fn run_main(path: Option<&Path>) -> ExitCode {
     let sentry = if config.sentry {
         match Sentry::start(
             SentrySettings::from_config(&config),
-            metrics.sentry_events.clone(),
+            metrics.process.sentry_events(),
         ) {
             Ok(s) => {
                 s.install_panic_hook();
@@ -95,4 +95,6 @@ pub fn run_main(path: Option<&Path>) -> ExitCode {
     code
 }
 
+mod listeners;
 pub mod runtime;
+pub mod starters;

@@ -105,10 +105,7 @@ impl ClientAuth {
     }
 
     fn refuse(&self, why: &str, detail: &str) {
-        self.metrics
-            .admission_denied
-            .with_label_values(&["client_certificate"])
-            .inc();
+        self.metrics.admission.handshake_refused();
         warn!(self.log, "webhook caller refused at the TLS handshake"; "reason" => why, "detail" => detail);
     }
 
@@ -192,14 +189,15 @@ impl ClientCertVerifier for ClientAuth {
     }
 }
 
-/// Polls the CA bundle every `interval` and swaps in a changed, valid one.
-pub fn spawn_ca_reloader(
+/// Polls the CA bundle every `interval` and swaps in a changed, valid one. Runs until dropped
+/// (the caller runs it under supervision).
+pub async fn ca_reload_loop(
     auth: Arc<ClientAuth>,
     interval: Duration,
     metrics: Metrics,
     log: Logger,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut last = std::fs::read(&auth.ca_file).ok();
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
@@ -212,16 +210,16 @@ pub fn spawn_ca_reloader(
             match auth.reload() {
                 Ok(()) => {
                     last = now;
-                    metrics.cert_reloads.with_label_values(&["ok"]).inc();
+                    metrics.process.cert_reload(true);
                     info!(log, "webhook client CA bundle reloaded"; "file" => %auth.ca_file.display());
                 }
                 Err(e) => {
-                    metrics.cert_reloads.with_label_values(&["error"]).inc();
+                    metrics.process.cert_reload(false);
                     warn!(log, "webhook client CA reload failed; keeping the previous one"; "error" => %e);
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

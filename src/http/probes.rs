@@ -5,7 +5,7 @@ use crate::health::HealthState;
 use crate::telemetry::Metrics;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::TcpListener;
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -68,9 +68,9 @@ async fn render_metrics(m: web::Data<Metrics>) -> HttpResponse {
         .body(m.render())
 }
 
-/// The probe server; run it with `.await` or spawn it.
+/// The probe server on a bound listener; run it with `.await` or spawn it.
 pub fn health_server(
-    addr: SocketAddr,
+    listener: TcpListener,
     health: HealthState,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(health);
@@ -84,13 +84,13 @@ pub fn health_server(
     .workers(1)
     .shutdown_timeout(1)
     .disable_signals()
-    .bind(addr)?
+    .listen(listener)?
     .run())
 }
 
-/// The metrics server: the text exposition on every path.
+/// The metrics server on a bound listener: the text exposition on every path.
 pub fn metrics_server(
-    addr: SocketAddr,
+    listener: TcpListener,
     metrics: Metrics,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(metrics);
@@ -102,6 +102,6 @@ pub fn metrics_server(
     .workers(1)
     .shutdown_timeout(1)
     .disable_signals()
-    .bind(addr)?
+    .listen(listener)?
     .run())
 }

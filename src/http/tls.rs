@@ -106,16 +106,17 @@ fn fingerprint(cert: &Path, key: &Path) -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Polls the files every `interval` and swaps in a new pair when their content changes.
-/// Reading content (not mtimes) follows kubelet's symlink swaps of Secret volumes.
-pub fn spawn_reloader(
+/// Reading content (not mtimes) follows kubelet's symlink swaps of Secret volumes. Runs until
+/// dropped (the caller runs it under supervision).
+pub async fn reload_loop(
     resolver: Arc<ReloadingResolver>,
     cert: PathBuf,
     key: PathBuf,
     interval: Duration,
     metrics: Metrics,
     log: Logger,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut last = fingerprint(&cert, &key);
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
@@ -129,15 +130,15 @@ pub fn spawn_reloader(
                 Ok(k) => {
                     resolver.swap(k);
                     last = now;
-                    metrics.cert_reloads.with_label_values(&["ok"]).inc();
+                    metrics.process.cert_reload(true);
                     info!(log, "webhook certificate reloaded"; "cert" => %cert.display());
                 }
                 Err(e) => {
                     // Half-written rotation or a bad pair: keep serving the old one, retry later.
-                    metrics.cert_reloads.with_label_values(&["error"]).inc();
+                    metrics.process.cert_reload(false);
                     warn!(log, "webhook certificate reload failed; keeping the previous one"; "error" => %e);
                 }
             }
         }
-    })
+    }
 }

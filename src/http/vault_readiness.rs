@@ -78,15 +78,20 @@ impl Tracker {
     }
 }
 
-/// Starts the probe task; it ends with the runtime.
-pub fn spawn(
+/// Declares the check (ready until the first probes say otherwise), before [`probe_loop`] runs.
+pub fn declare(health: &HealthState) {
+    health.set(CHECK, true, "not probed yet");
+}
+
+/// Probes Vault every `timing.interval` and sets the check. Runs until dropped (the caller runs
+/// it under supervision).
+pub async fn probe_loop(
     vault: ActorHandle<VaultSession>,
     health: HealthState,
     timing: ProbeTiming,
     log: Logger,
-) -> tokio::task::JoinHandle<()> {
-    health.set(CHECK, true, "not probed yet");
-    tokio::spawn(async move {
+) {
+    {
         let mut tracker = Tracker::default();
         let mut was_ready = true;
         let mut tick = tokio::time::interval(timing.interval);
@@ -110,7 +115,7 @@ pub fn spawn(
                 was_ready = ready;
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

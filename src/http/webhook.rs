@@ -14,7 +14,6 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::DynamicObject;
 use serde_json::json;
 use slog::{info, warn, Logger};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 struct WebhookState {
@@ -24,12 +23,7 @@ struct WebhookState {
 }
 
 fn bad_request(state: &WebhookState, reason: &str, detail: String) -> HttpResponse {
-    state
-        .metrics
-        .admission_denied
-        .with_label_values(&[reason])
-        .inc();
-    state.metrics.mutated_pods_error.inc();
+    state.metrics.admission.refused(reason);
     warn!(state.log, "rejected malformed admission request"; "reason" => reason, "error" => &detail);
     HttpResponse::BadRequest().json(json!({"error": reason, "message": detail}))
 }
@@ -180,12 +174,7 @@ async fn review(
     let response = match state.admission.send(Mutate { request }).await {
         Ok(r) => r,
         Err(e) => {
-            state.metrics.mutated_pods_error.inc();
-            state
-                .metrics
-                .admission_denied
-                .with_label_values(&["internal"])
-                .inc();
+            state.metrics.admission.refused("internal");
             warn!(state.log, "admission worker unavailable"; "error" => %e);
             fallback.deny("vault-db-injector: admission worker unavailable; retry")
         }
@@ -197,9 +186,9 @@ async fn review(
 /// below the apiserver's 30 s webhook maximum).
 pub const WEBHOOK_DRAIN: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// Starts the HTTPS webhook server.
+/// The HTTPS webhook server on a bound listener.
 pub fn webhook_server(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     tls: rustls::ServerConfig,
     admission: ActorHandle<Admission>,
     metrics: Metrics,
@@ -224,7 +213,7 @@ pub fn webhook_server(
     .client_request_timeout(std::time::Duration::from_secs(10))
     // In-flight reviews get at most WEBHOOK_DRAIN to finish at shutdown (actix's default: 30 s).
     .shutdown_timeout(WEBHOOK_DRAIN.as_secs())
-    .bind_rustls_0_23(addr, tls)?
+    .listen_rustls_0_23(listener, tls)?
     .run())
 }
 

@@ -10,9 +10,9 @@
 //! Nothing is sampled: `sentrySampleRate` is accepted and unused, as in the Go version. The DSN's
 //! keys travel only in the `X-Sentry-Auth` header, and error messages show the DSN masked.
 
+use super::metrics::SentryEvents;
 pub use crate::config::sentry_dsn::{mask_dsn, Dsn, DsnError};
 use crate::config::Config;
-use prometheus::CounterVec;
 use serde_json::{json, Map, Value};
 use slog::{Drain, Level, Never, OwnedKVList, Record, KV};
 use std::collections::BTreeMap;
@@ -83,14 +83,14 @@ struct Shared {
     client: reqwest::Client,
     settings: SentrySettings,
     /// `vdbi_sentry_events_total{result}`.
-    events: CounterVec,
+    events: SentryEvents,
     /// Events queued or being posted (what [`Sentry::flush`] waits for).
     pending: AtomicUsize,
 }
 
 impl Shared {
     fn count(&self, result: &str) {
-        self.events.with_label_values(&[result]).inc();
+        self.events.count(result);
     }
 
     /// Posts one envelope; counts it `sent` (2xx) or `failed`.
@@ -195,7 +195,7 @@ pub struct Sentry {
 impl Sentry {
     /// Parses the DSN, builds the HTTP client and starts the sender thread. `events` is
     /// `vdbi_sentry_events_total`. Any error is fatal at startup, as `sentry.Init` is in Go.
-    pub fn start(settings: SentrySettings, events: CounterVec) -> Result<Sentry, SentryError> {
+    pub fn start(settings: SentrySettings, events: SentryEvents) -> Result<Sentry, SentryError> {
         let dsn = Dsn::parse(&settings.dsn)?;
         crate::tls::install_crypto_provider();
         let mut b = reqwest::Client::builder()
@@ -212,9 +212,7 @@ impl Sentry {
         }
         let client = b.build().map_err(|e| SentryError::Client(e.to_string()))?;
         let runtime = current_thread_runtime()?;
-        for result in ["sent", "failed", "dropped"] {
-            events.with_label_values(&[result]);
-        }
+        events.init();
         let shared = Arc::new(Shared {
             endpoint: dsn.envelope_url(),
             auth: dsn.auth_header(),
@@ -451,7 +449,9 @@ mod tests {
                 server_name: "vdbi-0".into(),
                 mode: "injector".into(),
             },
-            events: CounterVec::new(prometheus::Opts::new("x", "x"), &["result"]).unwrap(),
+            events: crate::telemetry::Metrics::new(false)
+                .process
+                .sentry_events(),
             pending: AtomicUsize::new(0),
         }
     }

@@ -102,17 +102,13 @@ impl NriVdbi {
     pub fn failures(&self, reason: &str) -> f64 {
         self.running
             .metrics
-            .nri_unwrap_failures
-            .with_label_values(&[reason])
-            .get()
+            .count("vdbi_nri_unwrap_failures_total", &[("reason", reason)])
     }
 
     pub fn hits(&self, source: &str) -> f64 {
         self.running
             .metrics
-            .nri_cache_hit
-            .with_label_values(&[source])
-            .get()
+            .count("vdbi_nri_cache_hit_total", &[("source", source)])
     }
 
     /// Waits until the plugin is registered with the runtime (readiness check `nri`).

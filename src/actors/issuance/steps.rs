@@ -17,6 +17,7 @@ use crate::annotations::DbConfig;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::config::Config;
 use crate::k8s::{self, PodBinding};
+use crate::telemetry::metrics::{Denial, Entry};
 use crate::telemetry::{ExternalClock, Metrics};
 use crate::vault::{
     can_get_role, DbCredentials, KubeAuthRole, OrphanTokenSpec, VaultError, VaultToken,
@@ -183,10 +184,12 @@ impl<'a> Issuer<'a> {
             }
         };
         if let Err(cause) = can_get_role(&role, &db.role, who.service_account, who.namespace) {
-            let m = self.metrics;
-            m.sa_denied
-                .with_label_values(&[who.service_account, who.namespace, &db.role, cause.as_str()])
-                .inc();
+            self.metrics.issuance.denied(Denial {
+                service_account: who.service_account,
+                namespace: who.namespace,
+                db_role: &db.role,
+                cause: cause.as_str(),
+            });
             return Err(IssueError::ServiceAccountDenied(format!(
                 "dbConfig {:?}: service account {}/{} may not use Vault role {:?} ({})",
                 db.name,
@@ -196,7 +199,7 @@ impl<'a> Issuer<'a> {
                 cause.as_str()
             )));
         }
-        self.metrics.sa_authorized.inc();
+        self.metrics.issuance.authorized();
         Ok(())
     }
 
@@ -232,11 +235,11 @@ impl<'a> Issuer<'a> {
             .await;
         match orphan {
             Ok(t) => {
-                self.metrics.orphan_ticket_success.inc();
+                self.metrics.issuance.orphan_token(true);
                 Ok(t.token)
             }
             Err(e) => {
-                self.metrics.orphan_ticket_error.inc();
+                self.metrics.issuance.orphan_token(false);
                 Err(IssueError::session("creating the orphan token")(e))
             }
         }
@@ -289,9 +292,7 @@ impl<'a> Issuer<'a> {
                 ))
             })?
             .map_err(|e| {
-                m.token_request_errors
-                    .with_label_values(&[e.token_request_reason()])
-                    .inc();
+                m.issuance.token_request_failed(e.token_request_reason());
                 IssueError::TokenRequest(format!(
                     "dbConfig {:?}: TokenRequest for service account {}/{} failed: {e}",
                     db.name, who.namespace, who.service_account
@@ -306,9 +307,8 @@ impl<'a> Issuer<'a> {
             .await
             .map_err(|e| {
                 if let Some(v) = e.vault() {
-                    m.vault_login_errors
-                        .with_label_values(&[v.login_failure_reason(), "projected"])
-                        .inc();
+                    m.issuance
+                        .login_failed(v.login_failure_reason(), "projected");
                 }
                 IssueError::session(format!("Vault login as role {:?}", db.role))(e)
             })?;
@@ -326,10 +326,7 @@ impl<'a> Issuer<'a> {
             .await
         {
             Ok(info) if info.period.is_zero() => {
-                self.metrics
-                    .projected_role_misconfigured
-                    .with_label_values(&[&db.role])
-                    .inc();
+                self.metrics.issuance.projected_role_misconfigured(&db.role);
                 warn!(log, "Vault role has no token_period: the pod token cannot be renewed past its TTL"; "role" => &db.role);
             }
             Ok(_) => {}
@@ -393,13 +390,11 @@ impl<'a> Issuer<'a> {
             .await;
         match stored {
             Ok(()) => {
-                m.store_data_success.inc();
+                m.bookkeeping.stored();
                 Ok(())
             }
             Err(e) => {
-                m.store_data_error
-                    .with_label_values(&[m.uuid(uuid), namespace])
-                    .inc();
+                m.bookkeeping.store_failed(Entry::new(uuid, namespace));
                 Err(IssueError::session("writing the reservation")(e))
             }
         }
@@ -422,13 +417,11 @@ impl<'a> Issuer<'a> {
             .await;
         match stored {
             Ok(()) => {
-                m.store_data_success.inc();
+                m.bookkeeping.stored();
                 Ok(())
             }
             Err(e) => {
-                m.store_data_error
-                    .with_label_values(&[m.uuid(uuid), namespace])
-                    .inc();
+                m.bookkeeping.store_failed(Entry::new(uuid, namespace));
                 Err(IssueError::session("writing the bookkeeping entry")(e))
             }
         }

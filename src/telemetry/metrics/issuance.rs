@@ -1,0 +1,106 @@
+//! Issuing credentials (shared by admission and the NRI plugin): the role check, the orphan
+//! token or the projected login, the TokenRequest.
+
+use super::families::Families;
+use crate::telemetry::cardinality::BoundedCounterVec;
+use prometheus::{Counter, CounterVec};
+
+/// A role check that refused a pod's ServiceAccount. The first three come from the request
+/// (bounded series, see `telemetry::cardinality`); `cause` is the check's verdict.
+#[derive(Clone, Copy, Debug)]
+pub struct Denial<'a> {
+    pub service_account: &'a str,
+    pub namespace: &'a str,
+    pub db_role: &'a str,
+    pub cause: &'a str,
+}
+
+#[derive(Clone)]
+pub struct IssuanceMetrics {
+    authorized: Counter,
+    denied: BoundedCounterVec,
+    orphan_created: Counter,
+    orphan_failed: Counter,
+    token_request_errors: CounterVec,
+    login_errors: CounterVec,
+    role_misconfigured: BoundedCounterVec,
+}
+
+impl IssuanceMetrics {
+    pub(super) fn register(f: &mut Families) -> IssuanceMetrics {
+        IssuanceMetrics {
+            authorized: f.counter(
+                "vdbi_service_account_authorized_count",
+                "Role checks that authorised the pod's ServiceAccount",
+            ),
+            denied: f.bounded_counter_vec(
+                "vdbi_service_account_denied_count",
+                "Role checks that denied the pod's ServiceAccount",
+                &["service_account_name", "namespace", "db_role", "cause"],
+                &[true, true, true, false],
+            ),
+            orphan_created: f.counter(
+                "vdbi_orphan_ticket_created_count_success",
+                "Orphan tokens created",
+            ),
+            orphan_failed: f.counter(
+                "vdbi_orphan_ticket_created_count_error",
+                "Orphan token creation failures",
+            ),
+            token_request_errors: f.counter_vec(
+                "vdbi_token_request_errors_total",
+                "TokenRequest failures",
+                &["reason"],
+            ),
+            login_errors: f.counter_vec(
+                "vdbi_vault_login_errors_total",
+                "Vault login failures",
+                &["reason", "auth_mode"],
+            ),
+            role_misconfigured: f.bounded_counter_vec(
+                "vdbi_projected_role_misconfigured_total",
+                "Projected logins whose role has no token_period",
+                &["role"],
+                &[true],
+            ),
+        }
+    }
+
+    /// The role check let the pod's ServiceAccount use the role.
+    pub fn authorized(&self) {
+        self.authorized.inc();
+    }
+
+    /// The role check refused the pod's ServiceAccount.
+    pub fn denied(&self, d: Denial<'_>) {
+        self.denied
+            .with_label_values(&[d.service_account, d.namespace, d.db_role, d.cause])
+            .inc();
+    }
+
+    /// An orphan token created (`true`) or its creation failed.
+    pub fn orphan_token(&self, created: bool) {
+        if created {
+            self.orphan_created.inc()
+        } else {
+            self.orphan_failed.inc()
+        }
+    }
+
+    /// A TokenRequest for the pod's ServiceAccount failed.
+    pub fn token_request_failed(&self, reason: &str) {
+        self.token_request_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// A Vault login failed (`auth_mode`: `projected`, or vdbi's own session's mode).
+    pub fn login_failed(&self, reason: &str, auth_mode: &str) {
+        self.login_errors
+            .with_label_values(&[reason, auth_mode])
+            .inc();
+    }
+
+    /// A projected login whose role has no `token_period`.
+    pub fn projected_role_misconfigured(&self, role: &str) {
+        self.role_misconfigured.with_label_values(&[role]).inc();
+    }
+}
