@@ -1070,6 +1070,22 @@ async fn nri_mode_keeps_the_go_listed_prefix_free_of_tokenless_entries() {
 
     conn.close();
     nri.running.shutdown().await;
+    // no revoker runs here: revoke what was issued and delete the entries
+    for id in &served {
+        let e = kv_entry(root, p, &prefix, id).await.expect("entry");
+        root.request(
+            reqwest::Method::POST,
+            "auth/token/revoke-orphan",
+            Some(&json!({"token": e["TokenId"]})),
+        )
+        .await;
+        root.request(
+            reqwest::Method::DELETE,
+            &format!("{}/metadata/{prefix}/{id}", p.var("VDBI_KV_MOUNT")),
+            None,
+        )
+        .await;
+    }
     force_delete_pods(ns).await;
     drop_role(root, p, &role).await;
 }
