@@ -151,10 +151,7 @@ pub async fn admit(
     };
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     // Bounded work per pod: refused before parsing further and before any Vault call.
-    let limits = annotations::Limits {
-        max_db_configs: deps.config.max_db_configs_per_pod,
-        max_bytes: deps.config.max_annotation_bytes,
-    };
+    let limits = super::issuance::pod_limits(&deps.config);
     if let Err(e) = annotations::check_limits(&annotations, limits) {
         return deny(Refusal::new(RefusalReason::TooLarge, e.to_string()));
     }

@@ -30,3 +30,12 @@ pub use steps::{
     PROVISIONAL_MARGIN, TOKEN_META_UUID,
 };
 pub use undo::{undo, CallClass, Created, Exposure, NewToken, Restore, UndoLog, UNDO_PATIENCE};
+
+/// The per-pod bounds (`maxDbConfigsPerPod`, `maxAnnotationBytes`) that the webhook and the NRI
+/// plugin both check on a pod's annotations before any Vault call.
+pub fn pod_limits(config: &crate::config::Config) -> crate::annotations::Limits {
+    crate::annotations::Limits {
+        max_db_configs: config.max_db_configs_per_pod,
+        max_bytes: config.max_annotation_bytes,
+    }
+}
