@@ -252,8 +252,9 @@ impl fmt::Debug for TestNamespace {
 }
 
 impl TestNamespace {
-    /// Creates `<prefix>-<random>`. No ServiceAccount exists in it (no controller-manager runs):
-    /// create the ones pods need with [`TestNamespace::service_account`], including `default`.
+    /// Creates `<prefix>-<random>`. No ServiceAccount exists in it unless the kubelet node's
+    /// controller-manager runs: create the ones pods need with
+    /// [`TestNamespace::service_account`], including `default`.
     pub async fn create(client: &kube::Client, prefix: &str) -> TestNamespace {
         let name = unique_name(prefix);
         let ns = Namespace {
@@ -286,7 +287,8 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Creates a ServiceAccount in this namespace.
+    /// Creates a ServiceAccount in this namespace, or returns it when it exists already (while
+    /// the kubelet node runs, kube-controller-manager creates `default` in every namespace).
     pub async fn service_account(&self, name: &str) -> ServiceAccount {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
@@ -295,10 +297,15 @@ impl TestNamespace {
             },
             ..Default::default()
         };
-        self.api::<ServiceAccount>()
-            .create(&PostParams::default(), &sa)
-            .await
-            .unwrap_or_else(|e| panic!("creating ServiceAccount {}/{name}: {e}", self.name))
+        let api = self.api::<ServiceAccount>();
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(sa) => sa,
+            Err(kube::Error::Api(e)) if e.code == 409 => api
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("reading ServiceAccount {}/{name}: {e}", self.name)),
+            Err(e) => panic!("creating ServiceAccount {}/{name}: {e}", self.name),
+        }
     }
 
     /// A TokenRequest JWT for a ServiceAccount of this namespace (empty audiences = the
@@ -354,7 +361,9 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Deletes a namespace and clears its finalizers (no namespace controller runs on the platform).
+/// Deletes a namespace and clears its finalizers (without the kubelet node, no namespace
+/// controller runs on the platform; with it, the controller may update or finalize the namespace
+/// concurrently: a conflict is retried on the fresh object, a 404 means it is gone).
 pub async fn delete_namespace(client: &kube::Client, name: &str) {
     let api = Api::<Namespace>::all(client.clone());
     match api.delete(name, &DeleteParams::default()).await {
@@ -362,21 +371,25 @@ pub async fn delete_namespace(client: &kube::Client, name: &str) {
         Err(kube::Error::Api(s)) if s.code == 404 => return,
         Err(e) => panic!("deleting namespace {name}: {e}"),
     }
-    let mut ns = match api.get(name).await {
-        Ok(ns) => ns,
-        Err(kube::Error::Api(s)) if s.code == 404 => return,
-        Err(e) => panic!("reading namespace {name}: {e}"),
-    };
-    if let Some(spec) = ns.spec.as_mut() {
-        spec.finalizers = Some(Vec::new());
-    }
-    match api
-        .replace_subresource("finalize", name, &PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => panic!("finalizing namespace {name}: {e}"),
+    const ATTEMPTS: usize = 10;
+    for attempt in 1..=ATTEMPTS {
+        let mut ns = match api.get(name).await {
+            Ok(ns) => ns,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => panic!("reading namespace {name}: {e}"),
+        };
+        if let Some(spec) = ns.spec.as_mut() {
+            spec.finalizers = Some(Vec::new());
+        }
+        match api
+            .replace_subresource("finalize", name, &PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < ATTEMPTS => continue,
+            Err(e) => panic!("finalizing namespace {name}: {e}"),
+        }
     }
 }
 

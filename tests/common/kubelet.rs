@@ -68,10 +68,16 @@ pub async fn root_ca_configmap(p: &Platform, ns: &TestNamespace) {
         "data": {"ca.crt": ca}
     }))
     .unwrap();
-    ns.api::<ConfigMap>()
+    // The node's controller-manager publishes the same ConfigMap (from the same CA): either wins.
+    match ns
+        .api::<ConfigMap>()
         .create(&PostParams::default(), &cm)
         .await
-        .expect("kube-root-ca.crt");
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("kube-root-ca.crt: {e}"),
+    }
 }
 
 /// What `vdbi-pgcheck` saw, one per container start.
