@@ -257,9 +257,12 @@ async fn nri_mode_stores_only_placeholders() {
         leases(root, &p.var("VDBI_DB_MOUNT"), &own).await.len(),
         leases_before
     );
-    // The uuid is reserved in KV for the NRI plugin and the revoker.
+    // The uuid is reserved in KV for the NRI plugin and the revoker, at the sibling prefix
+    // vault-db-injector does not list: nothing without a token appears under the listed one.
     let id = &uuids(&stored)[0];
-    let e = kv_entry(root, p, &vdbi.prefix, id)
+    assert!(kv_entry(root, p, &vdbi.prefix, id).await.is_none());
+    let reservations = vdbi::bookkeeping::reservation_prefix(&vdbi.prefix);
+    let e = kv_entry(root, p, &reservations, id)
         .await
         .expect("reservation");
     assert_eq!(e["LeaseId"], "");

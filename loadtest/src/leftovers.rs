@@ -17,10 +17,10 @@ const TOKEN_META_NAMESPACE: &str = "vdbi-namespace";
 
 /// Every KV prefix vdbi writes under for a `vaultSecretPrefix`, as docs/reliability.md lists
 /// them: the bookkeeping prefix itself and its `-reservations` sibling (NRI-mode reservations,
-/// and projected-mode reservations). One place: extend it when vdbi gains another.
+/// `vdbi::bookkeeping::reservation_prefix`). One place: extend it when vdbi gains another.
 pub fn kv_prefixes(prefix: &str) -> Vec<String> {
     let p = prefix.trim_matches('/');
-    vec![p.to_string(), format!("{p}-reservations")]
+    vec![p.to_string(), vdbi::bookkeeping::reservation_prefix(p)]
 }
 
 /// The counts (all but `pg_roles_vault_orphaned` and the informational login tokens must be 0).

@@ -512,6 +512,22 @@ async fn issue_one(
         }
     };
     // ---- bookkeeping, before answering ----
+    if token.is_none() {
+        // NRI mode: a reservation, outside the prefix vault-db-injector lists; the NRI plugin
+        // writes the entry once it has a token and a lease, then deletes the reservation.
+        undo_log
+            .creating(issuer.write_reservation(&uuid, entry, &pod.namespace))
+            .await
+            .map_err(refusal)?;
+        record(
+            deps,
+            undo_log,
+            Created::Reservation { uuid: uuid.clone() },
+            log,
+        )
+        .await?;
+        return Ok(Issued { uuid, values });
+    }
     undo_log
         .creating(issuer.write_entry(&uuid, entry, &pod.namespace))
         .await

@@ -271,3 +271,76 @@ async fn metadata_only_entries_are_deleted_by_the_sweep_and_not_counted() {
     inst.running.shutdown().await;
     rel.leases.cleanup().await;
 }
+
+/// Reservations (NRI mode, at `<prefix>-reservations`, outside vault-db-injector's listing):
+/// one whose entry was completed is deleted at the next sweep; one whose pod never appeared is
+/// deleted once unseen for the grace (it names no Vault object), within two graces.
+#[actix_rt::test]
+async fn stale_and_completed_reservations_are_deleted_by_the_sweep() {
+    let p = Platform::get();
+    let root = p.vault_root();
+    let client = p.kube_client().await;
+    let rel = Release::new(&client).await;
+    let ns = TestNamespace::create(&client, "lc-resv").await;
+    let grace = Duration::from_secs(10);
+    let mut cfg = release_config(&p, &rel, Mode::Revoker, "revoker-0");
+    cfg.revoker_unseen_grace = grace;
+    let inst = start_instance(&p, &rel, cfg).await;
+    inst.wait_leading(REVOKER_LEASE).await;
+    let kv = p.var("VDBI_KV_MOUNT");
+    let reservations = vdbi::bookkeeping::reservation_prefix(&rel.prefix);
+    let reserve = |uuid: String| {
+        let (root, path) = (root.clone(), format!("{kv}/data/{reservations}/{uuid}"));
+        let ns = ns.name.clone();
+        async move {
+            root.write(
+                &path,
+                &json!({"data": {"LeaseId": "", "TokenId": "", "Namespace": ns,
+                    "ServiceAccountName": "app", "PodName": "p", "NodeName": ""}}),
+            )
+            .await
+        }
+    };
+    // completed: the entry holds a real token and lease
+    let done = issue(&root, &p, "app-rw", "768h").await;
+    record(&root, &p, &rel.prefix, &done, &ns.name, "completed").await;
+    reserve(done.uuid.clone()).await;
+    // stale: its pod never appeared, no entry
+    let stale = uuid::Uuid::new_v4().to_string();
+    reserve(stale.clone()).await;
+    let t0 = Instant::now();
+    let sweep = || async {
+        inst.running
+            .revoker
+            .as_ref()
+            .unwrap()
+            .send(Sweep)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    sweep().await;
+    assert!(kv_entry(&root, &p, &reservations, &done.uuid)
+        .await
+        .is_none());
+    assert!(
+        kv_entry(&root, &p, &reservations, &stale).await.is_some(),
+        "deleted before the grace"
+    );
+    let env = ProcEnv::new(&p, &rel).await;
+    let took = until(&env, "stale reservation deleted", 2 * grace, || async {
+        kv_keys(&root, &p, &reservations).await.is_empty()
+    })
+    .await;
+    let took = t0.elapsed().max(took);
+    println!(
+        "stale reservation deleted {:.1} s after it was written (grace {grace:?})",
+        took.as_secs_f64()
+    );
+    // due a grace after it was first seen, less the sweeps' tolerance (a tenth of a period)
+    assert!(took + grace / 20 >= grace, "{took:?}");
+    inst.running.shutdown().await;
+    purge(&root, &p, &rel.prefix, &[done]).await;
+    ns.cleanup().await;
+    rel.leases.cleanup().await;
+}

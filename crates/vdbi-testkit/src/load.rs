@@ -241,10 +241,21 @@ pub async fn cleanup_prefix(
         }))
         .await;
     }
+    // NRI-mode reservations (no token nor lease) at the sibling prefix
+    let reservations = vdbi::bookkeeping::reservation_prefix(prefix);
+    for k in kv_keys(root, kv, &reservations).await {
+        req(
+            root,
+            Method::DELETE,
+            format!("{kv}/metadata/{reservations}/{k}"),
+            None,
+        )
+        .await;
+    }
     count_alive(root, kv, prefix, &tokens, &leases).await
 }
 
-/// Counts the KV entries under `<kv>/<prefix>` and the tokens and leases among those given that
+/// Counts the KV entries under `<kv>/<prefix>` (and reservations at its sibling) and the tokens and leases among those given that
 /// are still alive.
 pub async fn count_alive(
     root: &VaultRoot,
@@ -254,7 +265,10 @@ pub async fn count_alive(
     leases: &[String],
 ) -> Leftovers {
     let mut left = Leftovers {
-        kv_entries: kv_keys(root, kv, prefix).await.len(),
+        kv_entries: kv_keys(root, kv, prefix).await.len()
+            + kv_keys(root, kv, &vdbi::bookkeeping::reservation_prefix(prefix))
+                .await
+                .len(),
         ..Default::default()
     };
     for chunk in tokens.chunks(32) {

@@ -10,6 +10,7 @@
 //! * [`coalesce`]: concurrent requests for the same pod share one issuance;
 //! * [`fair_queue`]: issuance slots shared fairly (round-robin, bounded per pod) between the
 //!   admissions in progress.
+//! * [`reservations`]: entries without token nor lease yet, kept outside the Go-listed prefix.
 //!
 //! Crash consistency (docs/reliability.md, "Issuance"): a legacy orphan token is created
 //! provisional — not periodic, its first TTL the issuance's remaining time plus a margin,
@@ -21,6 +22,7 @@
 pub mod coalesce;
 pub mod fair_queue;
 pub mod refusal;
+pub mod reservations;
 pub mod steps;
 pub mod undo;
 
