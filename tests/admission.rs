@@ -1,16 +1,14 @@
 //! The admission webhook against the real platform: the apiserver calls vdbi for labelled pods;
 //! credentials really log in to PostgreSQL; refusals leave nothing behind in Vault.
 
-#[path = "common/admitting.rs"]
-mod admitting;
-mod common;
+use vdbi_testkit::admitting;
 
 use admitting::{app_login, Admitting};
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use std::time::Duration;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::*;
 
 async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<Pod, String> {
     pods.create(&PostParams::default(), pod)

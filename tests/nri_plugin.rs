@@ -5,15 +5,11 @@
 //! a `uuid` annotation as the webhook writes them; the peer then sends CreateContainer as
 //! containerd would (the pod's env, `$(VAR)` already expanded, plus the image's env).
 
-#[path = "common/admitting.rs"]
-mod admitting;
-mod common;
+use vdbi_testkit::admitting;
 
 use ::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
 use ::nri::{ContainerInfo, EnvAdjustment, NriError, PodSandboxInfo};
 use admitting::{app_login, Admitting};
-use common::nri::{start_nri, NriOptions};
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
@@ -23,7 +19,9 @@ use std::time::{Duration, Instant};
 use vdbi::actors::credential_cache::Flush;
 use vdbi::actors::nri_plugin::{Status, Sweep};
 use vdbi::placeholder;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::nri_mode::{start_nri, NriOptions};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
