@@ -10,8 +10,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
-use vdbi::testing::platform::{Platform, TestNamespace};
+use vdbi_testkit::chart_rbac::{assert_least_privilege, ChartRelease, Component};
+use vdbi_testkit::platform::{Platform, TestNamespace};
 
 fn step(msg: &str) {
     println!("\n==> {msg}");
@@ -52,7 +52,7 @@ async fn pg_login(p: &Platform, user: &str, password: &str) -> Result<String, St
 
 #[tokio::main]
 async fn main() {
-    vdbi::testing::platform::install_crypto_provider();
+    vdbi_testkit::platform::install_crypto_provider();
     let p = Platform::get();
     let client = p.kube_client().await;
     let dir = std::path::PathBuf::from(p.var("VDBI_PLATFORM_DIR")).join("demo");
@@ -126,7 +126,7 @@ webhookClientCAFile: {client_ca}\nwebhookClientAllowedNames: [{client_name}]\n",
     step("registering the webhook with kube-apiserver");
     let ns = TestNamespace::create(&client, "demo").await;
     ns.service_account("app").await;
-    let webhook = vdbi::testing::webhook::register(
+    let webhook = vdbi_testkit::webhook::register(
         &client,
         "https://127.0.0.1:28443/mutate",
         &ck.cert.pem(),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the release artifacts `platform/vdbi-platform release` wrote to dist/:
-#   the checksums; the binary tarball (static vdbi that prints its version); the packaged chart
+#   the checksums; the binary tarball (static vdbi that prints its version, with no test-support
+#   symbols); the packaged chart
 #   (`helm install --dry-run=server` against the platform's apiserver); the image archive (an OCI
 #   layout naming localhost/vdbi:<version>); the SBOM (CycloneDX JSON listing vdbi's crates).
 # Usage: scripts/check-release.sh [DIST]   (default <repo>/dist; the apiserver from
@@ -32,6 +33,15 @@ if tar -C "$work" -xzf "$dist/$name.tar.gz" && [ -x "$work/$name/vdbi" ] \
   ok "$name.tar.gz: static vdbi, $out"
 else
   ko "$name.tar.gz"
+fi
+
+# Test support is dev-only: the released binary keeps its symbol table, and no symbol of the
+# testkit crate or of nri's runtime-side test peer is in it.
+if [ -x "$work/$name/vdbi" ] && LC_ALL=C readelf -S "$work/$name/vdbi" | grep -q '\.symtab' \
+   && ! grep -qa -e 'vdbi_testkit' -e 'runtime_peer' "$work/$name/vdbi"; then
+  ok "$name.tar.gz: no test-support symbols (vdbi_testkit, nri runtime_peer)"
+else
+  ko "$name.tar.gz: test-support symbols in the binary, or no symbol table to check"
 fi
 
 helm="$("$repo/platform/tools/helm/ensure.sh" helm 2> "$work/out")" || { ko "helm" "$work/out"; helm=false; }

@@ -126,6 +126,24 @@ pub fn entry_path(prefix: &str, uuid: &str) -> String {
     }
 }
 
+/// Suffix of the reservations prefix (see [`reservation_prefix`]).
+pub const RESERVATIONS_SUFFIX: &str = "-reservations";
+
+/// `<prefix>-reservations`: where vdbi keeps entries that have no real `TokenId`/`LeaseId`
+/// yet (the webhook's reservation in NRI mode). It is a *sibling* of the bookkeeping prefix,
+/// not a folder inside it: vault-db-injector's renewer and revoker `LIST <mount>/metadata/<prefix>`
+/// and read every key listed (a folder key included, which fails their cycle), so nothing they
+/// list may lack a token or a lease. The prefix is never empty (`vaultSecretPrefix` is
+/// required), so the sibling is never listed by them.
+pub fn reservation_prefix(prefix: &str) -> String {
+    format!("{}{RESERVATIONS_SUFFIX}", prefix.trim_matches('/'))
+}
+
+/// `<prefix>-reservations/<uuid>`: a reservation's path inside the KV mount.
+pub fn reservation_path(prefix: &str, uuid: &str) -> String {
+    entry_path(&reservation_prefix(prefix), uuid)
+}
+
 /// Is `key` usable as an entry key (one path segment: no `/`, not `.`/`..`, no whitespace or
 /// control character)? Keys come from pod annotations, so check before building a path.
 pub fn is_valid_key(key: &str) -> bool {
@@ -212,6 +230,12 @@ mod tests {
         assert_eq!(entry_path("kubernetes", "0b9e-11"), "kubernetes/0b9e-11");
         assert_eq!(entry_path("/kubernetes/", "u"), "kubernetes/u");
         assert_eq!(entry_path("", "u"), "u");
+        assert_eq!(
+            reservation_path("/kubernetes/", "u"),
+            "kubernetes-reservations/u"
+        );
+        // a sibling of the Go-listed prefix, never inside it
+        assert!(!reservation_path("a/b", "u").starts_with("a/b/"));
         assert!(is_valid_key("6f2c1a2e-9c4b-11ef-8000-0242ac120002"));
         for bad in ["", ".", "..", "a/b", "a b", "a\nb"] {
             assert!(!is_valid_key(bad), "{bad:?}");

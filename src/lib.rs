@@ -21,6 +21,5 @@ pub mod mutation;
 pub mod placeholder;
 pub mod substitution;
 pub mod telemetry;
-pub mod testing;
 pub mod tls;
 pub mod vault;

@@ -1,16 +1,14 @@
 //! The admission webhook against the real platform: the apiserver calls vdbi for labelled pods;
 //! credentials really log in to PostgreSQL; refusals leave nothing behind in Vault.
 
-#[path = "common/admitting.rs"]
-mod admitting;
-mod common;
+use vdbi_testkit::admitting;
 
 use admitting::{app_login, Admitting};
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use std::time::Duration;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::*;
 
 async fn create(pods: &Api<Pod>, pod: &Pod) -> Result<Pod, String> {
     pods.create(&PostParams::default(), pod)
@@ -259,9 +257,12 @@ async fn nri_mode_stores_only_placeholders() {
         leases(root, &p.var("VDBI_DB_MOUNT"), &own).await.len(),
         leases_before
     );
-    // The uuid is reserved in KV for the NRI plugin and the revoker.
+    // The uuid is reserved in KV for the NRI plugin and the revoker, at the sibling prefix
+    // vault-db-injector does not list: nothing without a token appears under the listed one.
     let id = &uuids(&stored)[0];
-    let e = kv_entry(root, p, &vdbi.prefix, id)
+    assert!(kv_entry(root, p, &vdbi.prefix, id).await.is_none());
+    let reservations = vdbi::bookkeeping::reservation_prefix(&vdbi.prefix);
+    let e = kv_entry(root, p, &reservations, id)
         .await
         .expect("reservation");
     assert_eq!(e["LeaseId"], "");

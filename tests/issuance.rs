@@ -5,13 +5,11 @@
 //! Reviews are posted straight to vdbi's webhook, as the apiserver does (the apiserver would
 //! store at most one of 200 pods of the same name; what matters is what vdbi issues).
 
-mod common;
-
-use common::*;
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::*;
 
 /// What vdbi left in Vault for a role and a prefix: (KV keys incl. metadata-only, leases,
 /// tokens carrying the role's policy).
@@ -130,7 +128,7 @@ async fn concurrent_reviews_of_one_pod_share_one_credential_set() {
     let patch = allowed[0]["patch"].clone();
 
     // A repeated delivery later (the pod's creation retried) issues a new set: the sweep
-    // revokes the one no stored pod references (tests/lifecycle.rs covers the sweep).
+    // revokes the one no stored pod references (tests/lifecycle/ covers the sweep).
     let again = hook
         .send(&review(&pod, &ns.name, "web-0", "req-again"))
         .await

@@ -16,15 +16,10 @@
 //! (docs/performance.md). Needs the platform and the node: `platform/vdbi-platform test` starts
 //! both; without them the tests panic with that instruction.
 
-#[path = "common/admitting.rs"]
-mod admitting;
-mod common;
-#[path = "common/kubelet.rs"]
-mod kubelet;
+use vdbi_testkit::admitting;
+use vdbi_testkit::kubelet;
 
 use admitting::Admitting;
-use common::nri::{start_nri, NriOptions, NriVdbi};
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kubelet::*;
@@ -32,7 +27,9 @@ use std::time::{Duration, Instant};
 use vdbi::actors::leadership::REVOKER_LEASE;
 use vdbi::app::runtime::Running;
 use vdbi::config::Mode;
-use vdbi::testing::platform::{unique_name, Platform};
+use vdbi_testkit::nri_mode::{start_nri, NriOptions, NriVdbi};
+use vdbi_testkit::platform::{unique_name, Platform};
+use vdbi_testkit::*;
 
 const START: Duration = Duration::from_secs(60);
 
@@ -307,7 +304,7 @@ async fn nri_pod_whose_credentials_cannot_be_fetched_never_starts() {
 /// namespace.
 struct Revoker {
     running: Running,
-    _chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
+    _chart: Option<vdbi_testkit::chart_rbac::ChartRelease>,
     _jwt: tempfile::NamedTempFile,
     _cert: TestCert,
 }
@@ -325,11 +322,11 @@ async fn start_revoker(s: &Setup) -> Revoker {
     c.cert_file = cert.cert.clone();
     c.key_file = cert.key.clone();
     // The chart's revoker RBAC and the published policies (launch::start_vdbi checks both).
-    let (running, chart) = vdbi::testing::launch::start_vdbi(
+    let (running, chart) = vdbi_testkit::launch::start_vdbi(
         p,
         c,
         "kl-revoker",
-        vdbi::testing::log_lines::checked_logger(),
+        vdbi_testkit::log_lines::checked_logger(),
     )
     .await;
     let t = Instant::now();

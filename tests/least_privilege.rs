@@ -4,10 +4,10 @@
 //! around the harness.
 
 use std::path::Path;
-use vdbi::testing::chart_rbac::{
+use vdbi_testkit::chart_rbac::{
     assert_least_privilege, kinds, published_policies, render_rbac, whoami, ChartRelease, Component,
 };
-use vdbi::testing::platform::Platform;
+use vdbi_testkit::platform::Platform;
 
 /// Every source file under `dir` (recursively) with its text.
 fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
@@ -26,7 +26,12 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
 fn no_test_demo_or_scenario_hands_vdbi_admin_credentials() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for d in ["tests", "examples", "loadtest/src"] {
+    for d in [
+        "tests",
+        "examples",
+        "loadtest/src",
+        "crates/vdbi-testkit/src",
+    ] {
         sources(&root.join(d), &mut files);
     }
     let this = file!().rsplit('/').next().unwrap();
@@ -53,7 +58,7 @@ fn no_test_demo_or_scenario_hands_vdbi_admin_credentials() {
             || text.contains("start_with(");
         if starts && !text.contains("assert_least_privilege") {
             bad.push(format!(
-                "{path}: starts vdbi without vdbi::testing::launch::start_vdbi or assert_least_privilege"
+                "{path}: starts vdbi without vdbi_testkit::launch::start_vdbi or assert_least_privilege"
             ));
         }
     }

@@ -1,6 +1,6 @@
 //! The dashboard and the alerting rules query only what vdbi's `/metrics` serves, with the right
 //! types, and the dashboard keeps releases and clusters apart. The reference is the text exposition
-//! of the real registry (`vdbi::testing::exposition`), not a list kept by hand.
+//! of the real registry (`vdbi_testkit::exposition`), not a list kept by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -117,7 +117,7 @@ fn names_are_extracted_from_expressions() {
 
 #[test]
 fn every_metric_the_dashboard_queries_is_served() {
-    let types = vdbi::testing::exposition::family_types();
+    let types = vdbi_testkit::exposition::family_types();
     let (_, exprs) = dashboard_exprs();
     assert!(exprs.len() > 40, "only {} queries found", exprs.len());
     let problems: Vec<String> = exprs
@@ -130,7 +130,7 @@ fn every_metric_the_dashboard_queries_is_served() {
 
 #[test]
 fn every_metric_the_alerts_query_is_served() {
-    let types = vdbi::testing::exposition::family_types();
+    let types = vdbi_testkit::exposition::family_types();
     let rules = rule_exprs();
     assert!(rules.len() >= 10, "only {} rules", rules.len());
     let problems: Vec<String> = rules
@@ -221,7 +221,7 @@ fn every_dashboard_variable_is_used() {
 
 #[test]
 fn every_metric_the_dashboard_variables_query_is_served() {
-    let types = vdbi::testing::exposition::family_types();
+    let types = vdbi_testkit::exposition::family_types();
     let (dash, _) = dashboard_exprs();
     let queries: Vec<String> = dashboard_variables(&dash)
         .into_iter()
@@ -264,7 +264,7 @@ fn grouping_labels(expr: &str) -> Vec<String> {
 /// `namespace` otherwise.
 #[test]
 fn the_pods_namespace_is_read_where_the_scrape_puts_it() {
-    let labels = vdbi::testing::exposition::family_labels();
+    let labels = vdbi_testkit::exposition::family_labels();
     let (dash, _) = dashboard_exprs();
     let with_pod_namespace = |e: &str| {
         names_in(e).into_iter().any(|n| {

@@ -9,8 +9,7 @@
 //! Needs the node: run `platform/vdbi-node test` (or `up`, then `cargo test --test
 //! nri_containerd`). Without it the test panics with that instruction; it never passes silently.
 
-#[path = "common/node.rs"]
-mod node;
+use vdbi_testkit::node;
 // Shared with the `nri` crate's own wire tests.
 #[path = "../crates/nri/tests/support/substituting_handler.rs"]
 mod substituting_handler;

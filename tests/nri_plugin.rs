@@ -5,15 +5,11 @@
 //! a `uuid` annotation as the webhook writes them; the peer then sends CreateContainer as
 //! containerd would (the pod's env, `$(VAR)` already expanded, plus the image's env).
 
-#[path = "common/admitting.rs"]
-mod admitting;
-mod common;
+use vdbi_testkit::admitting;
 
 use ::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
 use ::nri::{ContainerInfo, EnvAdjustment, NriError, PodSandboxInfo};
 use admitting::{app_login, Admitting};
-use common::nri::{start_nri, NriOptions};
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
@@ -23,7 +19,9 @@ use std::time::{Duration, Instant};
 use vdbi::actors::credential_cache::Flush;
 use vdbi::actors::nri_plugin::{Status, Sweep};
 use vdbi::placeholder;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::nri_mode::{start_nri, NriOptions};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -135,10 +133,14 @@ fn refusal(r: Result<EnvAdjustment, NriError>) -> String {
     }
 }
 
-/// The bookkeeping entry a webhook reserves for a uuid in NRI mode.
+/// The reservation a webhook writes for a uuid in NRI mode (at the sibling prefix).
 async fn reserve(root: &VaultRoot, p: &Platform, prefix: &str, uuid: &str, ns: &str, pod: &str) {
     root.write(
-        &format!("{}/data/{prefix}/{uuid}", p.var("VDBI_KV_MOUNT")),
+        &format!(
+            "{}/data/{}",
+            p.var("VDBI_KV_MOUNT"),
+            vdbi::bookkeeping::reservation_path(prefix, uuid)
+        ),
         &json!({"data": {"LeaseId": "", "TokenId": "", "Namespace": ns,
             "ServiceAccountName": "app", "PodName": pod, "NodeName": ""}}),
     )
@@ -556,12 +558,16 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
         || async { leases(&root, "databases", &good).await.is_empty() },
     )
     .await;
-    eventually("reservations restored", Duration::from_secs(10), || async {
-        let a = kv_entry(&root, &p, &prefix, &id_a).await.unwrap();
-        let b = kv_entry(&root, &p, &prefix, &id_b).await.unwrap();
-        a["TokenId"] == "" && a["LeaseId"] == "" && b["TokenId"] == ""
+    eventually("entries undone", Duration::from_secs(10), || async {
+        kv_entry(&root, &p, &prefix, &id_a).await.is_none()
+            && kv_entry(&root, &p, &prefix, &id_b).await.is_none()
     })
     .await;
+    let reservations = vdbi::bookkeeping::reservation_prefix(&prefix);
+    for id in [&id_a, &id_b] {
+        let r = kv_entry(&root, &p, &reservations, id).await;
+        assert!(r.is_some(), "the reservation stays until a fetch succeeds");
+    }
     assert!(nri.uids().await.is_empty(), "failures are not cached");
 
     // 4. Placeholders, but none under a name the annotations map: empty mapping.
@@ -637,8 +643,15 @@ async fn failures_refuse_the_container_and_leave_nothing_behind() {
         conn2.end().is_none(),
         "the connection survives (closed, not dropped)"
     );
-    let e = kv_entry(&root, &p, &prefix, &id6).await.unwrap();
-    assert_eq!(e["TokenId"], "");
+    assert!(kv_entry(&root, &p, &prefix, &id6).await.is_none());
+    let r = kv_entry(
+        &root,
+        &p,
+        &vdbi::bookkeeping::reservation_prefix(&prefix),
+        &id6,
+    )
+    .await;
+    assert_eq!(r.expect("reservation kept")["TokenId"], "");
 
     conn2.close();
     dead.running.shutdown().await;
@@ -910,4 +923,171 @@ async fn projected_mode_logs_in_as_the_pod() {
     force_delete_pods(&ns).await;
     ns.cleanup().await;
     drop_role(&root, &p, &role).await;
+}
+
+/// What vault-db-injector's renewer and revoker do every cycle (compat §3.6, §5): LIST
+/// `<mount>/metadata/<prefix>`, then read every key. Returns the keys they would fail on: a
+/// folder key, or an entry without `TokenId` or `LeaseId` (renew/revoke-orphan of an empty
+/// token fails their cycle), and how many entries were listed.
+async fn go_listing_faults(root: &VaultRoot, p: &Platform, prefix: &str) -> (Vec<String>, usize) {
+    let mount = p.var("VDBI_KV_MOUNT");
+    let r = root
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            &format!("{mount}/metadata/{prefix}"),
+            None,
+        )
+        .await;
+    if r.status == 404 {
+        return (Vec::new(), 0);
+    }
+    let keys: Vec<String> = r.ok("kv list")["data"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    let mut faults = Vec::new();
+    for key in &keys {
+        if key.ends_with('/') {
+            faults.push(format!("folder {key}"));
+            continue;
+        }
+        if let Some(e) = kv_entry(root, p, prefix, key).await {
+            if e["TokenId"] == "" || e["LeaseId"] == "" {
+                faults.push(format!("{key}: {e}"));
+            }
+        }
+    }
+    (faults, keys.len())
+}
+
+/// Mixed fleet, NRI mode: while vdbi's webhook admits pods and its NRI plugin issues (and
+/// fails to issue) their credentials, every direct child of the prefix vault-db-injector lists
+/// has a real `TokenId` and `LeaseId` — probed all along, as the Go renewer would read it. The
+/// reservations live at the sibling prefix and are completed (deleted) once the entry is real,
+/// or kept (and the entry undone) when the fetch fails.
+#[actix_rt::test]
+async fn nri_mode_keeps_the_go_listed_prefix_free_of_tokenless_entries() {
+    let adm = Admitting::start("nri-mixed", |o| o.nri = true).await;
+    let (p, root, ns, injector) = (&adm.p, &adm.root, &adm.ns, &adm.vdbi);
+    let prefix = injector.prefix.clone();
+    let reservations = vdbi::bookkeeping::reservation_prefix(&prefix);
+    let role = unique_name("mixed");
+    let doomed = unique_name("doomed");
+    own_role(root, p, &role, &ns.name, false).await;
+    own_role(root, p, &doomed, &ns.name, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = RuntimePeer::bind(peer_config(dir.path())).unwrap();
+    let node = unique_name("node");
+    let mut o = NriOptions::new(&prefix, &node, dir.path());
+    o.prewarm = false;
+    let nri = start_nri(p, o).await;
+    let conn = accept(&peer).await;
+
+    // The probe: a Go renewer's listing, as often as Vault answers, for the whole burst.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (root, p, prefix, stop) = (root.clone(), p.clone(), prefix.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut faults, mut listings, mut most) = (Vec::new(), 0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (f, n) = go_listing_faults(&root, &p, &prefix).await;
+                faults.extend(f);
+                listings += 1;
+                most = most.max(n);
+            }
+            (faults, listings, most)
+        })
+    };
+
+    let mut served = Vec::new();
+    for i in 0..4 {
+        // the last pod's role is dropped between admission and its container: its fetch fails
+        let r = if i == 3 { &doomed } else { &role };
+        let mut pod = pod(
+            &format!("mixed-{i}"),
+            "app",
+            &[
+                ("db.role", r),
+                ("db.env-key-dbuser", "DB_USER"),
+                ("db.env-key-dbpassword", "DB_PASSWORD"),
+            ],
+        );
+        pod.spec.as_mut().unwrap().node_name = Some(node.clone());
+        let stored = create_pod(ns, &pod).await;
+        let id = uuids(&stored)[0].clone();
+        // admitted: reserved at the sibling prefix only
+        assert!(kv_entry(root, p, &prefix, &id).await.is_none());
+        let r = kv_entry(root, p, &reservations, &id)
+            .await
+            .expect("reservation");
+        assert_eq!(
+            (r["TokenId"].as_str(), r["PodName"].as_str()),
+            (Some(""), Some(pod_name(&stored)))
+        );
+        if i == 3 {
+            drop_role(root, p, &doomed).await;
+        }
+        let result = conn
+            .create_container(&sandbox(&stored), &runtime_container(&stored, "app"))
+            .await;
+        if i == 3 {
+            assert!(result.is_err(), "the dropped role's fetch is refused");
+            assert!(kv_entry(root, p, &prefix, &id).await.is_none());
+            assert!(kv_entry(root, p, &reservations, &id).await.is_some());
+        } else {
+            result.expect("served");
+            let e = kv_entry(root, p, &prefix, &id).await.expect("entry");
+            assert_ne!(e["TokenId"], "");
+            assert_ne!(e["LeaseId"], "");
+            served.push(id);
+        }
+    }
+    eventually(
+        "completed reservations deleted",
+        Duration::from_secs(10),
+        || async {
+            let mut all = true;
+            for id in &served {
+                all &= kv_entry(root, p, &reservations, id).await.is_none();
+            }
+            all
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (faults, listings, most) = probe.await.unwrap();
+    eprintln!("Go-listing probe: {listings} listings, up to {most} entries, faults {faults:?}");
+    assert!(faults.is_empty(), "{faults:?}");
+    assert!(
+        listings >= 2 && most >= served.len(),
+        "the probe saw the burst"
+    );
+
+    conn.close();
+    nri.running.shutdown().await;
+    // no revoker runs here: revoke what was issued and delete the entries
+    for id in &served {
+        let e = kv_entry(root, p, &prefix, id).await.expect("entry");
+        root.request(
+            reqwest::Method::POST,
+            "auth/token/revoke-orphan",
+            Some(&json!({"token": e["TokenId"]})),
+        )
+        .await;
+        root.request(
+            reqwest::Method::DELETE,
+            &format!("{}/metadata/{prefix}/{id}", p.var("VDBI_KV_MOUNT")),
+            None,
+        )
+        .await;
+    }
+    force_delete_pods(ns).await;
+    drop_role(root, p, &role).await;
+}
+
+fn pod_name(p: &Pod) -> &str {
+    p.metadata.name.as_deref().unwrap_or_default()
 }

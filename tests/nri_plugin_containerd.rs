@@ -11,18 +11,16 @@
 //! Needs both: `platform/vdbi-platform up` and `platform/vdbi-node up` (or `platform/vdbi-node
 //! test`); without them the test panics with that instruction.
 
-mod common;
-
-use common::node::{strings, Node, Sandbox};
-use common::nri::{start_nri, NriOptions};
-use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use vdbi::placeholder;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::node::{strings, Node, Sandbox};
+use vdbi_testkit::nri_mode::{start_nri, NriOptions};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::*;
 
 /// The plugin's pod label here (not `vault-db-injector`, so that the stub-level e2e test's pods
 /// on the same containerd are never this plugin's business).

@@ -22,7 +22,7 @@ use kube::core::DynamicObject;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::time::{timeout, Instant};
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -336,7 +336,7 @@ async fn system_service_accounts_have_legacy_and_split_roles() {
     let system_ns = p.var("VDBI_SYSTEM_NAMESPACE");
     let kv = p.var("VDBI_KV_MOUNT");
     let jwt =
-        vdbi::testing::platform::service_account_token(&client, &system_ns, "vdbi-injector", &[])
+        vdbi_testkit::platform::service_account_token(&client, &system_ns, "vdbi-injector", &[])
             .await;
 
     // Legacy kubeRole "vdbi": orphan token for the DB role, KV bookkeeping, role read.
@@ -684,7 +684,7 @@ struct WebhookServer {
 
 impl WebhookServer {
     fn start(calls: Arc<AtomicUsize>) -> WebhookServer {
-        vdbi::testing::platform::install_crypto_provider();
+        vdbi_testkit::platform::install_crypto_provider();
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
             .expect("params")

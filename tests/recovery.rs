@@ -6,19 +6,17 @@
 //! The apiserver test restarts the platform's kube-apiserver (`platform/vdbi-platform fault`):
 //! other tests of this binary run one at a time (`serial`).
 
-mod common;
-
-use common::{pod, PREFIX};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use vdbi::actors::leadership::REVOKER_LEASE;
-use vdbi::testing::chart_rbac::{assert_least_privilege, ChartRelease, Component};
-use vdbi::testing::credentials::{all_gone, issue, purge, record, Issued};
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
-use vdbi::testing::process::{free_port, platform_fault, ProcessSpec, VdbiProcess};
+use vdbi_testkit::chart_rbac::{assert_least_privilege, ChartRelease, Component};
+use vdbi_testkit::credentials::{all_gone, issue, purge, record, Issued};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::process::{free_port, platform_fault, ProcessSpec, VdbiProcess};
+use vdbi_testkit::{pod, PREFIX};
 
 /// The Lease duration of leader election (client-go's 15 s).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -34,7 +32,7 @@ struct Setup {
     prefix: String,
     label: String,
     dir: tempfile::TempDir,
-    cert: common::TestCert,
+    cert: vdbi_testkit::TestCert,
 }
 
 impl Setup {
@@ -50,7 +48,7 @@ impl Setup {
             prefix: unique_name("rc"),
             label: unique_name("vdbi-rc"),
             dir: tempfile::tempdir().unwrap(),
-            cert: common::make_cert(),
+            cert: vdbi_testkit::make_cert(),
         }
     }
 
@@ -328,7 +326,7 @@ async fn sigterm_ends_every_mode_within_its_bound() {
         let mut webhook = None;
         if mode == "injector" || mode == "all" {
             let url = format!("https://127.0.0.1:{port}/mutate");
-            let wh = vdbi::testing::webhook::register(&s.client, &url, &s.cert.pem, &ns.name)
+            let wh = vdbi_testkit::webhook::register(&s.client, &url, &s.cert.pem, &ns.name)
                 .await
                 .unwrap();
             let pods: Api<Pod> = ns.api();

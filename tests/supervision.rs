@@ -1,14 +1,12 @@
 //! A panicking actor inside a running vdbi is restarted by its supervisor while the rest of the
 //! process keeps answering: probes, the Vault session and the webhook.
 
-mod common;
-
 use actix::prelude::*;
-use common::*;
 use std::time::Duration;
 use vdbi::actors::vault_session::{IsLoggedIn, KvList};
 use vdbi::actors::{supervise, Backoff, RestartGuard};
-use vdbi::testing::platform::Platform;
+use vdbi_testkit::platform::Platform;
+use vdbi_testkit::*;
 
 struct Fragile {
     _guard: RestartGuard,

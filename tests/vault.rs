@@ -6,11 +6,11 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::time::Instant;
 use vdbi::bookkeeping::{self, BookkeepingEntry, KvData};
-use vdbi::testing::vault::{
-    client as vault_client, kube_client, service_account_jwt, unique, VaultFixture,
-};
 use vdbi::vault::{
     can_get_role, DbCredentials, DenyCause, VaultClient, VaultError, VaultSettings, VaultToken,
+};
+use vdbi_testkit::vault::{
+    client as vault_client, kube_client, service_account_jwt, unique, VaultFixture,
 };
 
 /// A policy allowing the platform's first DB role's creds (plus the token self-endpoints).

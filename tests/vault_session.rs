@@ -3,8 +3,6 @@
 //! limit, deadlines, login failures, revoke-self at shutdown, and every typed operation.
 //! Each test logs in with a throwaway kubernetes auth role bound to vdbi's ServiceAccount.
 
-mod common;
-
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -16,9 +14,9 @@ use vdbi::bookkeeping::BookkeepingEntry;
 use vdbi::health::HealthState;
 use vdbi::k8s::ServiceAccountJwt;
 use vdbi::telemetry::Metrics;
-use vdbi::testing::platform::{install_crypto_provider, TestNamespace, VaultRoot};
-use vdbi::testing::vault::{client as vault_client, kube_client, settings, unique, VaultFixture};
 use vdbi::vault::{VaultClient, VaultSettings, VaultToken};
+use vdbi_testkit::platform::{install_crypto_provider, TestNamespace, VaultRoot};
+use vdbi_testkit::vault::{client as vault_client, kube_client, settings, unique, VaultFixture};
 
 /// A supervised VaultSession plus what the test observes it through.
 struct Session {
@@ -96,7 +94,7 @@ async fn start_session(opts: Opts) -> Session {
         }),
     )
     .await;
-    let jwt = common::own_jwt(&p, "vdbi-injector").await;
+    let jwt = vdbi_testkit::own_jwt(&p, "vdbi-injector").await;
     let mut s = settings(&p);
     (opts.adjust)(&mut s);
     let client = vault_client(s).expect("Vault client");
@@ -113,7 +111,7 @@ async fn start_session(opts: Opts) -> Session {
     let health = HealthState::new();
     let log = opts
         .log
-        .unwrap_or_else(vdbi::testing::log_lines::checked_logger);
+        .unwrap_or_else(vdbi_testkit::log_lines::checked_logger);
     let handle = supervised_session(client, cfg, &metrics, &health, &log);
     Session {
         handle,
@@ -421,8 +419,8 @@ async fn deadlines_bound_every_operation() {
 
     // A Vault that accepts connections and never answers: the login hangs, operations do not.
     let (addr, task) = stalled_listener().await;
-    let p = vdbi::testing::platform::Platform::get();
-    let jwt = common::own_jwt(&p, "vdbi-injector").await;
+    let p = vdbi_testkit::platform::Platform::get();
+    let jwt = vdbi_testkit::own_jwt(&p, "vdbi-injector").await;
     let client = vault_client(VaultSettings {
         address: format!("http://{addr}"),
         request_timeout: Duration::from_secs(60),
@@ -813,7 +811,7 @@ async fn operations_do_not_bypass_the_login_backoff() {
 #[actix::test]
 async fn shutdown_during_a_login_leaks_no_token() {
     // Only tokens created during the test can be this session's.
-    let root = vdbi::testing::platform::Platform::get().vault_root();
+    let root = vdbi_testkit::platform::Platform::get().vault_root();
     let before = accessors(&root).await;
     let s = start_session(Opts::default()).await;
     // RevokeOwnToken before the first login has answered.
@@ -1205,8 +1203,8 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
         .await;
 
     // an unreachable Vault, and one that never answers (timeout): logins fail and are logged
-    let p = vdbi::testing::platform::Platform::get();
-    let jwt = common::own_jwt(&p, "vdbi-injector").await;
+    let p = vdbi_testkit::platform::Platform::get();
+    let jwt = vdbi_testkit::own_jwt(&p, "vdbi-injector").await;
     let jwt_text = std::fs::read_to_string(jwt.path()).unwrap();
     let (stalled, task) = stalled_listener().await;
     for (address, timeout) in [

@@ -3,15 +3,13 @@
 //! denials without infrastructure details; bounded metric label sets. Every forged review here
 //! would have returned working credentials (or created Vault objects) before these rules.
 
-mod common;
-#[path = "common/forged.rs"]
-mod forged;
+use vdbi_testkit::forged;
 
-use common::*;
 use forged::{admin_identity, apiserver_identity, post, review, unknown_ca_identity, Answer};
 use serde_json::{json, Value};
 use std::time::Duration;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::*;
 
 /// vdbi (injector, legacy, client authentication on), a namespace with SA `app` and a DB role of
 /// the test's own bound to it.
@@ -469,7 +467,7 @@ async fn readiness_follows_vault_calls_and_liveness_does_not() {
         .to_string();
     let relay = FreezableRelay::start(upstream).await;
     // vdbi through the relay, unready after 3 s of failing Vault calls.
-    vdbi::testing::platform::install_crypto_provider();
+    vdbi_testkit::platform::install_crypto_provider();
     let cert = make_cert();
     let jwt = own_jwt(&p, "vdbi-injector").await;
     let mut c = base_config(&p, &unique_name("t"));
@@ -480,11 +478,11 @@ async fn readiness_follows_vault_calls_and_liveness_does_not() {
     c.vault_address = format!("http://{}", relay.addr);
     // 3 s: probes every 1 s with a 1 s bound, so a loaded machine does not fail probes by itself.
     c.readiness_vault_grace = Duration::from_secs(3);
-    let (running, _chart) = vdbi::testing::launch::start_vdbi(
+    let (running, _chart) = vdbi_testkit::launch::start_vdbi(
         &p,
         c,
         "sec-ready",
-        vdbi::testing::log_lines::checked_logger(),
+        vdbi_testkit::log_lines::checked_logger(),
     )
     .await;
     let health = running.health_addr;

@@ -442,7 +442,9 @@ The result is memoised in .Values so the Secret and the MWC see the same certifi
 {{- $g := .Values.webhook.tls.generate -}}
 {{- $ns := .Release.Namespace -}}
 {{- $dns := list $fullname (printf "%s.%s" $fullname $ns) (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns) -}}
-{{- $dnsKey := join "," $dns | sha256sum | trunc 16 -}}
+{{- $dns = concat $dns ($g.extraDnsNames | default list) -}}
+{{- $ips := $g.ipAddresses | default list -}}
+{{- $dnsKey := join "," (concat $dns $ips) | sha256sum | trunc 16 -}}
 {{- $existing := lookup "v1" "Secret" $ns (printf "%s-tls" $fullname) -}}
 {{- $out := dict -}}
 {{- $previousCA := "" -}}
@@ -463,7 +465,7 @@ The result is memoised in .Values so the Secret and the MWC see the same certifi
 {{- if not $out -}}
 {{- $ca := genCA (printf "%s-ca" $fullname) (int $g.caValidityDays) -}}
 {{- $days := int $g.certValidityDays -}}
-{{- $cert := genSignedCert (printf "%s.%s.svc" $fullname $ns) nil $dns $days $ca -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $fullname $ns) $ips $dns $days $ca -}}
 {{- $notAfter := now | dateModify (printf "+%dh" (mul $days 24)) | date "2006-01-02T15:04:05Z07:00" -}}
 {{- $out = dict "crt" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc) "ca" ($ca.Cert | b64enc) "notAfter" $notAfter "previousCA" $previousCA -}}
 {{- end -}}

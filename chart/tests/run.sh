@@ -158,6 +158,22 @@ neg "client auth without a CA Secret" "clientAuth.caSecretName is required" --se
 neg "renewBeforeDays >= certValidityDays" "renewBeforeDays" --set webhook.tls.generate.renewBeforeDays=800
 neg "bad image digest" "digest.*(pattern|does not match)" --set image.digest=latest
 neg "excluded namespace not a DNS label" "excludeNamespaces.*(pattern|does not match)" --set 'webhook.namespaceSelector.excludeNamespaces={Kube_System}'
+neg "webhook.url over plain http" "url.*(pattern|does not match)" --set webhook.url=http://127.0.0.1:8443/mutate
+neg "certificate IP SAN not an address" "ipAddresses.*(pattern|does not match)" --set 'webhook.tls.generate.ipAddresses={vdbi.local}'
+run "webhook.url replaces the Service in clientConfig; the generated certificate names its IP" bash -c "
+  '$helm' template vdbi-test '$chart' --namespace '$ns' --set webhook.url=https://127.0.0.1:8443/mutate \
+    --set 'webhook.tls.generate.ipAddresses={127.0.0.1}' --set 'webhook.tls.generate.extraDnsNames={localhost}' |
+  python3 -c '
+import base64, subprocess, sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+mwc = next(d for d in docs if d[\"kind\"] == \"MutatingWebhookConfiguration\")
+cc = mwc[\"webhooks\"][0][\"clientConfig\"]
+assert cc.get(\"url\") == \"https://127.0.0.1:8443/mutate\" and \"service\" not in cc and cc[\"caBundle\"], cc
+sec = next(d for d in docs if d[\"kind\"] == \"Secret\" and d[\"metadata\"][\"name\"].endswith(\"-tls\"))
+pem = base64.b64decode(sec[\"data\"][\"tls.crt\"])
+san = subprocess.run([\"openssl\", \"x509\", \"-noout\", \"-ext\", \"subjectAltName\"], input=pem, capture_output=True, check=True).stdout.decode()
+assert \"IP Address:127.0.0.1\" in san and \"DNS:localhost\" in san and \"DNS:vdbi-test.\" in san, san
+'"
 
 echo "== plain manifests (deploy/manifests)"
 run "deploy/manifests are up to date (chart/render-manifests.sh --check)" "$chart/render-manifests.sh" --check

@@ -261,6 +261,7 @@ schema = {
                     }
                 ),
                 "annotations": str_map(),
+                "url": s("empty (the Service), or the https URL of clientConfig.url", pattern=r"^(https://\S+)?$"),
                 "tls": obj(
                     {
                         "mode": {"type": "string", "enum": ["generate", "certManager", "secret"]},
@@ -269,6 +270,8 @@ schema = {
                                 "caValidityDays": i(1),
                                 "certValidityDays": i(1),
                                 "renewBeforeDays": i(0),
+                                "ipAddresses": arr(s("IPv4 or IPv6 address", pattern=r"^[0-9a-fA-F.:]+$")),
+                                "extraDnsNames": arr(s(minLength=1)),
                             }
                         ),
                         "certManager": obj(

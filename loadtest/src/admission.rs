@@ -1,7 +1,6 @@
 //! `admission`: AdmissionReview requests straight to an in-process vdbi webhook, plus the bare
 //! Vault calls one admission needs, timed in the same run with `VaultClient`.
 
-use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
 use crate::report::{self, proc_stats, summarize, summary_row, OwnTime, ProcStats, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -9,9 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdbi::config::Mode;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
-use vdbi::testing::vault::{settings, VaultFixture};
 use vdbi::vault::{VaultClient, VaultToken};
+use vdbi_testkit::load::{cleanup_prefix, start_vdbi, Leftovers};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::vault::{settings, VaultFixture};
 
 pub const LABEL: &str = "vault-db-injector";
 pub const PREFIX: &str = "db-creds-injector.numberly.io/";
@@ -82,25 +82,7 @@ fn review(uid: &str, ns: &str, name: &str, role: &str) -> Value {
                 "env": [{"name": "DB_USER", "value": "placeholder-to-replace"}]}]
         }
     });
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name,
-            "namespace": ns,
-            "operation": "CREATE",
-            "userInfo": {"username": "loadtest"},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
+    vdbi_testkit::review::admission_review(uid, ns, &json!(name), "CREATE", &pod, false)
 }
 
 /// One admission: Ok(latency) when allowed with a patch, Err(reason) otherwise.
@@ -207,7 +189,7 @@ impl Bare {
             AdmissionMode::Projected => {
                 let t = Instant::now();
                 let jwt =
-                    vdbi::testing::platform::service_account_token(kube, ns, "app", &["vault"])
+                    vdbi_testkit::platform::service_account_token(kube, ns, "app", &["vault"])
                         .await;
                 out.push(("TokenRequest", t.elapsed()));
                 let t = Instant::now();
@@ -279,7 +261,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
     // Bare Vault calls, sequential, before the load.
     let fx = VaultFixture::get();
     let mut bare = Bare {
-        client: vdbi::testing::vault::client(settings(p)).map_err(|e| e.to_string())?,
+        client: vdbi_testkit::vault::client(settings(p)).map_err(|e| e.to_string())?,
         root: fx.root.clone(),
         kube_mount: fx.kube_auth_mount(),
         kv: kv.clone(),
@@ -310,7 +292,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<AdmissionResult, S
     }
 
     // The load.
-    let http = crate::harness::load_client(p)?;
+    let http = vdbi_testkit::load::load_client(p)?;
     // Warm the connection pool and the role cache.
     let _ = admit(&http, &url, &ns.name, &a.role, usize::MAX).await;
     let results = Arc::new(tokio::sync::Mutex::new(

@@ -7,7 +7,6 @@
 //! the DELETE is sent. At the end, before any cleanup by the harness, whatever vdbi left alive
 //! (KV entries, tokens, leases) is counted: it must be 0.
 
-use crate::harness::{cleanup_prefix, count_alive, kv_keys, recorded_ids, start_vdbi, Leftovers};
 use crate::report::{self, proc_stats, summarize, summary_row, ProcStats, Summary};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -19,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vdbi::actors::leadership::REVOKER_LEASE;
 use vdbi::config::Mode;
-use vdbi::testing::platform::{Platform, TestNamespace, VaultRoot};
+use vdbi_testkit::load::{
+    cleanup_prefix, count_alive, kv_keys, recorded_ids, start_vdbi, Leftovers,
+};
+use vdbi_testkit::platform::{Platform, TestNamespace, VaultRoot};
 
 const PREFIX: &str = "db-creds-injector.numberly.io/";
 /// How often a deleted pod's KV entry is polled.
@@ -83,7 +85,7 @@ fn pod(name: &str, role: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {vdbi::testing::webhook::LABEL: "true"},
+            "labels": {vdbi_testkit::webhook::LABEL: "true"},
             "annotations": {
                 format!("{PREFIX}main.role"): role,
                 format!("{PREFIX}main.env-key-dbuser"): "DB_USER",
@@ -195,7 +197,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChurnResult, Strin
         "https://{}/mutate",
         vdbi.running.webhook_addr.ok_or("webhook not bound")?
     );
-    let webhook = vdbi::testing::webhook::register(&kube, &url, &vdbi.cert_pem, &ns.name).await?;
+    let webhook = vdbi_testkit::webhook::register(&kube, &url, &vdbi.cert_pem, &ns.name).await?;
     let t = Instant::now();
     while vdbi
         .running

@@ -6,13 +6,13 @@
 //! Vault or Kubernetes call was outstanding).
 
 use crate::admission::admit;
-use crate::harness::{cleanup_prefix, Leftovers};
 use crate::report::{self, read_proc, summarize, summary_row, OwnTime, ProcStats, Summary};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vdbi::testing::platform::{service_account_token, unique_name, Platform, TestNamespace};
+use vdbi_testkit::load::{cleanup_prefix, Leftovers};
+use vdbi_testkit::platform::{service_account_token, unique_name, Platform, TestNamespace};
 
 pub struct Args {
     /// The daemon binary (default: `vdbi` next to the `loadtest` binary).
@@ -141,7 +141,7 @@ webhookClientCAFile: {client_ca}\nwebhookClientAllowedNames: [{client_name}]\n",
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
     let daemon = Daemon(child);
     let pid = daemon.0.id();
-    let http = crate::harness::load_client(p)?;
+    let http = vdbi_testkit::load::load_client(p)?;
     loop {
         if let Ok(r) = http
             .get(format!("http://127.0.0.1:{health}/readyz"))

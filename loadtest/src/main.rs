@@ -3,9 +3,11 @@
 //! See docs/performance.md.
 
 mod admission;
+mod chaos;
+mod chaos_fleet;
 mod churn;
 mod footprint;
-mod harness;
+mod leftovers;
 mod noisy;
 mod nri;
 mod renewal;
@@ -14,7 +16,7 @@ mod report;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use vdbi::testing::platform::Platform;
+use vdbi_testkit::platform::Platform;
 
 #[derive(Parser)]
 #[command(
@@ -121,6 +123,47 @@ enum Scenario {
         /// Vault database role of the pods' dbConfig.
         #[arg(long, default_value = "app-rw")]
         role: String,
+    },
+    /// Pod churn through the apiserver with vdbi as real processes (an injector, 2 renewers, 2
+    /// revokers), faults injected at seeded random moments, then leftovers counted.
+    Chaos {
+        /// The daemon binary (default: `vdbi` next to this binary).
+        #[arg(long)]
+        vdbi_bin: Option<PathBuf>,
+        /// Pods to create and delete at least (the churn lasts until every fault was injected).
+        #[arg(long, default_value_t = 500)]
+        pods: usize,
+        /// Pods in their create/delete cycle at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Longest a pod lives between CREATE and DELETE (each pod: random below it).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        /// Faults of each of the 6 kinds (injector kill, leading renewer kill, leading revoker
+        /// kill, OpenBao stop, PostgreSQL stop, kube-apiserver restart).
+        #[arg(long, default_value_t = 3)]
+        faults_each: usize,
+        /// Mean time between two faults (each gap random in [gap/2, 3 gap/2]).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        fault_gap: Duration,
+        /// Longest a faulty component stays down (random from 0.5 s).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        max_down: Duration,
+        /// Seed of the fault plan and the pods' hold times (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Bound of the settle period waiting for nothing to be left.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        /// The revokers' `revokerUnseenGrace`.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        unseen_grace: Duration,
+        /// The revokers' `orphanLeaseDiscovery` (off, report or revoke).
+        #[arg(long, default_value = "revoke")]
+        orphan_lease_discovery: String,
+        /// The revokers' `orphanLeaseGrace`.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        orphan_lease_grace: Duration,
     },
     /// CreateContainer substitution over the real NRI wire: cache miss, hit, no placeholder.
     Nri {
@@ -299,6 +342,59 @@ fn main() {
                     Ok(r) => r.errors == 0 && r.leftovers.total() == 0 && r.revoked == r.pods,
                     Err(e) => {
                         eprintln!("churn failed: {e}");
+                        false
+                    }
+                }
+            }
+            Scenario::Chaos {
+                vdbi_bin,
+                pods,
+                concurrency,
+                hold,
+                faults_each,
+                fault_gap,
+                max_down,
+                seed,
+                settle,
+                unseen_grace,
+                orphan_lease_discovery,
+                orphan_lease_grace,
+            } => {
+                let a = chaos::Args {
+                    vdbi_bin,
+                    pods: if cli.smoke { 8 } else { pods },
+                    concurrency: if cli.smoke { 3 } else { concurrency },
+                    hold,
+                    faults_each: if cli.smoke { 1 } else { faults_each },
+                    fault_gap: if cli.smoke {
+                        Duration::from_secs(2)
+                    } else {
+                        fault_gap
+                    },
+                    max_down: if cli.smoke {
+                        Duration::from_millis(1500)
+                    } else {
+                        max_down
+                    },
+                    seed,
+                    settle: if cli.smoke {
+                        Duration::from_secs(90)
+                    } else {
+                        settle
+                    },
+                    unseen_grace,
+                    orphan_lease_discovery,
+                    orphan_lease_grace,
+                };
+                match chaos::run(&p, a, &cli.out).await {
+                    Ok(r) => {
+                        r.churn.errors == 0
+                            && r.churn.created > 0
+                            && r.time_to_clean_s.is_some()
+                            && r.leftovers.total() == 0
+                    }
+                    Err(e) => {
+                        eprintln!("chaos failed: {e}");
                         false
                     }
                 }

@@ -3,7 +3,6 @@
 //! loop; the normal pods' latency percentiles of both runs show whether one pod can starve others.
 
 use crate::admission::{admit, LABEL, PREFIX};
-use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
 use crate::report::{summarize, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -12,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdbi::config::Mode;
-use vdbi::testing::platform::{Platform, TestNamespace};
+use vdbi_testkit::load::{cleanup_prefix, start_vdbi, Leftovers};
+use vdbi_testkit::platform::{Platform, TestNamespace};
 
 pub struct Args {
     pub rate: f64,
@@ -59,25 +59,15 @@ fn noisy_review(ns: &str, i: usize, role: &str, n: usize) -> Value {
         );
     }
     let name = format!("noisy-{i}");
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uuid::Uuid::new_v4().to_string(),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name, "namespace": ns, "operation": "CREATE",
-            "userInfo": {"username": "loadtest"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": ns, "labels": {LABEL: "true"},
-                    "annotations": ann},
-                "spec": {"serviceAccountName": "app",
-                    "containers": [{"name": "app", "image": "busybox"}]}
-            },
-            "dryRun": false
-        }
-    })
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {LABEL: "true"},
+            "annotations": ann},
+        "spec": {"serviceAccountName": "app",
+            "containers": [{"name": "app", "image": "busybox"}]}
+    });
+    let uid = uuid::Uuid::new_v4().to_string();
+    vdbi_testkit::review::admission_review(&uid, ns, &json!(name), "CREATE", &pod, false)
 }
 
 async fn phase(
@@ -183,7 +173,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<NoisyResult, Strin
         "https://{}/mutate",
         vdbi.running.webhook_addr.expect("webhook bound")
     );
-    let http = crate::harness::load_client(p)?;
+    let http = vdbi_testkit::load::load_client(p)?;
     let _ = admit(&http, &url, &ns.name, &a.role, usize::MAX).await;
     eprintln!(
         "[noisy-neighbour] normal pods alone: {} /s for {:?}",

@@ -10,7 +10,6 @@
 //! container on the node pays). Then the harness revokes what vdbi recorded and checks that
 //! nothing of the run's own DB role is left.
 
-use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
 use crate::report::{self, proc_stats, summarize, summary_row, ProcStats, Summary};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -23,8 +22,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use vdbi::config::Mode;
 use vdbi::placeholder;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
-use vdbi::testing::roles::{drop_role, own_role};
+use vdbi_testkit::load::{cleanup_prefix, start_vdbi, Leftovers};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::roles::{drop_role, own_role};
 
 const PREFIX: &str = "db-creds-injector.numberly.io/";
 
@@ -61,7 +61,7 @@ fn pod(name: &str, node: &str, role: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {vdbi::testing::webhook::LABEL: "true"},
+            "labels": {vdbi_testkit::webhook::LABEL: "true"},
             "annotations": {
                 format!("{PREFIX}db.role"): role,
                 format!("{PREFIX}db.env-key-dbuser"): "DB_USER",

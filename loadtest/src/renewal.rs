@@ -1,7 +1,6 @@
 //! `renewal`: N bookkeeping entries backed by real tokens (and leases), live pods carrying their
 //! uuids, then one renewer cycle via `RunCycle`.
 
-use crate::harness::{cleanup_prefix, start_vdbi, Leftovers};
 use crate::report::{self, proc_stats, ProcStats};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -13,7 +12,8 @@ use vdbi::actors::leadership::RENEWER_LEASE;
 use vdbi::actors::pod_index::Snapshot;
 use vdbi::actors::renewer::{RunCycle, FIRST_CYCLE_AFTER};
 use vdbi::config::Mode;
-use vdbi::testing::platform::{unique_name, Platform, TestNamespace};
+use vdbi_testkit::load::{cleanup_prefix, start_vdbi, Leftovers};
+use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
 
 const PREFIX: &str = "db-creds-injector.numberly.io/";
 
@@ -108,7 +108,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
                         Some(l) => l.to_string(),
                         None => {
                             // Do not leave the token behind.
-                            crate::harness::req(
+                            vdbi_testkit::load::req(
                                 root,
                                 reqwest::Method::POST,
                                 "auth/token/revoke".into(),
@@ -226,7 +226,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
             } else {
                 format!("holder-{}", (k * 64 + j) / per_pod)
             };
-            crate::harness::req(
+            vdbi_testkit::load::req(
                 &root,
                 reqwest::Method::POST,
                 format!("{kv}/data/{}/{u}", vdbi.prefix),

@@ -8,6 +8,7 @@ const SCENARIOS: &[&str] = &[
     "noisy-neighbour",
     "renewal",
     "churn",
+    "chaos",
     "nri",
     "footprint",
     "compare",

@@ -66,3 +66,10 @@ fn footprint_smoke() {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("vdbi");
     smoke(&["footprint", "--vdbi-bin", bin.to_str().unwrap()]);
 }
+
+#[test]
+fn chaos_smoke() {
+    // One fault of each kind on a few pods; fails on any leftover.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("vdbi");
+    smoke(&["chaos", "--vdbi-bin", bin.to_str().unwrap()]);
+}

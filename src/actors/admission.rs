@@ -61,6 +61,8 @@ pub struct Admission {
 pub struct Shared {
     roles: RoleCache,
     issuances: Coalescer<Outcome>,
+    /// Issuance slots, shared round-robin between admissions (one pod cannot monopolise Vault).
+    slots: super::issuance::FairQueue,
 }
 
 /// The result of one pod's issuance, handed to every review that joined it.
@@ -347,7 +349,18 @@ async fn issue_pod(
             log.clone(),
         );
         tokio::spawn(async move {
-            let jobs = spec.configs.iter().map(|db| {
+            let owner = shared.slots.owner();
+            let jobs = spec.configs.iter().map(|db| async {
+                // Waiting for a slot counts as vdbi's own time (it is vdbi's scheduling); a
+                // request still queued at the deadline gives up its place.
+                let Ok(_slot) =
+                    tokio::time::timeout_at(deadline, shared.slots.acquire(owner)).await
+                else {
+                    return Err(Refusal::new(
+                        RefusalReason::Deadline,
+                        "no issuance slot free before the admission's deadline",
+                    ));
+                };
                 issue_one(
                     &deps,
                     &shared.roles,
@@ -359,6 +372,7 @@ async fn issue_pod(
                     deadline,
                     &log,
                 )
+                .await
             });
             futures::future::join_all(jobs)
                 .await
@@ -498,6 +512,22 @@ async fn issue_one(
         }
     };
     // ---- bookkeeping, before answering ----
+    if token.is_none() {
+        // NRI mode: a reservation, outside the prefix vault-db-injector lists; the NRI plugin
+        // writes the entry once it has a token and a lease, then deletes the reservation.
+        undo_log
+            .creating(issuer.write_reservation(&uuid, entry, &pod.namespace))
+            .await
+            .map_err(refusal)?;
+        record(
+            deps,
+            undo_log,
+            Created::Reservation { uuid: uuid.clone() },
+            log,
+        )
+        .await?;
+        return Ok(Issued { uuid, values });
+    }
     undo_log
         .creating(issuer.write_entry(&uuid, entry, &pod.namespace))
         .await

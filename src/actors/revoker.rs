@@ -411,6 +411,9 @@ impl Revoker {
     }
 }
 
+#[path = "revoker_reservations.rs"]
+mod reservations;
+
 struct SweepEnv {
     vault: ActorHandle<VaultSession>,
     pods: ActorHandle<PodIndex>,
@@ -530,11 +533,12 @@ async fn run_sweep(
             }
         }
     }
-    let report = SweepReport {
+    let mut report = SweepReport {
         entries: uuids.len(),
         candidates: candidates.len(),
         ..Default::default()
     };
+    reservations::sweep(env, &snapshot, &unseen, &mut still_unseen, now, &mut report).await;
     Ok(SweepOutcome {
         report,
         confirmed,

@@ -624,6 +624,26 @@ own_token_ops! {
     KvDeleteMetadata { uuid: String } -> (),
     |client, token, msg, cfg| client.kv_delete_metadata(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await;
 
+    /// Writes a reservation `<vaultSecretName>/data/<vaultSecretPrefix>-reservations/<uuid>`
+    /// (an entry without token nor lease, outside vault-db-injector's listing).
+    KvPutReservation { uuid: String, entry: BookkeepingEntry } -> (),
+    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid), &msg.entry.to_map()).await;
+
+    /// Lists the reservations' uuids.
+    KvListReservations {} -> Vec<String>,
+    |client, token, msg, cfg| { let _ = msg; client.kv_list(&token, &cfg.kv_mount, &bookkeeping::reservation_prefix(&cfg.kv_prefix)).await };
+
+    /// Reads a reservation; `None` when absent (or its data deleted).
+    KvGetReservation { uuid: String } -> Option<BookkeepingEntry>,
+    |client, token, msg, cfg| client
+        .kv_get(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid))
+        .await
+        .map(|o| o.map(|m| BookkeepingEntry::from_map(&m)));
+
+    /// Deletes a reservation (data, then metadata; absent counts as done).
+    KvDeleteReservation { uuid: String } -> (),
+    |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid)).await;
+
     /// `auth/token/renew` of another token.
     RenewToken { target: VaultToken, increment: Duration } -> TokenTtl,
     |client, token, msg, cfg| client.token_renew(&token, &msg.target, msg.increment).await;

@@ -9,6 +9,7 @@
 mod duration;
 mod fields;
 pub mod sentry_dsn;
+mod sources;
 mod unknown;
 mod validate;
 
@@ -386,9 +387,9 @@ impl Config {
                     path: PathBuf::new(),
                     message: e.to_string(),
                 })?;
-            fields::apply_yaml(&mut cfg, &doc, &mut problems);
+            sources::apply_yaml(&mut cfg, &doc, &mut problems);
         }
-        fields::apply_env(&mut cfg, env, &mut problems);
+        sources::apply_env(&mut cfg, env, &mut problems);
         validate::validate(&cfg, &mut problems);
         let (errors, warnings): (Vec<_>, Vec<_>) = problems
             .into_iter()
@@ -407,7 +408,7 @@ impl Config {
 
     /// The effective configuration as `key: value` lines, secrets masked.
     pub fn render_masked(&self) -> String {
-        fields::render(self)
+        sources::render(self)
     }
 
     /// Neither projected ServiceAccounts nor NRI: vault-db-injector's "legacy" mode.

@@ -268,3 +268,18 @@ fn nri_reconnect_schedule_is_vault_db_injectors() {
     let secs: Vec<u64> = NRI_RECONNECT_SCHEDULE.iter().map(|d| d.as_secs()).collect();
     assert_eq!(secs, [1, 2, 5, 10, 30]);
 }
+
+#[test]
+fn a_prefix_ending_in_reservations_is_warned_about() {
+    let yaml = MINIMAL.replace(
+        "vaultSecretPrefix: kubernetes",
+        "vaultSecretPrefix: kubernetes-reservations",
+    );
+    let l = Config::from_sources(Some(&yaml), &env(&[])).unwrap();
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.key == "vaultSecretPrefix" && w.message.contains("reservations")));
+    let l = Config::from_sources(Some(MINIMAL), &env(&[])).unwrap();
+    assert!(!l.warnings.iter().any(|w| w.key == "vaultSecretPrefix"));
+}

@@ -110,6 +110,15 @@ pub(super) fn validate(c: &Config, out: &mut Vec<Problem>) {
             )),
         }
     }
+    if c.vault_secret_prefix
+        .trim_end_matches('/')
+        .ends_with(crate::bookkeeping::RESERVATIONS_SUFFIX)
+    {
+        out.push(Problem::warning(
+            "vaultSecretPrefix",
+            "ends with '-reservations': it is where the release whose prefix is its stem keeps its NRI reservations (entries without a token), which a renewer or revoker listing this prefix would read",
+        ));
+    }
     if c.vault_secret_prefix.contains('/') {
         out.push(Problem::warning(
             "vaultSecretPrefix",

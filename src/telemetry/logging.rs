@@ -72,14 +72,3 @@ fn root_values() -> slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV> {
 pub fn discard() -> Logger {
     Logger::root(slog::Discard, o!())
 }
-
-/// A human-readable logger on stderr (tests and the demo), honouring `VDBI_TEST_LOG=1`.
-pub fn test_logger() -> Logger {
-    if std::env::var("VDBI_TEST_LOG").is_ok() {
-        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-        let drain = slog_term::FullFormat::new(decorator).build().fuse();
-        Logger::root(drain, o!())
-    } else {
-        discard()
-    }
-}

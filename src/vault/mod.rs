@@ -47,6 +47,7 @@ mod client;
 mod endpoints;
 mod error;
 mod exec;
+mod kv;
 pub mod limiter;
 mod ops;
 mod secret;

@@ -1,7 +1,7 @@
 //! The typed Vault operations vdbi performs (compat §3), as methods of [`VaultClient`].
 //!
 //! vaultrs serves directly: kubernetes login, `auth/token/create-orphan`, `auth/token/renew`,
-//! `renew-self`, `revoke-orphan`, `revoke-self`, and KV v2 write/list/delete. vaultrs's *request* types,
+//! `renew-self`, `revoke-orphan`, `revoke-self`; KV v2 lives in [`super::kv`]. vaultrs's *request* types,
 //! decoded by vdbi: database credentials (`GenerateCredentialsRequest`, unwrapped into
 //! `EndpointResult` to keep the lease), KV v2 read (`ReadSecretRequest`, for the version),
 //! token lookups and the kubernetes auth role (vaultrs's response types lack fields vdbi
@@ -22,15 +22,15 @@ use super::types::{
 };
 use rustify::endpoint::Endpoint as _;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vaultrs::api::auth::kubernetes::requests::ReadKubernetesRoleRequest;
 use vaultrs::api::database::requests::GenerateCredentialsRequest;
-use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 use vaultrs::api::token::requests::{
-    CreateOrphanTokenRequest, LookupTokenRequest, LookupTokenSelfRequest,
+    CreateOrphanTokenRequest, CreateOrphanTokenRequestBuilder, LookupTokenRequest,
+    LookupTokenSelfRequest,
 };
 use vaultrs::api::AuthInfo;
 use vaultrs::client::Client as _;
@@ -90,7 +90,7 @@ fn token_ttl(a: AuthInfo) -> TokenTtl {
 }
 
 /// Treats a 404 as `None`.
-fn found<T>(r: Result<T, VaultError>) -> Result<Option<T>, VaultError> {
+pub(super) fn found<T>(r: Result<T, VaultError>) -> Result<Option<T>, VaultError> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -103,7 +103,7 @@ fn seconds(d: Duration) -> String {
 }
 
 /// Maps a vaultrs error of a call made with `token`.
-fn mapped<'a>(
+pub(super) fn mapped<'a>(
     what: &'static str,
     token: Option<&'a VaultToken>,
 ) -> impl Fn(vaultrs::error::ClientError) -> VaultError + 'a {
@@ -152,17 +152,11 @@ impl VaultClient {
         period: Duration,
         display_name: &str,
     ) -> Result<TokenAuth, VaultError> {
-        self.run(Some(token), |c| async move {
-            let mut req = CreateOrphanTokenRequest::builder();
-            req.policies(policies.to_vec())
-                .period(seconds(period))
-                .display_name(display_name);
-            let a = vaultrs::token::new_orphan(&c, Some(&mut req))
-                .await
-                .map_err(mapped("create-orphan", Some(token)))?;
-            token_auth(a, "create-orphan")
-        })
-        .await
+        let mut req = CreateOrphanTokenRequest::builder();
+        req.policies(policies.to_vec())
+            .period(seconds(period))
+            .display_name(display_name);
+        self.new_orphan(token, req).await
     }
 
     /// `POST auth/token/create-orphan {policies, ttl, renewable, display_name, meta}`: a
@@ -175,18 +169,27 @@ impl VaultClient {
         token: &VaultToken,
         spec: &OrphanTokenSpec,
     ) -> Result<TokenAuth, VaultError> {
+        let mut req = CreateOrphanTokenRequest::builder();
+        req.policies(spec.policies.clone())
+            .ttl(seconds(spec.ttl))
+            .renewable(true)
+            .display_name(spec.display_name.as_str())
+            .meta(
+                spec.meta
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<std::collections::HashMap<_, _>>(),
+            );
+        self.new_orphan(token, req).await
+    }
+
+    /// Sends a built `auth/token/create-orphan` request and decodes its `auth` block.
+    async fn new_orphan(
+        &self,
+        token: &VaultToken,
+        mut req: CreateOrphanTokenRequestBuilder,
+    ) -> Result<TokenAuth, VaultError> {
         self.run(Some(token), |c| async move {
-            let mut req = CreateOrphanTokenRequest::builder();
-            req.policies(spec.policies.clone())
-                .ttl(seconds(spec.ttl))
-                .renewable(true)
-                .display_name(spec.display_name.as_str())
-                .meta(
-                    spec.meta
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect::<std::collections::HashMap<_, _>>(),
-                );
             let a = vaultrs::token::new_orphan(&c, Some(&mut req))
                 .await
                 .map_err(mapped("create-orphan", Some(token)))?;
@@ -420,174 +423,6 @@ impl VaultClient {
                     .map(|k| k.keys)
                     .unwrap_or_default()),
             }
-        })
-        .await
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // KV v2
-
-    /// `POST <mount>/data/<path> {"data": data}`: writes a new version.
-    pub async fn kv_put<T: Serialize + ?Sized>(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-        data: &T,
-    ) -> Result<(), VaultError> {
-        self.kv_write(token, mount, path, data, None)
-            .await
-            .map(|_| ())
-    }
-
-    /// Like [`kv_put`](Self::kv_put) with check-and-set: writes only if the current version is
-    /// `cas` (0 = only if absent). Returns the new version. A mismatch is a 400.
-    pub async fn kv_put_cas<T: Serialize + ?Sized>(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-        data: &T,
-        cas: u64,
-    ) -> Result<u64, VaultError> {
-        self.kv_write(token, mount, path, data, Some(cas)).await
-    }
-
-    async fn kv_write<T: Serialize + ?Sized>(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-        data: &T,
-        cas: Option<u64>,
-    ) -> Result<u64, VaultError> {
-        let data = serde_json::to_value(data)
-            .map_err(|e| VaultError::Config(format!("encoding the KV entry: {e}")))?;
-        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
-        let cas = cas
-            .map(|c| {
-                u32::try_from(c)
-                    .map(|cas| SetSecretRequestOptions { cas })
-                    .map_err(|_| VaultError::InvalidRequest(format!("cas {c} is out of range")))
-            })
-            .transpose()?;
-        self.run(Some(token), |c| async move {
-            let written = match cas {
-                None => vaultrs::kv2::set(&c, &mount, &path, &data).await,
-                Some(o) => vaultrs::kv2::set_with_options(&c, &mount, &path, &data, o).await,
-            };
-            written
-                .map(|m| m.version)
-                .map_err(mapped("kv write", Some(token)))
-        })
-        .await
-    }
-
-    /// `GET <mount>/data/<path>`: the latest version's data, `None` when absent or deleted.
-    pub async fn kv_get<T: DeserializeOwned>(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-    ) -> Result<Option<T>, VaultError> {
-        Ok(self
-            .kv_get_versioned(token, mount, path)
-            .await?
-            .map(|(d, _)| d))
-    }
-
-    /// Like [`kv_get`](Self::kv_get), with the version (for [`kv_put_cas`](Self::kv_put_cas)).
-    pub async fn kv_get_versioned<T: DeserializeOwned>(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-    ) -> Result<Option<(T, u64)>, VaultError> {
-        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
-        self.run(Some(token), |c| async move {
-            let req = ReadSecretRequest::builder()
-                .mount(mount)
-                .path(path)
-                .build()
-                .map_err(|e| VaultError::InvalidRequest(e.to_string()))?;
-            let Some(r) = found(
-                vaultrs::api::exec_with_result(&c, req)
-                    .await
-                    .map_err(mapped("kv read", Some(token))),
-            )?
-            else {
-                return Ok(None);
-            };
-            match r.data {
-                Value::Null => Ok(None),
-                d => {
-                    let bytes = serde_json::to_vec(&d).unwrap_or_default();
-                    Ok(Some((parse_json("kv entry", &bytes)?, r.metadata.version)))
-                }
-            }
-        })
-        .await
-    }
-
-    /// `LIST <mount>/metadata/<prefix>`: the keys under `prefix` (sub-folders end with `/`).
-    /// A missing prefix (404) is an empty list.
-    pub async fn kv_list(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        prefix: &str,
-    ) -> Result<Vec<String>, VaultError> {
-        let (mount, prefix) = (raw_path(&[mount])?, raw_path(&[prefix])?);
-        self.run(Some(token), |c| async move {
-            let keys = vaultrs::kv2::list(&c, &mount, &prefix)
-                .await
-                .map_err(mapped("kv list", Some(token)));
-            Ok(found(keys)?.unwrap_or_default())
-        })
-        .await
-    }
-
-    /// `DELETE <mount>/data/<path>` then `DELETE <mount>/metadata/<path>` (compat §3.6): the
-    /// entry and all its versions are gone. Both steps count a 404 as done.
-    pub async fn kv_delete(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-    ) -> Result<(), VaultError> {
-        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
-        self.run(Some(token), |c| async move {
-            found(
-                vaultrs::kv2::delete_latest(&c, &mount, &path)
-                    .await
-                    .map_err(mapped("kv delete", Some(token))),
-            )?;
-            found(
-                vaultrs::kv2::delete_metadata(&c, &mount, &path)
-                    .await
-                    .map_err(mapped("kv metadata delete", Some(token))),
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// `DELETE <mount>/metadata/<path>`: the entry's metadata and every version at once (what is
-    /// left of an entry whose data was deleted but whose metadata was not). 404 counts as done.
-    pub async fn kv_delete_metadata(
-        &self,
-        token: &VaultToken,
-        mount: &str,
-        path: &str,
-    ) -> Result<(), VaultError> {
-        let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
-        self.run(Some(token), |c| async move {
-            found(
-                vaultrs::kv2::delete_metadata(&c, &mount, &path)
-                    .await
-                    .map_err(mapped("kv metadata delete", Some(token))),
-            )?;
-            Ok(())
         })
         .await
     }

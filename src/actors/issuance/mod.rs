@@ -7,7 +7,10 @@
 //! * [`undo`]: the undo log every step records into, and the undo of a failed issuance (its own
 //!   patience, background call class, truthful [`Exposure`]);
 //! * [`refusal`]: refusal reasons as an enum and the wording of a failed step;
-//! * [`coalesce`]: concurrent requests for the same pod share one issuance.
+//! * [`coalesce`]: concurrent requests for the same pod share one issuance;
+//! * [`fair_queue`]: issuance slots shared fairly (round-robin, bounded per pod) between the
+//!   admissions in progress.
+//! * [`reservations`]: entries without token nor lease yet, kept outside the Go-listed prefix.
 //!
 //! Crash consistency (docs/reliability.md, "Issuance"): a legacy orphan token is created
 //! provisional — not periodic, its first TTL the issuance's remaining time plus a margin,
@@ -17,11 +20,14 @@
 //! revoker's sweep revokes once its pod is known not to exist.
 
 pub mod coalesce;
+pub mod fair_queue;
 pub mod refusal;
+pub mod reservations;
 pub mod steps;
 pub mod undo;
 
 pub use coalesce::Coalescer;
+pub use fair_queue::FairQueue;
 pub use refusal::{Refusal, RefusalReason};
 pub use steps::{
     provisional_ttl, step_message, IssueError, Issuer, RoleCache, Subject, ORPHAN_DISPLAY_NAME,

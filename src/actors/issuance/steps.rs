@@ -9,8 +9,8 @@
 
 use crate::actors::error::ActorError;
 use crate::actors::vault_session::{
-    CreateProvisionalToken, KvPut, LoginKubernetes, LookupSelf, ReadAuthRole, ReadDbCredentials,
-    RenewSelf, VaultSession,
+    CreateProvisionalToken, KvPut, KvPutReservation, LoginKubernetes, LookupSelf, ReadAuthRole,
+    ReadDbCredentials, RenewSelf, VaultSession,
 };
 use crate::actors::ActorHandle;
 use crate::annotations::DbConfig;
@@ -369,6 +369,34 @@ impl<'a> Issuer<'a> {
                 )));
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Writes the NRI-mode reservation `uuid` (outside the Go-listed prefix); counts as an entry
+    /// write.
+    pub async fn write_reservation(
+        &self,
+        uuid: &str,
+        entry: BookkeepingEntry,
+        namespace: &str,
+    ) -> Result<(), IssueError> {
+        let m = self.metrics;
+        let stored = self
+            .call(KvPutReservation {
+                uuid: uuid.to_string(),
+                entry,
+                deadline: self.deadline,
+            })
+            .await;
+        match stored {
+            Ok(()) => {
+                m.bookkeeping.stored();
+                Ok(())
+            }
+            Err(e) => {
+                m.bookkeeping.store_failed(Entry::new(uuid, namespace));
+                Err(IssueError::session("writing the reservation")(e))
+            }
         }
     }
 

@@ -9,7 +9,9 @@
 //! revoked, so the revoker's sweep still finds it.
 
 use crate::actors::error::ActorError;
-use crate::actors::vault_session::{KvDelete, KvPut, RevokeOrphan, RevokeSelf, VaultSession};
+use crate::actors::vault_session::{
+    KvDelete, KvDeleteReservation, KvPut, RevokeOrphan, RevokeSelf, VaultSession,
+};
 use crate::actors::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
 use crate::vault::VaultToken;
@@ -62,6 +64,8 @@ pub enum Created {
     Token(NewToken),
     /// A KV bookkeeping entry written, with what to put back.
     Entry { uuid: String, restore: Restore },
+    /// A reservation written (NRI-mode webhook), outside the Go-listed prefix: deleted.
+    Reservation { uuid: String },
 }
 
 /// What the undo puts back in a KV entry the issuance wrote.
@@ -71,9 +75,6 @@ pub enum Restore {
     Delete,
     /// What the entry held.
     Entry(Box<BookkeepingEntry>),
-    /// Unknown (projected NRI: its policy may only write KV): an entry naming the pod without
-    /// token nor lease, as the webhook writes in NRI mode.
-    Reservation(Box<BookkeepingEntry>),
 }
 
 /// How exposed a failed issuance left Vault, for a refusal that says what is true.
@@ -224,7 +225,7 @@ where
 }
 
 /// Undoes what an issuance created: tokens first (concurrently; their DB leases die with them),
-/// then the KV entries are put back (deleted, restored, or reset to a reservation) — unless a
+/// then the KV entries are put back (deleted or restored) and reservations deleted — unless a
 /// token could not be revoked, in which case its entry stays so the revoker's sweep finds it.
 /// Returns whether everything was undone.
 pub async fn undo(
@@ -240,7 +241,8 @@ pub async fn undo(
     for c in created {
         match c {
             Created::Token(t) => tokens.push(t),
-            Created::Entry { uuid, restore } => entries.push((uuid, restore)),
+            Created::Entry { uuid, restore } => entries.push((uuid, Some(restore))),
+            Created::Reservation { uuid } => entries.push((uuid, None)),
         }
     }
     let revoked = futures::future::join_all(tokens.iter().map(|t| {
@@ -258,12 +260,14 @@ pub async fn undo(
         let ok = undo_step(class, "restoring a bookkeeping entry", log, |deadline| {
             let (uuid, vault) = (uuid.clone(), vault.clone());
             let entry = match &restore {
-                Restore::Entry(e) | Restore::Reservation(e) => Some((**e).clone()),
-                Restore::Delete => None,
+                Some(Restore::Entry(e)) => Some(Some((**e).clone())),
+                Some(Restore::Delete) => Some(None),
+                None => None,
             };
             async move {
                 match entry {
-                    Some(entry) => {
+                    None => vault.call(KvDeleteReservation { uuid, deadline }).await,
+                    Some(Some(entry)) => {
                         vault
                             .call(KvPut {
                                 uuid,
@@ -272,7 +276,7 @@ pub async fn undo(
                             })
                             .await
                     }
-                    None => vault.call(KvDelete { uuid, deadline }).await,
+                    Some(None) => vault.call(KvDelete { uuid, deadline }).await,
                 }
             }
         })

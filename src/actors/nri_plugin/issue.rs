@@ -138,11 +138,19 @@ impl NriCore {
             });
         let mut creds = vec![None; spec.configs.len()];
         let mut superseded = Vec::new();
+        let mut completed = Vec::new();
         for (i, issued) in futures::future::join_all(jobs).await {
             let issued = issued?;
+            completed.push(keys[i].clone());
             creds[i] = Some((issued.username, issued.password));
             superseded.extend(issued.superseded);
         }
+        // Every entry now holds a token and a lease: the webhook's reservations are done.
+        crate::actors::issuance::reservations::complete(
+            &self.deps.vault,
+            completed,
+            &self.deps.log,
+        );
         Ok((plan.resolve(&creds), superseded))
     }
 
@@ -161,13 +169,12 @@ impl NriCore {
         let issuer = Issuer::new(cfg, &self.deps.vault, &self.deps.metrics, clock, deadline);
         let who = Subject::new(&pod.namespace, &pod.service_account);
         let failure = |e| issue_failure(db, e, &self.deps.log);
-        let reservation = BookkeepingEntry::reservation(
+        let mut entry = BookkeepingEntry::reservation(
             &pod.namespace,
             &pod.service_account,
             &pod.name,
             &pod.node_name,
         );
-        let mut entry = reservation.clone();
         let token;
         if !cfg.use_projected_sa {
             // ---- legacy: vdbi's session checks the API-attested identity, then an orphan ----
@@ -203,9 +210,10 @@ impl NriCore {
         entry.token_id = token.expose().to_string();
 
         // ---- bookkeeping: what the entry held before is kept to restore it on failure ----
-        // (legacy only: the projected-mode NRI policy may only write KV).
+        // (legacy only: the projected-mode NRI policy may not read KV). The webhook's
+        // reservation stays at its own prefix until the fetch succeeds.
         let (restore, superseded) = if cfg.use_projected_sa {
-            (Restore::Reservation(Box::new(reservation)), None)
+            (Restore::Delete, None)
         } else {
             let previous = issuer
                 .call(KvGet {

@@ -26,12 +26,12 @@ use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
 
-use super::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use crate::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 
 /// The policies published for vdbi: `vdbi-<stem>` of every `deploy/vault/*.hcl` but `app.hcl`
 /// (the per-application template). Nothing else may be given to vdbi in tests.
 pub fn published_policies() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vault");
+    let dir = crate::repo_root().join("deploy/vault");
     let mut out: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok())
@@ -68,8 +68,8 @@ impl Component {
     }
 
     /// The component a `mode` runs as.
-    pub fn of_mode(mode: crate::config::Mode) -> Component {
-        use crate::config::Mode;
+    pub fn of_mode(mode: vdbi::config::Mode) -> Component {
+        use vdbi::config::Mode;
         match mode {
             Mode::Injector => Component::Injector,
             Mode::Renewer => Component::Renewer,
@@ -109,7 +109,7 @@ const COMPONENTS: [Component; 5] = [
 pub fn helm() -> PathBuf {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
     HELM.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let repo = crate::repo_root();
         let out = std::process::Command::new(repo.join("platform/tools/helm/ensure.sh"))
             .arg("helm")
             .output()
@@ -127,7 +127,7 @@ pub fn helm() -> PathBuf {
 /// `helm template` of the chart's RBAC for `fullname` in `namespace` (projected mode and NRI on,
 /// so every rule the chart can render is there).
 pub fn render_rbac(fullname: &str, namespace: &str) -> Vec<Value> {
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("chart");
+    let chart = crate::repo_root().join("chart");
     let out = std::process::Command::new(helm())
         .args(["template", "vdbi"])
         .arg(&chart)
@@ -330,7 +330,7 @@ impl ChartRelease {
 
     /// A Kubernetes client as the component's ServiceAccount.
     pub async fn kube_client(&self, c: Component) -> kube::Client {
-        super::platform::install_crypto_provider();
+        crate::platform::install_crypto_provider();
         let token = self.token(c, &[]).await;
         let kubeconfig: kube::config::Kubeconfig = serde_yaml::from_str(&format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\

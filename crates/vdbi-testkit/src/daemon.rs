@@ -1,7 +1,7 @@
 //! Shared harness of the integration tests: runs vdbi in-process against the local platform
 //! (real OpenBao, PostgreSQL and kube-apiserver) and registers its webhook with the apiserver.
-#![allow(dead_code)]
 
+use crate::platform::{service_account_token, unique_name, Platform, VaultRoot};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -9,14 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vdbi::app::runtime::Running;
 use vdbi::config::{Config, Mode};
-use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
 
-#[allow(unused_imports)]
-pub use vdbi::testing::roles::{drop_role, fresh_role, own_role, revoke_role_leases};
-pub use vdbi::testing::webhook::Webhook;
-
-pub mod node;
-pub mod nri;
+pub use crate::roles::{drop_role, fresh_role, own_role, revoke_role_leases};
+pub use crate::webhook::Webhook;
 
 pub const LABEL: &str = "vault-db-injector";
 pub const PREFIX: &str = "db-creds-injector.numberly.io/";
@@ -85,7 +80,7 @@ pub struct Vdbi {
     pub cert: TestCert,
     pub jwt_file: tempfile::NamedTempFile,
     /// The chart's RBAC vdbi runs with, when it talks to the Kubernetes API (projected mode).
-    pub chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
+    pub chart: Option<crate::chart_rbac::ChartRelease>,
 }
 
 /// Writes a JWT of vdbi's own ServiceAccount (vdbi-system/<sa>, audience vault).
@@ -113,14 +108,14 @@ pub fn base_config(p: &Platform, prefix: &str) -> Config {
         ..Config::default()
     };
     // Client authentication on, as in production: only the platform's apiserver may call.
-    vdbi::testing::webhook::require_client_auth(p, &mut c);
+    crate::webhook::require_client_auth(p, &mut c);
     c
 }
 
-/// Starts vdbi in-process through [`vdbi::testing::launch::start_vdbi`]: the chart's RBAC when it
+/// Starts vdbi in-process through [`crate::launch::start_vdbi`]: the chart's RBAC when it
 /// needs the Kubernetes API, Vault roles with the published policies only.
 pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
-    vdbi::testing::platform::install_crypto_provider();
+    crate::platform::install_crypto_provider();
     let prefix = unique_name("t");
     let cert = make_cert();
     let jwt_file = own_jwt(p, &opts.service_account).await;
@@ -138,13 +133,8 @@ pub async fn start_vdbi(p: &Platform, opts: Options) -> Vdbi {
         c.vault_address = a;
     }
     (opts.configure)(&mut c);
-    let (running, chart) = vdbi::testing::launch::start_vdbi(
-        p,
-        c,
-        "vdbi-rbac",
-        vdbi::testing::log_lines::checked_logger(),
-    )
-    .await;
+    let (running, chart) =
+        crate::launch::start_vdbi(p, c, "vdbi-rbac", crate::log_lines::checked_logger()).await;
     Vdbi {
         running,
         prefix,
@@ -174,7 +164,7 @@ impl Vdbi {
 /// Registers a MutatingWebhookConfiguration for one namespace, pointing at `vdbi`, and waits
 /// until the apiserver calls it.
 pub async fn register_webhook(client: &kube::Client, vdbi: &Vdbi, namespace: &str) -> Webhook {
-    vdbi::testing::webhook::register(client, &vdbi.webhook_url(), &vdbi.cert.pem, namespace)
+    crate::webhook::register(client, &vdbi.webhook_url(), &vdbi.cert.pem, namespace)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -336,23 +326,8 @@ pub async fn tokens_with_policy(root: &VaultRoot, policy: &str) -> usize {
 
 /// An AdmissionReview (v1) of a pod CREATE, as the apiserver sends it.
 pub fn review(pod: &Pod, namespace: &str, name: &str, uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": name,
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "test"},
-            "object": pod,
-            "dryRun": false
-        }
-    })
+    let object = serde_json::to_value(pod).expect("a Pod serialises");
+    crate::review::admission_review(uid, namespace, &json!(name), "CREATE", &object, false)
 }
 
 /// Posts AdmissionReviews straight to a vdbi webhook (as the apiserver does), trusting `pem`.
@@ -364,12 +339,11 @@ pub struct ReviewClient {
 
 impl ReviewClient {
     pub fn new(url: &str, pem: &str) -> ReviewClient {
-        vdbi::testing::platform::install_crypto_provider();
+        crate::platform::install_crypto_provider();
         // The webhook requires kube-apiserver's client certificate: present the same one.
-        let identity = reqwest::Identity::from_pem(&vdbi::testing::webhook::client_identity_pem(
-            &Platform::get(),
-        ))
-        .expect("webhook client identity");
+        let identity =
+            reqwest::Identity::from_pem(&crate::webhook::client_identity_pem(&Platform::get()))
+                .expect("webhook client identity");
         let http = reqwest::Client::builder()
             .no_proxy()
             .identity(identity)

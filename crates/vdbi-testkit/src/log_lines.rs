@@ -3,11 +3,11 @@
 //! refuse the line). Used by [`checked_logger`] (every record the
 //! in-process tests log) and by the tests that run the `vdbi` binary (every stdout line).
 
-use crate::telemetry::logging::json_drain;
 use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 use slog::{Drain, Logger};
 use std::collections::HashSet;
 use std::fmt;
+use vdbi::telemetry::logging::json_drain;
 
 /// A JSON value read with a duplicate-key check at every level.
 struct Strict;

@@ -43,34 +43,20 @@ impl fmt::Debug for Platform {
 impl Platform {
     /// Location of the env file: `$VDBI_PLATFORM_ENV`, else `<repo>/.platform/env`.
     pub fn env_file() -> PathBuf {
-        if let Ok(p) = std::env::var("VDBI_PLATFORM_ENV") {
-            return PathBuf::from(p);
-        }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".platform/env")
+        crate::env_file::EnvFile::locate("VDBI_PLATFORM_ENV", ".platform/env")
     }
 
     /// Loads the platform description or panics with instructions.
     pub fn get() -> Platform {
-        let env_file = Self::env_file();
-        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
-            panic!(
-                "the local platform is not running ({}: {e}); start it with `platform/vdbi-platform up`",
-                env_file.display()
-            )
-        });
-        let mut vars = BTreeMap::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            if let Some((k, v)) = line.split_once('=') {
-                let v = v.trim_matches('"').trim_matches('\'');
-                vars.insert(k.to_string(), v.to_string());
-            }
+        let file = crate::env_file::EnvFile::load(
+            Self::env_file(),
+            "the local platform",
+            "start it with `platform/vdbi-platform up`",
+        );
+        Platform {
+            vars: file.vars,
+            env_file: file.path,
         }
-        Platform { vars, env_file }
     }
 
     /// A required variable of the platform env file.
@@ -252,8 +238,9 @@ impl fmt::Debug for TestNamespace {
 }
 
 impl TestNamespace {
-    /// Creates `<prefix>-<random>`. No ServiceAccount exists in it (no controller-manager runs):
-    /// create the ones pods need with [`TestNamespace::service_account`], including `default`.
+    /// Creates `<prefix>-<random>`. No ServiceAccount exists in it unless the kubelet node's
+    /// controller-manager runs: create the ones pods need with
+    /// [`TestNamespace::service_account`], including `default`.
     pub async fn create(client: &kube::Client, prefix: &str) -> TestNamespace {
         let name = unique_name(prefix);
         let ns = Namespace {
@@ -286,7 +273,8 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Creates a ServiceAccount in this namespace.
+    /// Creates a ServiceAccount in this namespace, or returns it when it exists already (while
+    /// the kubelet node runs, kube-controller-manager creates `default` in every namespace).
     pub async fn service_account(&self, name: &str) -> ServiceAccount {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
@@ -295,10 +283,15 @@ impl TestNamespace {
             },
             ..Default::default()
         };
-        self.api::<ServiceAccount>()
-            .create(&PostParams::default(), &sa)
-            .await
-            .unwrap_or_else(|e| panic!("creating ServiceAccount {}/{name}: {e}", self.name))
+        let api = self.api::<ServiceAccount>();
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(sa) => sa,
+            Err(kube::Error::Api(e)) if e.code == 409 => api
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("reading ServiceAccount {}/{name}: {e}", self.name)),
+            Err(e) => panic!("creating ServiceAccount {}/{name}: {e}", self.name),
+        }
     }
 
     /// A TokenRequest JWT for a ServiceAccount of this namespace (empty audiences = the
@@ -354,7 +347,9 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Deletes a namespace and clears its finalizers (no namespace controller runs on the platform).
+/// Deletes a namespace and clears its finalizers (without the kubelet node, no namespace
+/// controller runs on the platform; with it, the controller may update or finalize the namespace
+/// concurrently: a conflict is retried on the fresh object, a 404 means it is gone).
 pub async fn delete_namespace(client: &kube::Client, name: &str) {
     let api = Api::<Namespace>::all(client.clone());
     match api.delete(name, &DeleteParams::default()).await {
@@ -362,21 +357,25 @@ pub async fn delete_namespace(client: &kube::Client, name: &str) {
         Err(kube::Error::Api(s)) if s.code == 404 => return,
         Err(e) => panic!("deleting namespace {name}: {e}"),
     }
-    let mut ns = match api.get(name).await {
-        Ok(ns) => ns,
-        Err(kube::Error::Api(s)) if s.code == 404 => return,
-        Err(e) => panic!("reading namespace {name}: {e}"),
-    };
-    if let Some(spec) = ns.spec.as_mut() {
-        spec.finalizers = Some(Vec::new());
-    }
-    match api
-        .replace_subresource("finalize", name, &PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => panic!("finalizing namespace {name}: {e}"),
+    const ATTEMPTS: usize = 10;
+    for attempt in 1..=ATTEMPTS {
+        let mut ns = match api.get(name).await {
+            Ok(ns) => ns,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => panic!("reading namespace {name}: {e}"),
+        };
+        if let Some(spec) = ns.spec.as_mut() {
+            spec.finalizers = Some(Vec::new());
+        }
+        match api
+            .replace_subresource("finalize", name, &PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < ATTEMPTS => continue,
+            Err(e) => panic!("finalizing namespace {name}: {e}"),
+        }
     }
 }
 

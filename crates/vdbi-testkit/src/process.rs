@@ -3,7 +3,7 @@
 //! for its exit. The binary path is the caller's (`env!("CARGO_BIN_EXE_vdbi")` in integration
 //! tests, the release build in the load-test harness).
 //!
-//! Identities come from [`super::chart_rbac::ChartRelease`]: `KUBECONFIG` is the component's
+//! Identities come from [`crate::chart_rbac::ChartRelease`]: `KUBECONFIG` is the component's
 //! ServiceAccount kubeconfig, `kubeTokenPath` its Vault JWT ([`ProcessSpec::kubeconfig`] is
 //! checked: the platform's admin kubeconfig is refused).
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::platform::Platform;
+use crate::platform::Platform;
 
 /// A free TCP port on 127.0.0.1 (for metrics/health/webhook listeners of a process).
 pub fn free_port() -> u16 {
@@ -91,7 +91,7 @@ impl VdbiProcess {
 
     /// A sample of a metric (`name{labels}` as exposed), `None` if unreachable or absent.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let body = super::platform::http_client()
+        let body = crate::platform::http_client()
             .get(&self.metrics)
             .timeout(Duration::from_secs(1))
             .send()
@@ -114,7 +114,7 @@ impl VdbiProcess {
 
     /// `/readyz`: (status, body).
     pub async fn readyz(&self) -> Option<(u16, Value)> {
-        let r = super::platform::http_client()
+        let r = crate::platform::http_client()
             .get(&self.health)
             .timeout(Duration::from_secs(1))
             .send()
@@ -129,6 +129,20 @@ impl VdbiProcess {
         self.readyz()
             .await
             .is_some_and(|(_, b)| b["checks"][name]["status"] == "healthy")
+    }
+
+    /// The pod index has listed (its readiness check passes).
+    pub async fn index_synced(&self) -> bool {
+        self.check_healthy("pod-index").await
+    }
+
+    /// The readiness check of the leader election for `lease`, as JSON text (empty when
+    /// unreachable).
+    pub async fn leader_check(&self, lease: &str) -> String {
+        self.readyz()
+            .await
+            .map(|(_, b)| b["checks"][format!("leader-election:{lease}")].to_string())
+            .unwrap_or_default()
     }
 
     pub fn signal(&self, sig: i32) {
@@ -169,13 +183,23 @@ impl VdbiProcess {
 impl Drop for VdbiProcess {
     fn drop(&mut self) {
         self.kill();
+        // Every JSON line the binary logged must parse strictly (no duplicate key).
+        let captured = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let bad = crate::log_lines::bad_json_lines(&captured);
+        if !bad.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{}: log lines a strict JSON parser refuses:\n{}",
+                self.name,
+                bad.join("\n")
+            );
+        }
     }
 }
 
 /// Injects a platform fault: `platform/vdbi-platform fault <action> <component>` (`kill`
 /// kube-apiserver|openbao, `stop` postgresql, `start` any of them). Panics when it fails.
 pub fn platform_fault(action: &str, component: &str) -> Duration {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("platform/vdbi-platform");
+    let script = crate::repo_root().join("platform/vdbi-platform");
     let t = Instant::now();
     let out = Command::new(script)
         .args(["fault", action, component])

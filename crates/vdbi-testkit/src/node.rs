@@ -5,7 +5,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt::Debug;
-use std::path::PathBuf;
 
 /// The running node, from the env file `platform/vdbi-node up` writes.
 pub struct Node {
@@ -15,23 +14,12 @@ pub struct Node {
 impl Node {
     /// Panics with the way to start the node when it is not running (tests never skip).
     pub fn get() -> Node {
-        let file = std::env::var("VDBI_NODE_ENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".platform/containerd/env")
-            });
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "the local containerd node is not running ({}: {e}); start it with \
-                 `platform/vdbi-node up` or run `platform/vdbi-node test`",
-                file.display()
-            )
-        });
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars = crate::env_file::EnvFile::load(
+            crate::env_file::EnvFile::locate("VDBI_NODE_ENV", ".platform/containerd/env"),
+            "the local containerd node",
+            "start it with `platform/vdbi-node up` or run `platform/vdbi-node test`",
+        )
+        .vars;
         Node { vars }
     }
 

@@ -1,11 +1,11 @@
-//! Vault test support on the local platform for the typed client ([`crate::vault`]): a
+//! Vault test support on the local platform for the typed client ([`vdbi::vault`]): a
 //! [`VaultClient`] with the root token, throwaway policies and kubernetes auth roles. Raw HTTP
-//! access, namespaces and TokenRequests live in [`super::platform`].
+//! access, namespaces and TokenRequests live in [`crate::platform`].
 
-use super::platform::Platform;
-use crate::vault::{VaultClient, VaultSettings, VaultToken};
+use crate::platform::Platform;
 use serde_json::json;
 use std::time::Duration;
+use vdbi::vault::{VaultClient, VaultSettings, VaultToken};
 
 /// A client for the platform's OpenBao plus its root token.
 pub struct VaultFixture {
@@ -93,8 +93,8 @@ impl VaultFixture {
 
 /// A Vault client for tests that exercise the typed operations directly (the daemon builds
 /// its one client in the actor layer).
-pub fn client(settings: VaultSettings) -> Result<VaultClient, crate::vault::VaultError> {
-    crate::actors::vault_session::connect(settings)
+pub fn client(settings: VaultSettings) -> Result<VaultClient, vdbi::vault::VaultError> {
+    vdbi::actors::vault_session::connect(settings)
 }
 
 /// Client settings for the platform's OpenBao (no rate limit).
@@ -109,7 +109,7 @@ pub fn settings(platform: &Platform) -> VaultSettings {
 
 /// `prefix-` + 8 random hex characters: names that do not clash between parallel tests.
 pub fn unique(prefix: &str) -> String {
-    super::platform::unique_name(prefix)
+    crate::platform::unique_name(prefix)
 }
 
 /// An admin kube client for the platform's apiserver (its `KUBECONFIG`).
@@ -124,5 +124,5 @@ pub async fn service_account_jwt(
     service_account: &str,
     audiences: &[&str],
 ) -> String {
-    super::platform::service_account_token(kube, namespace, service_account, audiences).await
+    crate::platform::service_account_token(kube, namespace, service_account, audiences).await
 }

@@ -1,11 +1,11 @@
 //! vdbi in `mode: nri`, in-process, for the NRI plugin tests.
 
-use super::{base_config, own_jwt};
+use crate::platform::Platform;
+use crate::{base_config, own_jwt};
 use std::path::{Path, PathBuf};
 use vdbi::actors::credential_cache::Uids;
 use vdbi::app::runtime::Running;
 use vdbi::config::Mode;
-use vdbi::testing::platform::Platform;
 
 pub struct NriOptions {
     pub prefix: String,
@@ -30,7 +30,7 @@ impl NriOptions {
             prewarm: true,
             socket_path: dir.join("nri/nri.sock"),
             cache_path: dir.join("cache/cache.json"),
-            pod_label: super::LABEL.to_string(),
+            pod_label: crate::LABEL.to_string(),
             plugin_name: "vault-db-injector".to_string(),
         }
     }
@@ -42,13 +42,13 @@ pub struct NriVdbi {
     pub cache_path: PathBuf,
     _jwt: tempfile::NamedTempFile,
     /// The chart's RBAC the plugin runs with (the NRI DaemonSet's ServiceAccount).
-    pub chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
+    pub chart: Option<crate::chart_rbac::ChartRelease>,
 }
 
 /// Starts vdbi with `mode: nri` (legacy: vdbi's own login as `vdbi` with the `vdbi-nri`
 /// ServiceAccount; projected: bookkeeping login as `vdbi-nri`).
 pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
-    vdbi::testing::platform::install_crypto_provider();
+    crate::platform::install_crypto_provider();
     let jwt = own_jwt(p, "vdbi-nri").await;
     let mut c = base_config(p, &o.prefix);
     c.mode = Mode::Nri;
@@ -69,13 +69,8 @@ pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
         c.vault_address = a;
     }
     let cache_path = c.nri.cache_path.clone();
-    let (running, chart) = vdbi::testing::launch::start_vdbi(
-        p,
-        c,
-        "vdbi-nri-rbac",
-        vdbi::testing::log_lines::checked_logger(),
-    )
-    .await;
+    let (running, chart) =
+        crate::launch::start_vdbi(p, c, "vdbi-nri-rbac", crate::log_lines::checked_logger()).await;
     NriVdbi {
         running,
         cache_path,

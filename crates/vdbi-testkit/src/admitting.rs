@@ -2,14 +2,13 @@
 //! in-process vdbi (ready), and its webhook registered with the apiserver for that namespace, so
 //! the namespace's labelled pods are admitted by it.
 //!
-//! Used as `#[path = "common/admitting.rs"] mod admitting;` next to `mod common;`.
-#![allow(dead_code)]
+//! Used as `vdbi_testkit::admitting`.
 
-use crate::common::{register_webhook, start_vdbi, Options, Vdbi, Webhook};
+use crate::platform::{Platform, TestNamespace, VaultRoot};
+use crate::{register_webhook, start_vdbi, Options, Vdbi, Webhook};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::{json, Value};
-use vdbi::testing::platform::{Platform, TestNamespace, VaultRoot};
 
 pub struct Admitting {
     pub p: Platform,

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::platform::{Platform, VaultRoot};
+use crate::platform::{Platform, VaultRoot};
 
 #[derive(Clone, Debug)]
 pub struct Issued {

@@ -2,16 +2,15 @@
 //! would (or, with the platform's webhook client identity, as kube-apiserver does): raw TLS
 //! (tokio-rustls) and HTTP/1.1, so a refused handshake is told apart from an HTTP answer.
 //!
-//! Used as `#[path = "common/forged.rs"] mod forged;` next to `mod common;`.
-#![allow(dead_code)]
+//! Used as `vdbi_testkit::forged`.
 
+use crate::platform::Platform;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vdbi::testing::platform::Platform;
 
 /// A client certificate and key (PEM).
 pub struct Identity {
@@ -145,29 +144,13 @@ pub async fn post(
 
 /// An AdmissionReview (`admission.k8s.io/v1`) of `operation` on the labelled `pod` in `ns`.
 pub fn review(ns: &str, operation: &str, pod: &Value, dry_run: bool) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uuid::Uuid::new_v4().to_string(),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": pod["metadata"]["name"],
-            "namespace": ns,
-            "operation": operation,
-            "userInfo": {"username": "forger"},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": dry_run,
-        }
-    })
+    let uid = uuid::Uuid::new_v4().to_string();
+    crate::review::admission_review(&uid, ns, &pod["metadata"]["name"], operation, pod, dry_run)
 }
 
 /// A labelled pod asking for one classic dbConfig `db` of `role`, as JSON.
 pub fn pod_json(name: &str, sa: &str, role: &str) -> Value {
-    serde_json::to_value(crate::common::pod(
+    serde_json::to_value(crate::pod(
         name,
         sa,
         &[("db.role", role), ("db.env-key-dbuser", "DB_USER")],

@@ -3,9 +3,9 @@
 //! image of `vdbi-pgcheck`, a static program that logs in to PostgreSQL with the `DB_USER` /
 //! `DB_PASSWORD` it received and appends what it saw as a JSON line to a hostPath file.
 //!
-//! Used as `#[path = "common/kubelet.rs"] mod kubelet;` next to `mod common;`.
-#![allow(dead_code)]
+//! Used as `vdbi_testkit::kubelet`.
 
+use crate::platform::{Platform, TestNamespace};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde::Deserialize;
@@ -13,7 +13,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vdbi::testing::platform::{Platform, TestNamespace};
 
 /// The running node, from the env file `platform/vdbi-kubelet up` writes.
 pub struct KubeletNode {
@@ -23,23 +22,12 @@ pub struct KubeletNode {
 impl KubeletNode {
     /// Panics with the way to start the node when it is not running (tests never skip).
     pub fn get() -> KubeletNode {
-        let file = std::env::var("VDBI_KUBELET_ENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".platform/kubelet/env")
-            });
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "the kubelet node is not running ({}: {e}); start it with `platform/vdbi-platform \
-                 up && platform/vdbi-kubelet up`, or run `platform/vdbi-platform test`",
-                file.display()
-            )
-        });
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars = crate::env_file::EnvFile::load(
+            crate::env_file::EnvFile::locate("VDBI_KUBELET_ENV", ".platform/kubelet/env"),
+            "the kubelet node",
+            "start it with `platform/vdbi-platform up && platform/vdbi-kubelet up`, or run `platform/vdbi-platform test`",
+        )
+        .vars;
         KubeletNode { vars }
     }
 
@@ -68,10 +56,16 @@ pub async fn root_ca_configmap(p: &Platform, ns: &TestNamespace) {
         "data": {"ca.crt": ca}
     }))
     .unwrap();
-    ns.api::<ConfigMap>()
+    // The node's controller-manager publishes the same ConfigMap (from the same CA): either wins.
+    match ns
+        .api::<ConfigMap>()
         .create(&PostParams::default(), &cm)
         .await
-        .expect("kube-root-ca.crt");
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("kube-root-ca.crt: {e}"),
+    }
 }
 
 /// What `vdbi-pgcheck` saw, one per container start.
@@ -92,6 +86,12 @@ pub struct Report {
 /// The host directory a pod's `vdbi-pgcheck` reports into (mounted at `/out`).
 pub struct Outbox {
     dir: tempfile::TempDir,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new()
+    }
 }
 
 impl Outbox {
@@ -164,9 +164,9 @@ pub fn app_pod(
 ) -> Pod {
     let ann: BTreeMap<String, String> = annotations
         .iter()
-        .map(|(k, v)| (format!("{}{k}", super::PREFIX), v.to_string()))
+        .map(|(k, v)| (format!("{}{k}", crate::PREFIX), v.to_string()))
         .collect();
-    let mut lab = BTreeMap::from([(super::LABEL.to_string(), "true".to_string())]);
+    let mut lab = BTreeMap::from([(crate::LABEL.to_string(), "true".to_string())]);
     for l in labels {
         lab.insert(l.to_string(), "true".to_string());
     }
@@ -297,7 +297,7 @@ pub async fn delete_pods(pods: &Api<Pod>) {
 
 /// Whether PostgreSQL still has the role `user` (as the platform's admin).
 pub async fn pg_role_exists(p: &Platform, user: &str) -> bool {
-    let admin = super::pg_connect(
+    let admin = crate::pg_connect(
         p,
         &p.var("VDBI_PG_ADMIN_USER"),
         &p.var("VDBI_PG_ADMIN_PASSWORD"),

@@ -15,8 +15,8 @@ use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use super::platform::{unique_name, Platform};
-use crate::config::Config;
+use crate::platform::{unique_name, Platform};
+use vdbi::config::Config;
 
 /// Turns webhook client authentication on in `c`, as an operator would: only the platform's
 /// kube-apiserver (its AdmissionConfiguration presents the `VDBI_WEBHOOK_CLIENT_NAME` certificate

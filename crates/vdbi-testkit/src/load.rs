@@ -1,12 +1,12 @@
 //! In-process vdbi against the local platform, and cleanup of what a scenario created.
 
+use crate::platform::{service_account_token, unique_name, Platform, VaultRoot};
 use reqwest::Method;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 use vdbi::app::runtime::Running;
 use vdbi::config::{Config, Mode};
-use vdbi::testing::platform::{service_account_token, unique_name, Platform, VaultRoot};
 
 pub struct Vdbi {
     pub running: Running,
@@ -14,26 +14,33 @@ pub struct Vdbi {
     /// The webhook's self-signed certificate (PEM), for a webhook registration's caBundle.
     pub cert_pem: String,
     /// The chart's RBAC vdbi runs with when it needs the Kubernetes API (removed on drop).
-    _chart: Option<vdbi::testing::chart_rbac::ChartRelease>,
+    _chart: Option<crate::chart_rbac::ChartRelease>,
     _dir: tempfile::TempDir,
 }
 
 /// vdbi's log: dropped (the harness prints its own progress), unless `VDBI_TEST_LOG` is set.
 /// vdbi never logs secrets either way.
 pub fn quiet_logger() -> slog::Logger {
-    vdbi::telemetry::logging::test_logger()
+    use slog::Drain;
+    if std::env::var("VDBI_TEST_LOG").is_ok() {
+        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+        let drain = slog_term::FullFormat::new(decorator).build().fuse();
+        slog::Logger::root(drain, slog::o!())
+    } else {
+        vdbi::telemetry::logging::discard()
+    }
 }
 
 /// Starts vdbi in `mode` with its own ServiceAccount JWT (Vault roles with the published
 /// policies), the chart's RBAC when it needs the Kubernetes API, and a self-signed 127.0.0.1
-/// cert ([`vdbi::testing::launch::start_vdbi`]).
+/// cert ([`crate::launch::start_vdbi`]).
 pub async fn start_vdbi(
     p: &Platform,
     mode: Mode,
     sa: &str,
     tweak: impl FnOnce(&mut Config),
 ) -> Vdbi {
-    vdbi::testing::platform::install_crypto_provider();
+    crate::platform::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
         .expect("self-signed cert");
@@ -64,9 +71,9 @@ pub async fn start_vdbi(
     c.kube_token_path = jwt_path;
     c.token_request_audiences = vec!["vault".into()];
     // Client authentication on: the load generators present the apiserver's webhook client cert.
-    vdbi::testing::webhook::require_client_auth(p, &mut c);
+    crate::webhook::require_client_auth(p, &mut c);
     tweak(&mut c);
-    let (running, chart) = vdbi::testing::launch::start_vdbi(p, c, "lt-rbac", quiet_logger()).await;
+    let (running, chart) = crate::launch::start_vdbi(p, c, "lt-rbac", quiet_logger()).await;
     for _ in 0..400 {
         if running.health.is_ready() {
             break;
@@ -86,7 +93,7 @@ pub async fn start_vdbi(
 /// certificate accepted, the platform's webhook client certificate presented (vdbi requires it),
 /// a pool large enough for every request in flight.
 pub fn load_client(p: &Platform) -> Result<reqwest::Client, String> {
-    let identity = reqwest::Identity::from_pem(&vdbi::testing::webhook::client_identity_pem(p))
+    let identity = reqwest::Identity::from_pem(&crate::webhook::client_identity_pem(p))
         .map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .no_proxy()
@@ -104,7 +111,7 @@ pub async fn req(
     method: Method,
     path: String,
     body: Option<serde_json::Value>,
-) -> vdbi::testing::platform::VaultResponse {
+) -> crate::platform::VaultResponse {
     root.request(method, &path, body.as_ref()).await
 }
 
@@ -234,10 +241,21 @@ pub async fn cleanup_prefix(
         }))
         .await;
     }
+    // NRI-mode reservations (no token nor lease) at the sibling prefix
+    let reservations = vdbi::bookkeeping::reservation_prefix(prefix);
+    for k in kv_keys(root, kv, &reservations).await {
+        req(
+            root,
+            Method::DELETE,
+            format!("{kv}/metadata/{reservations}/{k}"),
+            None,
+        )
+        .await;
+    }
     count_alive(root, kv, prefix, &tokens, &leases).await
 }
 
-/// Counts the KV entries under `<kv>/<prefix>` and the tokens and leases among those given that
+/// Counts the KV entries under `<kv>/<prefix>` (and reservations at its sibling) and the tokens and leases among those given that
 /// are still alive.
 pub async fn count_alive(
     root: &VaultRoot,
@@ -247,7 +265,10 @@ pub async fn count_alive(
     leases: &[String],
 ) -> Leftovers {
     let mut left = Leftovers {
-        kv_entries: kv_keys(root, kv, prefix).await.len(),
+        kv_entries: kv_keys(root, kv, prefix).await.len()
+            + kv_keys(root, kv, &vdbi::bookkeeping::reservation_prefix(prefix))
+                .await
+                .len(),
         ..Default::default()
     };
     for chunk in tokens.chunks(32) {

@@ -2,7 +2,7 @@
 //! kubernetes-auth role (bound to ServiceAccount `app`), on the platform's shared `pg` connection
 //! ([`fresh_role`]) or on a connection of its own ([`own_role`]), and their removal.
 
-use super::platform::{Platform, VaultRoot};
+use crate::platform::{Platform, VaultRoot};
 use serde_json::json;
 
 /// A DB role, its policy and a k8s-auth role, all named `name`, bound to SA `app` in `namespace`.

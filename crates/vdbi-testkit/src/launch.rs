@@ -1,10 +1,10 @@
 //! The one way tests, demos and load scenarios start vdbi in-process: with the chart's RBAC and
 //! the published Vault policies, through the least-privilege guard.
 
-use super::chart_rbac::{assert_least_privilege, ChartRelease, Component};
-use super::platform::Platform;
-use crate::app::runtime::{start_with, Running};
-use crate::config::Config;
+use crate::chart_rbac::{assert_least_privilege, ChartRelease, Component};
+use crate::platform::Platform;
+use vdbi::app::runtime::{start_with, Running};
+use vdbi::config::Config;
 
 /// Whether `config` makes vdbi talk to the Kubernetes API (the runtime's own rule).
 pub fn needs_kube(c: &Config) -> bool {
@@ -27,7 +27,7 @@ pub async fn start_vdbi(
     prefix: &str,
     log: slog::Logger,
 ) -> (Running, Option<ChartRelease>) {
-    super::platform::install_crypto_provider();
+    crate::platform::install_crypto_provider();
     let release = if needs_kube(&config) {
         let admin = p.kube_client().await;
         Some(ChartRelease::install(p, &admin, prefix).await)
@@ -49,7 +49,7 @@ pub async fn start_vdbi(
         .filter(|r| !r.is_empty())
         .collect();
     assert_least_privilege(p, kube.as_ref(), &config.vault_auth_path, &roles).await;
-    let metrics = crate::telemetry::Metrics::new(config.per_uuid_metrics);
+    let metrics = vdbi::telemetry::Metrics::new(config.per_uuid_metrics);
     let running = start_with(config, log, metrics, kube)
         .await
         .expect("vdbi starts");

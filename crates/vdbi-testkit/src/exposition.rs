@@ -2,8 +2,8 @@
 //! ([`Metrics::families`]): names and types (the dashboard and alert checks read them). The
 //! catalogue is checked against the real exposition text in `telemetry::metrics`'s tests.
 
-use crate::telemetry::Metrics;
 use std::collections::BTreeMap;
+use vdbi::telemetry::Metrics;
 
 /// Family name -> type (`counter`, `gauge`, `histogram`, `summary`) of every `vdbi_*` family.
 pub fn family_types() -> BTreeMap<String, String> {
@@ -31,7 +31,7 @@ mod tests {
     #[test]
     fn every_registered_family_has_a_type() {
         let types = super::family_types();
-        for name in crate::telemetry::metrics::family_names() {
+        for name in vdbi::telemetry::metrics::family_names() {
             assert!(types.contains_key(&name), "{name} has no type");
         }
     }

@@ -1,0 +1,42 @@
+//! Reservations: what vdbi records for a uuid before it holds a real token and lease (the
+//! webhook's entry in NRI mode). They live at `<vaultSecretPrefix>-reservations/<uuid>`
+//! ([`crate::bookkeeping::reservation_prefix`]), a sibling of the prefix vault-db-injector's
+//! renewer and revoker list, so every entry those list holds a real `TokenId` and `LeaseId`.
+//!
+//! Life of a reservation: written by the webhook at admission (deleted again if the admission
+//! fails); *completed* by the NRI plugin once the entries at the listed prefix are written
+//! (deleted, here); otherwise deleted by the revoker's sweep once its pod is gone for the
+//! grace, or once a completed entry exists (a completion cut short).
+
+use crate::actors::vault_session::{KvDeleteReservation, VaultSession};
+use crate::actors::ActorHandle;
+use slog::{debug, Logger};
+use std::time::Duration;
+use tokio::time::Instant as Deadline;
+
+/// Deadline of each completion call.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Completes the reservations of `uuids` whose entries are written: deletes them, in the
+/// background (best effort: a reservation left behind is deleted by the revoker's sweep, which
+/// sees the completed entry).
+pub fn complete(vault: &ActorHandle<VaultSession>, uuids: Vec<String>, log: &Logger) {
+    if uuids.is_empty() {
+        return;
+    }
+    let (vault, log) = (vault.clone(), log.clone());
+    tokio::spawn(async move {
+        for uuid in uuids {
+            let deadline = Deadline::now() + COMPLETE_TIMEOUT;
+            let done = vault
+                .call(KvDeleteReservation {
+                    uuid: uuid.clone(),
+                    deadline,
+                })
+                .await;
+            if let Err(e) = done {
+                debug!(log, "reservation not deleted; the revoker's sweep will"; "uuid" => &uuid, "error" => %e);
+            }
+        }
+    });
+}
