@@ -2,7 +2,7 @@
 //! watch) and its handlers.
 
 use super::connection::connection_loop;
-use super::{lock, NriCore, NriDeps, HEALTH_CHECK};
+use super::{lock, NriCore, NriDeps, SweepError, HEALTH_CHECK};
 use crate::actors::credential_cache::Evict;
 use crate::actors::supervision::RestartGuard;
 use actix::prelude::*;
@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Message)]
-#[rtype(result = "Result<usize, String>")]
+#[rtype(result = "Result<usize, SweepError>")]
 pub struct Sweep;
 
 /// The plugin's state, for probes and tests.
@@ -119,7 +119,7 @@ impl Actor for NriPlugin {
             ctx.spawn(
                 async move {
                     if let Err(e) = core.sweep().await {
-                        warn!(core.deps.log, "node sweep failed"; "error" => e);
+                        warn!(core.deps.log, "node sweep failed"; "error" => %e);
                     }
                 }
                 .into_actor(act),
@@ -175,7 +175,7 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for NriPlugin {
 }
 
 impl Handler<Sweep> for NriPlugin {
-    type Result = ResponseFuture<Result<usize, String>>;
+    type Result = ResponseFuture<Result<usize, SweepError>>;
     fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> Self::Result {
         let core = self.core.clone();
         Box::pin(async move { core.sweep().await })

@@ -2,7 +2,7 @@
 //! closed), RemovePodSandbox, Configure; and the [`NriHandler`] the stub calls.
 
 use super::resolve::PodRef;
-use super::{lock, Failure, NriCore};
+use super::{lock, Failure, FailureReason, NriCore};
 use crate::actors::credential_cache::{CacheSource, Evict};
 use crate::substitution::{self as nri_mapping, SubstitutionError};
 use async_trait::async_trait;
@@ -80,7 +80,7 @@ impl NriCore {
                     ),
                 };
                 let f = Failure {
-                    reason: e.reason(),
+                    reason: FailureReason::from(&e),
                     message,
                 };
                 return ("error", Err(self.refuse(&log, f)));
@@ -90,7 +90,7 @@ impl NriCore {
             let version = lock(&self.runtime).nri_version.clone();
             if !nri_mapping::runtime_adjusts_args(&version) {
                 let f = Failure {
-                    reason: "residual_placeholder",
+                    reason: FailureReason::ResidualPlaceholder,
                     message: format!(
                         "the container's args hold placeholders and the runtime (NRI {}) cannot adjust args (needs NRI v0.10+)",
                         if version.is_empty() { "before v0.12" } else { &version }
@@ -123,8 +123,8 @@ impl NriCore {
     }
 
     pub(super) fn refuse(&self, log: &Logger, f: Failure) -> NriError {
-        self.deps.metrics.nri.refused(f.reason);
-        warn!(log, "container refused: no credentials"; "reason" => f.reason, "error" => &f.message);
+        self.deps.metrics.nri.refused(f.reason.as_str());
+        warn!(log, "container refused: no credentials"; "reason" => f.reason.as_str(), "error" => &f.message);
         NriError::handler(format!("vault-db-injector: {}", f.message))
     }
 

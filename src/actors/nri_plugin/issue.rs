@@ -2,11 +2,11 @@
 //! issuing steps of the shared issuance module, every created thing recorded for undo.
 
 use super::resolve::PodRef;
-use super::{Failure, NriCore};
+use super::{Failure, FailureReason, NriCore};
 use crate::actors::error::ActorError;
 use crate::actors::issuance::{
-    pod_limits, undo, CallClass, Created, IssueError, Issuer, NewToken, Refusal, RefusalReason,
-    Restore, Subject, UndoLog,
+    pod_limits, undo, CallClass, Created, IssueError, Issuer, NewToken, Refusal, Restore, Subject,
+    UndoLog,
 };
 use crate::actors::vault_session::KvGet;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
@@ -89,7 +89,7 @@ impl NriCore {
         let plan = nri_mapping::plan(&spec, &api_pod);
         if plan.is_empty() {
             return Err(Failure {
-                reason: "empty_mapping",
+                reason: FailureReason::EmptyMapping,
                 message: "no env var named by the dbConfig annotations holds a placeholder in the pod spec".into(),
             });
         }
@@ -311,7 +311,7 @@ fn within_limits(
     annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), Failure> {
     annotations::check_limits(annotations, pod_limits(cfg)).map_err(|e| Failure {
-        reason: RefusalReason::TooLarge.as_str(),
+        reason: FailureReason::TooLarge,
         message: e.to_string(),
     })
 }
@@ -364,7 +364,8 @@ mod tests {
             a.insert(format!("{PREFIX}{db}.role"), "r".to_string());
         }
         let f = within_limits(&cfg, &a).unwrap_err();
-        assert_eq!(f.reason, "too_large");
+        assert_eq!(f.reason, FailureReason::TooLarge);
+        assert_eq!(f.reason.as_str(), "too_large");
         assert!(f.message.contains("maxDbConfigsPerPod"), "{}", f.message);
         cfg.max_db_configs_per_pod = 16;
         assert!(within_limits(&cfg, &a).is_ok());

@@ -26,17 +26,19 @@
 //! Never logged: credential values, env values, tokens. Env keys are.
 //!
 //! Layout: `handler` (the NRI requests), `resolve` (cache and single-flight), `issue` (the fetch
-//! and the issuing steps of [`super::issuance`]), `upkeep` (synchronize, sweep, prewarm),
+//! and the issuing steps of [`super::issuance`]), `error` (refusals and sweep errors), `upkeep` (synchronize, sweep, prewarm),
 //! `connection` (register and reconnect) and `actor` (the actor, its messages and node watch).
 
 mod actor;
 mod connection;
+mod error;
 mod handler;
 mod issue;
 mod resolve;
 mod upkeep;
 
 pub use actor::{NriPlugin, NriStatus, Status, Stop, Sweep};
+pub use error::{Failure, FailureReason, SweepError};
 pub use handler::PluginHandler;
 
 use super::credential_cache::CredentialCache;
@@ -78,22 +80,6 @@ impl NriDeps {
     /// The default reconnect schedule.
     pub fn default_schedule() -> Vec<Duration> {
         DEFAULT_RECONNECT_SCHEDULE.to_vec()
-    }
-}
-
-/// A refusal: the metric reason and a message without secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Failure {
-    fn fetch(message: impl Into<String>) -> Failure {
-        Failure {
-            reason: "fetch_error",
-            message: message.into(),
-        }
     }
 }
 

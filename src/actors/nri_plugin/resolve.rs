@@ -172,7 +172,7 @@ impl NriCore {
                 Ok(Resolved { values, hit: None })
             }
             Err(f) => {
-                warn!(log, "credential fetch failed"; "reason" => f.reason, "error" => &f.message,
+                warn!(log, "credential fetch failed"; "reason" => f.reason.as_str(), "error" => &f.message,
                     "duration_ms" => started.elapsed().as_secs_f64() * 1e3);
                 let (created, exposure) = undo_log.abandon();
                 if !created.is_empty() {

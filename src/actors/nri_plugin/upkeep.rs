@@ -1,7 +1,7 @@
 //! Node upkeep: Synchronize after each (re)connect, the periodic node sweep and the prewarmer.
 
 use super::resolve::PodRef;
-use super::{lock, NriCore, BACKGROUND_FETCH_LIMIT};
+use super::{lock, NriCore, SweepError, BACKGROUND_FETCH_LIMIT};
 use crate::actors::credential_cache::{CacheSource, Evict, Uids};
 use crate::substitution as nri_mapping;
 use crate::telemetry::metrics::PrewarmFailure;
@@ -41,13 +41,13 @@ impl NriCore {
         evicted
     }
 
-    pub(super) async fn cached_uids(&self) -> Result<HashSet<String>, String> {
+    pub(super) async fn cached_uids(&self) -> Result<HashSet<String>, SweepError> {
         self.deps
             .cache
             .send(Uids)
             .await
             .map(|v| v.into_iter().collect())
-            .map_err(|e| format!("credential cache unavailable: {e}"))
+            .map_err(|e| SweepError::CacheUnavailable(e.to_string()))
     }
 
     /// Synchronize: cached pods without a sandbox are evicted — except pods the node watch knows
@@ -58,7 +58,10 @@ impl NriCore {
         self: &Arc<Self>,
         pods: Vec<PodSandboxInfo>,
     ) -> Result<(), NriError> {
-        let before = self.cached_uids().await.map_err(NriError::handler)?;
+        let before = self
+            .cached_uids()
+            .await
+            .map_err(|e| NriError::handler(e.to_string()))?;
         let live: HashSet<String> = pods.into_iter().map(|p| p.uid).collect();
         info!(self.deps.log, "synchronizing with the runtime"; "sandboxes" => live.len(), "cached" => before.len());
         let me = self.clone();
@@ -88,10 +91,10 @@ impl NriCore {
 
     /// The node sweep: evicts cached pods no longer on this node (force-deleted pods get no
     /// RemovePodSandbox). Returns how many were evicted.
-    pub(super) async fn sweep(&self) -> Result<usize, String> {
+    pub(super) async fn sweep(&self) -> Result<usize, SweepError> {
         let node = &self.config().node_name;
         if node.is_empty() {
-            return Err("NODE_NAME is not set".into());
+            return Err(SweepError::NoNodeName);
         }
         let before = self.cached_uids().await?;
         if before.is_empty() {
@@ -105,8 +108,8 @@ impl NriCore {
         loop {
             let list = tokio::time::timeout(Duration::from_secs(30), api.list(&lp))
                 .await
-                .map_err(|_| "listing this node's pods timed out".to_string())?
-                .map_err(|e| format!("listing this node's pods: {e}"))?;
+                .map_err(|_| SweepError::ListTimeout)?
+                .map_err(|e| SweepError::List(e.to_string()))?;
             live.extend(list.items.into_iter().filter_map(|p| p.metadata.uid));
             match list.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
@@ -162,7 +165,7 @@ impl NriCore {
                 Err(f) => {
                     m.prewarm_failed(PrewarmFailure::VaultFetch);
                     warn!(me.deps.log, "prewarm failed"; "namespace" => &pod.namespace,
-                        "pod" => &pod.name, "reason" => f.reason, "error" => &f.message);
+                        "pod" => &pod.name, "reason" => f.reason.as_str(), "error" => &f.message);
                     false
                 }
             };
