@@ -13,7 +13,8 @@
 //! The time a reservation was first seen without its pod is kept in the sweep's `unseen` map
 //! under [`MARK`]`<uuid>` (uuids never contain `/`, so the keys cannot collide).
 
-use super::{SweepEnv, SweepReport};
+use super::sweep::SweepEnv;
+use super::SweepReport;
 use crate::actors::pod_index::LiveSnapshot;
 use crate::actors::vault_session::{KvDeleteReservation, KvGet, KvListReservations};
 use crate::bookkeeping::entry_keys;
