@@ -148,12 +148,7 @@ impl VaultClient {
                     .await
                     .map_err(mapped("kv delete", Some(token))),
             )?;
-            found(
-                vaultrs::kv2::delete_metadata(&c, &mount, &path)
-                    .await
-                    .map_err(mapped("kv metadata delete", Some(token))),
-            )?;
-            Ok(())
+            delete_metadata(&c, &mount, &path, token).await
         })
         .await
     }
@@ -168,13 +163,23 @@ impl VaultClient {
     ) -> Result<(), VaultError> {
         let (mount, path) = (raw_path(&[mount])?, raw_path(&[path])?);
         self.run(Some(token), |c| async move {
-            found(
-                vaultrs::kv2::delete_metadata(&c, &mount, &path)
-                    .await
-                    .map_err(mapped("kv metadata delete", Some(token))),
-            )?;
-            Ok(())
+            delete_metadata(&c, &mount, &path, token).await
         })
         .await
     }
+}
+
+/// `DELETE <mount>/metadata/<path>` on an already scoped client; a 404 counts as done.
+async fn delete_metadata(
+    c: &impl vaultrs::client::Client,
+    mount: &str,
+    path: &str,
+    token: &VaultToken,
+) -> Result<(), VaultError> {
+    found(
+        vaultrs::kv2::delete_metadata(c, mount, path)
+            .await
+            .map_err(mapped("kv metadata delete", Some(token))),
+    )?;
+    Ok(())
 }

@@ -380,24 +380,17 @@ impl<'a> Issuer<'a> {
         entry: BookkeepingEntry,
         namespace: &str,
     ) -> Result<(), IssueError> {
-        let m = self.metrics;
-        let stored = self
-            .call(KvPutReservation {
-                uuid: uuid.to_string(),
-                entry,
-                deadline: self.deadline,
-            })
-            .await;
-        match stored {
-            Ok(()) => {
-                m.bookkeeping.stored();
-                Ok(())
-            }
-            Err(e) => {
-                m.bookkeeping.store_failed(Entry::new(uuid, namespace));
-                Err(IssueError::session("writing the reservation")(e))
-            }
-        }
+        let put = KvPutReservation {
+            uuid: uuid.to_string(),
+            entry,
+            deadline: self.deadline,
+        };
+        self.counted_write(
+            self.call(put).await,
+            uuid,
+            namespace,
+            "writing the reservation",
+        )
     }
 
     /// Writes the bookkeeping entry `uuid`; counts `store_data_success` / `store_data_error`.
@@ -407,22 +400,38 @@ impl<'a> Issuer<'a> {
         entry: BookkeepingEntry,
         namespace: &str,
     ) -> Result<(), IssueError> {
-        let m = self.metrics;
-        let stored = self
-            .call(KvPut {
-                uuid: uuid.to_string(),
-                entry,
-                deadline: self.deadline,
-            })
-            .await;
+        let put = KvPut {
+            uuid: uuid.to_string(),
+            entry,
+            deadline: self.deadline,
+        };
+        self.counted_write(
+            self.call(put).await,
+            uuid,
+            namespace,
+            "writing the bookkeeping entry",
+        )
+    }
+
+    /// Counts a KV write's outcome (`store_data_success` / `store_data_error`) and names the step
+    /// that failed.
+    fn counted_write(
+        &self,
+        stored: Result<(), ActorError>,
+        uuid: &str,
+        namespace: &str,
+        step: &'static str,
+    ) -> Result<(), IssueError> {
         match stored {
             Ok(()) => {
-                m.bookkeeping.stored();
+                self.metrics.bookkeeping.stored();
                 Ok(())
             }
             Err(e) => {
-                m.bookkeeping.store_failed(Entry::new(uuid, namespace));
-                Err(IssueError::session("writing the bookkeeping entry")(e))
+                self.metrics
+                    .bookkeeping
+                    .store_failed(Entry::new(uuid, namespace));
+                Err(IssueError::session(step)(e))
             }
         }
     }
