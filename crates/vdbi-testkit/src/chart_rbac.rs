@@ -26,7 +26,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
 
-use crate::platform::{unique_name, Platform, TestNamespace, VaultRoot};
+use crate::platform::{http_client, unique_name, Platform, TestNamespace, VaultRoot};
 
 /// The policies published for vdbi: `vdbi-<stem>` of every `deploy/vault/*.hcl` but `app.hcl`
 /// (the per-application template). Nothing else may be given to vdbi in tests.
@@ -380,7 +380,9 @@ impl Drop for ChartRelease {
             return;
         }
         let cluster_objects = std::mem::take(&mut self.cluster_objects);
-        let root = self.root.clone();
+        // A client of this helper thread's own runtime: the test's pooled connections belong
+        // to a runtime that may be gone by now.
+        let root = self.root.with_http(http_client());
         let auth_mount = self.auth_mount.clone();
         let roles: Vec<String> = COMPONENTS.iter().map(|c| self.vault_role(*c)).collect();
         let _ = std::thread::spawn(move || {

@@ -161,6 +161,14 @@ impl fmt::Debug for VaultRoot {
 }
 
 impl VaultRoot {
+    /// The same server and token through another HTTP client (e.g. one of another runtime).
+    pub fn with_http(&self, http: reqwest::Client) -> VaultRoot {
+        VaultRoot {
+            http,
+            ..self.clone()
+        }
+    }
+
     /// The same server with another token (e.g. one obtained by a login).
     pub fn with_token(&self, token: &str) -> VaultRoot {
         VaultRoot {
