@@ -12,7 +12,6 @@ use crate::report;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde::Serialize;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +20,6 @@ use vdbi_testkit::chart_rbac::ChartRelease;
 use vdbi_testkit::load::cleanup_prefix;
 use vdbi_testkit::platform::{Platform, TestNamespace};
 use vdbi_testkit::roles::{drop_role, own_role};
-
-const PREFIX: &str = "db-creds-injector.numberly.io/";
 
 pub struct Args {
     pub vdbi_bin: Option<PathBuf>,
@@ -160,23 +157,6 @@ pub struct ChaosResult {
     pub orphan_lease_grace_s: u64,
 }
 
-fn pod(name: &str, role: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": {vdbi_testkit::webhook::LABEL: "true"},
-            "annotations": {
-                format!("{PREFIX}main.role"): role,
-                format!("{PREFIX}main.env-key-dbuser"): "DB_USER",
-                format!("{PREFIX}main.env-key-dbpassword"): "DB_PASSWORD",
-            }
-        },
-        "spec": {"serviceAccountName": "app",
-            "containers": [{"name": "app", "image": "busybox"}]}
-    }))
-    .expect("pod")
-}
-
 /// How long a pod's CREATE or DELETE is retried before the pod counts as an error.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -185,7 +165,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 async fn one_pod(pods: &Api<Pod>, role: &str, name: &str, hold: Duration, c: &Mutex<Churn>) {
     let t = Instant::now();
     let stored = loop {
-        match pods.create(&PostParams::default(), &pod(name, role)).await {
+        match pods
+            .create(&PostParams::default(), &crate::churn::pod(name, role))
+            .await
+        {
             Ok(p) => break Some(p),
             // Stored by a CREATE whose answer was lost (apiserver killed meanwhile).
             Err(kube::Error::Api(s)) if s.code == 409 => break pods.get(name).await.ok(),

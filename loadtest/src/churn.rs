@@ -81,7 +81,8 @@ impl Tally {
     }
 }
 
-fn pod(name: &str, role: &str) -> Pod {
+/// A pod labelled for vdbi with one dbConfig of `role` (user and password in env).
+pub(crate) fn pod(name: &str, role: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,

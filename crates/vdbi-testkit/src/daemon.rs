@@ -231,38 +231,33 @@ pub async fn kv_entry(root: &VaultRoot, p: &Platform, prefix: &str, uuid: &str) 
 
 /// Keys under `<kv>/metadata/<prefix>`.
 pub async fn kv_keys(root: &VaultRoot, p: &Platform, prefix: &str) -> Vec<String> {
-    let r = root
-        .request(
-            reqwest::Method::from_bytes(b"LIST").unwrap(),
-            &format!("{}/metadata/{prefix}", p.var("VDBI_KV_MOUNT")),
-            None,
-        )
-        .await;
-    if r.status == 404 {
-        return Vec::new();
-    }
-    r.ok("kv list")["data"]["keys"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect()
+    list_keys(
+        root,
+        &format!("{}/metadata/{prefix}", p.var("VDBI_KV_MOUNT")),
+        "kv list",
+    )
+    .await
 }
 
 /// Lease ids Vault holds under `<mount>/creds/<role>/`.
 pub async fn leases(root: &VaultRoot, mount: &str, role: &str) -> Vec<String> {
+    list_keys(
+        root,
+        &format!("sys/leases/lookup/{mount}/creds/{role}"),
+        "lease list",
+    )
+    .await
+}
+
+/// `LIST <path>` (root): its keys, none on 404; any other failure fails the test (`what`).
+async fn list_keys(root: &VaultRoot, path: &str, what: &str) -> Vec<String> {
     let r = root
-        .request(
-            reqwest::Method::from_bytes(b"LIST").unwrap(),
-            &format!("sys/leases/lookup/{mount}/creds/{role}"),
-            None,
-        )
+        .request(reqwest::Method::from_bytes(b"LIST").unwrap(), path, None)
         .await;
     if r.status == 404 {
         return Vec::new();
     }
-    r.ok("lease list")["data"]["keys"]
+    r.ok(what)["data"]["keys"]
         .as_array()
         .cloned()
         .unwrap_or_default()
