@@ -1093,3 +1093,6 @@ async fn nri_mode_keeps_the_go_listed_prefix_free_of_tokenless_entries() {
 fn pod_name(p: &Pod) -> &str {
     p.metadata.name.as_deref().unwrap_or_default()
 }
+
+#[path = "nri_plugin/fairness.rs"]
+mod fairness;

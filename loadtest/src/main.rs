@@ -81,6 +81,12 @@ enum Scenario {
         /// Vault database role of every dbConfig (a role of the platform).
         #[arg(long, default_value = "app-rw")]
         role: String,
+        /// vdbi's `issuanceSlots` (default: vdbi's default).
+        #[arg(long)]
+        issuance_slots: Option<usize>,
+        /// vdbi's `issuanceSlotsPerPod` (default: vdbi's default).
+        #[arg(long)]
+        issuance_slots_per_pod: Option<usize>,
     },
     /// One renewer cycle over N bookkeeping entries with real tokens (and leases).
     Renewal {
@@ -267,8 +273,12 @@ fn main() {
                 duration,
                 noisy_loops,
                 role,
+                issuance_slots,
+                issuance_slots_per_pod,
             } => {
                 let a = noisy::Args {
+                    issuance_slots,
+                    issuance_slots_per_pod,
                     rate: if cli.smoke { 5.0 } else { rate },
                     duration: if cli.smoke {
                         Duration::from_secs(2)

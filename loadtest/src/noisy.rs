@@ -20,6 +20,9 @@ pub struct Args {
     /// Concurrent loops re-submitting the noisy pod.
     pub noisy_loops: usize,
     pub role: String,
+    /// vdbi's `issuanceSlots` and `issuanceSlotsPerPod` (None: vdbi's defaults).
+    pub issuance_slots: Option<usize>,
+    pub issuance_slots_per_pod: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +44,8 @@ pub struct NoisyResult {
     pub rate_per_s: f64,
     pub duration_s: f64,
     pub db_configs_of_noisy_pod: usize,
+    pub issuance_slots: usize,
+    pub issuance_slots_per_pod: usize,
     pub alone: Phase,
     pub beside_noisy: Phase,
     /// p99 beside the noisy pod / p99 alone.
@@ -160,6 +165,12 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<NoisyResult, Strin
     ns.service_account("app").await;
     let vdbi = start_vdbi(p, Mode::Injector, "vdbi-injector", |c| {
         c.admission_timeout = Duration::from_secs(8);
+        if let Some(n) = a.issuance_slots {
+            c.issuance_slots = n;
+        }
+        if let Some(n) = a.issuance_slots_per_pod {
+            c.issuance_slots_per_pod = n;
+        }
     })
     .await;
     if !vdbi.running.health.is_ready() {
@@ -169,6 +180,10 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<NoisyResult, Strin
         ));
     }
     let cap = vdbi.running.config.max_db_configs_per_pod;
+    let slots = (
+        vdbi.running.config.issuance_slots,
+        vdbi.running.config.issuance_slots_per_pod,
+    );
     let url = format!(
         "https://{}/mutate",
         vdbi.running.webhook_addr.expect("webhook bound")
@@ -199,6 +214,8 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<NoisyResult, Strin
         rate_per_s: a.rate,
         duration_s: a.duration.as_secs_f64(),
         db_configs_of_noisy_pod: cap,
+        issuance_slots: slots.0,
+        issuance_slots_per_pod: slots.1,
         alone,
         beside_noisy: beside,
         p99_ratio: ratio,

@@ -14,8 +14,8 @@
 //! nothing.
 
 use super::issuance::{
-    undo, CallClass, Coalescer, Created, Exposure, Issuer, NewToken, Refusal, RefusalReason,
-    Restore, RoleCache, Subject, UndoLog,
+    undo, CallClass, Coalescer, Created, Exposure, FairQueue, Issuer, NewToken, Refusal,
+    RefusalReason, Restore, RoleCache, Subject, UndoLog,
 };
 use super::supervision::RestartGuard;
 use super::vault_session::{RevokeSelf, VaultSession};
@@ -25,6 +25,7 @@ use crate::bookkeeping::BookkeepingEntry;
 use crate::config::Config;
 use crate::mutation::{self, InjectedValues};
 use crate::placeholder;
+use crate::telemetry::metrics::SlotUser;
 use crate::telemetry::{ExternalClock, Metrics};
 use actix::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
@@ -46,6 +47,9 @@ pub struct AdmissionDeps {
     pub vault: ActorHandle<VaultSession>,
     /// Needed in projected mode (TokenRequest).
     pub kube: Option<kube::Client>,
+    /// Issuance slots (`issuanceSlots`, `issuanceSlotsPerPod`), shared with the NRI plugin of
+    /// the same process.
+    pub slots: FairQueue,
     pub metrics: Metrics,
     pub log: Logger,
 }
@@ -56,13 +60,13 @@ pub struct Admission {
     shared: Arc<Shared>,
 }
 
-/// What the in-flight admissions share: the role cache and the issuances in flight by pod.
-#[derive(Default)]
+/// What the in-flight admissions share: the role cache, the issuances in flight by pod and the
+/// issuance slots.
 pub struct Shared {
     roles: RoleCache,
     issuances: Coalescer<Outcome>,
-    /// Issuance slots, shared round-robin between admissions (one pod cannot monopolise Vault).
-    slots: super::issuance::FairQueue,
+    /// Issuance slots, shared round-robin between pods (one pod cannot monopolise Vault).
+    slots: FairQueue,
 }
 
 /// The result of one pod's issuance, handed to every review that joined it.
@@ -72,8 +76,12 @@ impl Admission {
     pub fn new(guard: RestartGuard, deps: Arc<AdmissionDeps>) -> Admission {
         Admission {
             _guard: guard,
+            shared: Arc::new(Shared {
+                roles: RoleCache::default(),
+                issuances: Coalescer::default(),
+                slots: deps.slots.clone(),
+            }),
             deps,
-            shared: Arc::new(Shared::default()),
         }
     }
 }
@@ -349,12 +357,15 @@ async fn issue_pod(
             log.clone(),
         );
         tokio::spawn(async move {
-            let owner = shared.slots.owner();
+            let owner = shared.slots.owner(spec.configs.len());
             let jobs = spec.configs.iter().map(|db| async {
                 // Waiting for a slot counts as vdbi's own time (it is vdbi's scheduling); a
                 // request still queued at the deadline gives up its place.
-                let Ok(_slot) =
-                    tokio::time::timeout_at(deadline, shared.slots.acquire(owner)).await
+                let Ok(_slot) = tokio::time::timeout_at(
+                    deadline,
+                    shared.slots.acquire(owner, SlotUser::Admission),
+                )
+                .await
                 else {
                     return Err(Refusal::new(
                         RefusalReason::Deadline,

@@ -107,6 +107,10 @@ pub async fn start_with(
         log: log.clone(),
         vault: vault.clone(),
         kube,
+        issuance_slots: crate::actors::issuance::FairQueue::from_config(
+            &config,
+            metrics.issuance.clone(),
+        ),
     };
     let mut out = Started {
         tasks: vec![readiness],

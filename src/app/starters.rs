@@ -10,6 +10,7 @@ use super::listeners::Bound;
 use super::runtime::AppError;
 use crate::actors::admission::{Admission, AdmissionDeps};
 use crate::actors::credential_cache::CredentialCache;
+use crate::actors::issuance::FairQueue;
 use crate::actors::leadership::{
     Leadership, LeadershipChanged, LeadershipConfig, RENEWER_LEASE, REVOKER_LEASE,
 };
@@ -57,6 +58,8 @@ pub(super) struct Base {
     pub log: Logger,
     pub vault: ActorHandle<VaultSession>,
     pub kube: Option<kube::Client>,
+    /// Issuance slots shared by the admissions and the NRI fetches of this process.
+    pub issuance_slots: FairQueue,
 }
 
 /// What the starters started, for [`super::runtime::Running`].
@@ -255,6 +258,7 @@ pub(super) fn start_injector(
         config: config.clone(),
         vault: base.vault.clone(),
         kube: base.kube.clone(),
+        slots: base.issuance_slots.clone(),
         metrics: metrics.clone(),
         log: component_log(log, "injector"),
     });
@@ -520,6 +524,7 @@ pub(super) fn start_nri(base: &Base, out: &mut Started) {
         vault: base.vault.clone(),
         cache: cache.clone(),
         kube,
+        slots: base.issuance_slots.clone(),
         metrics: base.metrics.clone(),
         health: base.health.clone(),
         log: component_log(&base.log, "nri"),

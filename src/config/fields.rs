@@ -455,6 +455,20 @@ pub(super) static FIELDS: &[Field] = &[
         |c| c.max_annotation_bytes.to_string()
     ),
     field!(
+        "issuanceSlots",
+        "INJECTOR_ISSUANCE_SLOTS",
+        false,
+        |c, r| c.issuance_slots = parse_num(r)?,
+        |c| c.issuance_slots.to_string()
+    ),
+    field!(
+        "issuanceSlotsPerPod",
+        "INJECTOR_ISSUANCE_SLOTS_PER_POD",
+        false,
+        |c, r| c.issuance_slots_per_pod = parse_num(r)?,
+        |c| c.issuance_slots_per_pod.to_string()
+    ),
+    field!(
         "readinessVaultGrace",
         "INJECTOR_READINESS_VAULT_GRACE",
         false,

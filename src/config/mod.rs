@@ -135,6 +135,11 @@ pub struct PrewarmerConfig {
     pub max_concurrent: usize,
 }
 
+/// Default `issuanceSlots`: dbConfigs issued at once, all pods together.
+pub const DEFAULT_ISSUANCE_SLOTS: usize = 16;
+/// Default `issuanceSlotsPerPod`: dbConfigs of one pod issued at once.
+pub const DEFAULT_ISSUANCE_SLOTS_PER_POD: usize = 4;
+
 /// Waits between NRI reconnect attempts after the runtime connection ends: 1, 2, 5, 10, 30 s as
 /// vault-db-injector (compat), then the plugin gives up and the process exits so that the
 /// DaemonSet restarts it. Unlike vault-db-injector, a successful registration starts the schedule
@@ -220,6 +225,11 @@ pub struct Config {
     pub max_db_configs_per_pod: usize,
     /// Most bytes (keys + values) of a pod's `db-creds-injector.numberly.io/` annotations.
     pub max_annotation_bytes: usize,
+    /// dbConfigs being issued at once, all pods together (admissions and NRI fetches of this
+    /// process share the slots).
+    pub issuance_slots: usize,
+    /// dbConfigs of one pod being issued at once.
+    pub issuance_slots_per_pod: usize,
     /// The injector reports unready once it has been unable to make Vault calls this long.
     pub readiness_vault_grace: Duration,
     /// Revoke credentials as soon as a pod reaches Succeeded/Failed.
@@ -304,6 +314,8 @@ impl Default for Config {
             webhook_client_allowed_names: Vec::new(),
             max_db_configs_per_pod: 16,
             max_annotation_bytes: 32 * 1024,
+            issuance_slots: DEFAULT_ISSUANCE_SLOTS,
+            issuance_slots_per_pod: DEFAULT_ISSUANCE_SLOTS_PER_POD,
             readiness_vault_grace: Duration::from_secs(30),
             revoke_terminated_pods: true,
             revoker_sweep_interval: Duration::from_secs(300),

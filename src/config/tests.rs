@@ -283,3 +283,26 @@ fn a_prefix_ending_in_reservations_is_warned_about() {
     let l = Config::from_sources(Some(MINIMAL), &env(&[])).unwrap();
     assert!(!l.warnings.iter().any(|w| w.key == "vaultSecretPrefix"));
 }
+
+#[test]
+fn issuance_slot_keys_default_parse_and_validate() {
+    let c = Config::default();
+    assert_eq!((c.issuance_slots, c.issuance_slots_per_pod), (16, 4));
+    let yaml = format!("{MINIMAL}issuanceSlots: 32\nissuanceSlotsPerPod: 2\n");
+    let c = Config::from_sources(
+        Some(&yaml),
+        &env(&[("INJECTOR_ISSUANCE_SLOTS_PER_POD", "1")]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!((c.issuance_slots, c.issuance_slots_per_pod), (32, 1));
+
+    let yaml = format!("{MINIMAL}issuanceSlots: 0\nissuanceSlotsPerPod: 0\n");
+    let errs = errors(Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap_err());
+    for key in ["issuanceSlots", "issuanceSlotsPerPod"] {
+        assert!(errs.iter().any(|p| p.key == key), "{key}: {errs:?}");
+    }
+    let yaml = format!("{MINIMAL}issuanceSlots: 2\nissuanceSlotsPerPod: 4\n");
+    let l = Config::from_sources(Some(&yaml), &BTreeMap::new()).unwrap();
+    assert!(l.warnings.iter().any(|p| p.key == "issuanceSlotsPerPod"));
+}

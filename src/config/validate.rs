@@ -287,6 +287,20 @@ pub(super) fn validate(c: &Config, out: &mut Vec<Problem>) {
             "must be at least 1024",
         ));
     }
+    if c.issuance_slots == 0 {
+        out.push(Problem::error("issuanceSlots", "must be at least 1"));
+    }
+    if c.issuance_slots_per_pod == 0 {
+        out.push(Problem::error("issuanceSlotsPerPod", "must be at least 1"));
+    } else if c.issuance_slots_per_pod > c.issuance_slots && c.issuance_slots > 0 {
+        out.push(Problem::warning(
+            "issuanceSlotsPerPod",
+            format!(
+                "greater than issuanceSlots ({}): one pod never holds more than issuanceSlots",
+                c.issuance_slots
+            ),
+        ));
+    }
     if c.readiness_vault_grace.is_zero() {
         out.push(Problem::error(
             "readinessVaultGrace",

@@ -17,6 +17,8 @@ pub struct NriOptions {
     pub cache_path: PathBuf,
     pub pod_label: String,
     pub plugin_name: String,
+    /// vdbi's `issuanceSlots` and `issuanceSlotsPerPod` (None: the defaults).
+    pub issuance_slots: Option<(usize, usize)>,
 }
 
 impl NriOptions {
@@ -32,6 +34,7 @@ impl NriOptions {
             cache_path: dir.join("cache/cache.json"),
             pod_label: crate::LABEL.to_string(),
             plugin_name: "vault-db-injector".to_string(),
+            issuance_slots: None,
         }
     }
 }
@@ -64,6 +67,10 @@ pub async fn start_nri(p: &Platform, o: NriOptions) -> NriVdbi {
     c.token_request_audiences = vec!["vault".into()];
     if o.projected {
         c.kube_role_nri = "vdbi-nri".into();
+    }
+    if let Some((all, per_pod)) = o.issuance_slots {
+        c.issuance_slots = all;
+        c.issuance_slots_per_pod = per_pod;
     }
     if let Some(a) = o.vault_address {
         c.vault_address = a;

@@ -14,6 +14,7 @@ use crate::bookkeeping::{self, BookkeepingEntry};
 use crate::cache_file::PodValues;
 use crate::k8s::{self, PodBinding};
 use crate::substitution as nri_mapping;
+use crate::telemetry::metrics::SlotUser;
 use crate::telemetry::ExternalClock;
 use crate::vault::VaultToken;
 use slog::Logger;
@@ -119,6 +120,11 @@ impl NriCore {
         };
         let keys = entry_keys(&spec, &pod.uid)?;
         let clock = ExternalClock::new();
+        // One owner per fetch: the pod's dbConfigs share its per-pod bound of issuance slots.
+        let owner = self
+            .deps
+            .slots
+            .owner(plan.dbs.iter().filter(|d| !d.is_empty()).count());
 
         let jobs = spec
             .configs
@@ -129,6 +135,15 @@ impl NriCore {
                 let key = &keys[i];
                 let (spec, facts, clock) = (&spec, &facts, &clock);
                 async move {
+                    let slot = self.deps.slots.acquire(owner, SlotUser::Nri);
+                    let Ok(_slot) = tokio::time::timeout_at(deadline, slot).await else {
+                        return (
+                            i,
+                            Err(Failure::fetch(
+                                "no issuance slot free before the fetch's deadline",
+                            )),
+                        );
+                    };
                     (
                         i,
                         self.issue_one(spec, db, key, facts, deadline, clock, undo_log)

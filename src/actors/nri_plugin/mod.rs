@@ -16,7 +16,9 @@
 //! session reads the Vault role, checks the API-attested service account and namespace, creates
 //! an orphan token and reads credentials with it; projected: TokenRequest for the pod's service
 //! account **bound to the pod**, login as the dbConfig's role, period check, credentials with the
-//! pod token — then the KV bookkeeping entry under the pod's uuid. On success the mapping goes to
+//! pod token — then the KV bookkeeping entry under the pod's uuid. Each dbConfig is issued in an
+//! issuance slot of the process's [`FairQueue`], as the webhook's are: a pod with many dbConfigs
+//! cannot hold up another pod's fetch. On success the mapping goes to
 //! the cache; on failure everything the attempt created is revoked/restored. The fetch runs as
 //! its own task: a caller that gives up at `nri.fetchTimeout` does not cancel it, so the
 //! kubelet's retry finds the credentials cached instead of issuing new ones. Then every `K=V` line
@@ -42,7 +44,7 @@ pub use error::{Failure, FailureReason, SweepError};
 pub use handler::PluginHandler;
 
 use super::credential_cache::CredentialCache;
-use super::issuance::RoleCache;
+use super::issuance::{FairQueue, RoleCache};
 use super::vault_session::VaultSession;
 use super::ActorHandle;
 use crate::config::{Config, NRI_RECONNECT_SCHEDULE as DEFAULT_RECONNECT_SCHEDULE};
@@ -69,6 +71,10 @@ pub struct NriDeps {
     pub vault: ActorHandle<VaultSession>,
     pub cache: ActorHandle<CredentialCache>,
     pub kube: kube::Client,
+    /// Issuance slots (`issuanceSlots`, `issuanceSlotsPerPod`): a pod's dbConfigs are issued
+    /// at most that many at once, pods served round-robin; shared with the admissions of the
+    /// same process.
+    pub slots: FairQueue,
     pub metrics: Metrics,
     pub health: HealthState,
     pub log: Logger,

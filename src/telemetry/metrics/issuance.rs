@@ -3,7 +3,7 @@
 
 use super::families::Families;
 use crate::telemetry::cardinality::BoundedCounterVec;
-use prometheus::{Counter, CounterVec};
+use prometheus::{Counter, CounterVec, IntGauge};
 
 /// A role check that refused a pod's ServiceAccount. The first three come from the request
 /// (bounded series, see `telemetry::cardinality`); `cause` is the check's verdict.
@@ -24,6 +24,25 @@ pub struct IssuanceMetrics {
     token_request_errors: CounterVec,
     login_errors: CounterVec,
     role_misconfigured: BoundedCounterVec,
+    slots_in_use: IntGauge,
+    slots_waiting: IntGauge,
+    slot_waits: CounterVec,
+}
+
+/// Who asked for an issuance slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotUser {
+    Admission,
+    Nri,
+}
+
+impl SlotUser {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotUser::Admission => "admission",
+            SlotUser::Nri => "nri",
+        }
+    }
 }
 
 impl IssuanceMetrics {
@@ -62,6 +81,19 @@ impl IssuanceMetrics {
                 "Projected logins whose role has no token_period",
                 &["role"],
                 &[true],
+            ),
+            slots_in_use: f.int_gauge(
+                "vdbi_issuance_slots_in_use",
+                "dbConfigs being issued now (issuance slots held), all pods together",
+            ),
+            slots_waiting: f.int_gauge(
+                "vdbi_issuance_slots_waiting",
+                "dbConfigs waiting for an issuance slot",
+            ),
+            slot_waits: f.counter_vec(
+                "vdbi_issuance_slot_waits_total",
+                "dbConfigs that had to wait for an issuance slot (issuanceSlots or issuanceSlotsPerPod reached)",
+                &["component"],
             ),
         }
     }
@@ -102,5 +134,16 @@ impl IssuanceMetrics {
     /// A projected login whose role has no `token_period`.
     pub fn projected_role_misconfigured(&self, role: &str) {
         self.role_misconfigured.with_label_values(&[role]).inc();
+    }
+
+    /// The issuance slots now held and the requests now waiting for one.
+    pub fn slots(&self, in_use: usize, waiting: usize) {
+        self.slots_in_use.set(in_use as i64);
+        self.slots_waiting.set(waiting as i64);
+    }
+
+    /// A dbConfig of `user` had to wait for its issuance slot.
+    pub fn slot_waited(&self, user: SlotUser) {
+        self.slot_waits.with_label_values(&[user.as_str()]).inc();
     }
 }

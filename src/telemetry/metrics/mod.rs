@@ -25,7 +25,7 @@ mod vault;
 pub use admission::AdmissionMetrics;
 pub use bookkeeping::BookkeepingMetrics;
 pub use families::{Family, Kind};
-pub use issuance::{Denial, IssuanceMetrics};
+pub use issuance::{Denial, IssuanceMetrics, SlotUser};
 pub use leadership::LeadershipMetrics;
 pub use nri::{CacheFileError, NriMetrics, PrewarmFailure, Reconnect};
 pub use process::{ProcessMetrics, SentryEvents};
