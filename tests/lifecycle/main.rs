@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vdbi::actors::error::ActorError;
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
 use vdbi::actors::renewer::RunCycle;
 use vdbi::actors::revoker::{DiscoverOrphans, Sweep};
@@ -103,13 +104,11 @@ async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance 
 
 impl Instance {
     /// One renewer cycle now (waiting for a scheduled one to finish first).
-    async fn run_cycle(&self) -> Result<vdbi::actors::renewer::CycleReport, String> {
+    async fn run_cycle(&self) -> Result<vdbi::actors::renewer::CycleReport, ActorError> {
         let renewer = self.running.renewer.as_ref().expect("a renewer");
         loop {
             match renewer.send(RunCycle).await.expect("renewer alive") {
-                Err(e) if e.contains("already running") => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
+                Err(ActorError::Busy(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
                 other => return other,
             }
         }

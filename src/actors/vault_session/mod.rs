@@ -76,7 +76,7 @@ pub struct VaultSession {
     info: Option<SessionDetails>,
     logging_in: bool,
     login_failures: u32,
-    waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, String>>>,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, ActorError>>>,
     last_error: String,
     renew_timer: Option<SpawnHandle>,
     /// The next login attempt after a failure (backoff); callers wait for it rather than
@@ -356,7 +356,7 @@ impl Handler<CurrentToken> for VaultSession {
         Box::pin(async move {
             match tokio::time::timeout_at(msg.deadline, rx).await {
                 Ok(Ok(Ok(t))) => Ok(t),
-                Ok(Ok(Err(e))) => Err(ActorError::NoSession(e)),
+                Ok(Ok(Err(e))) => Err(e),
                 Ok(Err(_)) => Err(ActorError::NoSession("session restarted".into())),
                 Err(_) => Err(ActorError::NoSession(last)),
             }
@@ -389,7 +389,7 @@ impl Handler<RevokeOwnToken> for VaultSession {
             ctx.cancel_future(h);
         }
         for w in self.waiters.drain(..) {
-            let _ = w.send(Err("shutting down".into()));
+            let _ = w.send(Err(ActorError::NoSession("shutting down".into())));
         }
         self.health
             .set(HEALTH_CHECK, false, "shut down: token revoked");
