@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vdbi::actors::error::ActorError;
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
+use vdbi::actors::pod_index::Snapshot;
 use vdbi::actors::renewer::RunCycle;
 use vdbi::actors::revoker::{DiscoverOrphans, Sweep};
 use vdbi::app::runtime::{start_with, Running};
@@ -551,6 +552,24 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     t.elapsed()
+}
+
+/// Waits until `running`'s pod index knows every pod of `uids` (its watch delivered them).
+async fn wait_indexed(running: &Running, uids: &[String]) {
+    let index = running.pod_index.as_ref().expect("a pod index");
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(s)) = index.send(Snapshot).await {
+            if uids.iter().all(|u| s.is_live(u)) {
+                return;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the pod index never saw {uids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The one process of `procs` leading `lease` (asserting there is exactly one).

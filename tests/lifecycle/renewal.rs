@@ -37,6 +37,7 @@ async fn renewer_extends_live_pods_and_leaves_other_releases_alone() {
     )
     .await;
 
+    // The scenario: the token ages a little, so that a renewal shows in its TTL.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = token_info(&root, &ours.token).await.unwrap();
     assert!(before["last_renewal_time"].is_null());
