@@ -78,6 +78,8 @@ fn touch_everything(m: &Metrics) {
     i.token_request_failed("forbidden");
     i.login_failed("denied", "projected");
     i.projected_role_misconfigured("role");
+    i.slots(3, 1);
+    i.slot_waited(SlotUser::Nri);
     let b = &m.bookkeeping;
     b.stored();
     b.store_failed(e);
