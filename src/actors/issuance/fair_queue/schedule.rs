@@ -67,17 +67,22 @@ impl<W> Schedule<W> {
     /// Pods sharing the replica at `now`: holding or waiting for a slot, done less than the
     /// window ago, and `asking` (the owner whose request is being decided).
     fn active(&mut self, now: Instant, asking: Owner) -> usize {
+        self.forget_departed(now);
+        let mut pods: HashSet<Owner> = self.held.keys().copied().collect();
+        pods.extend(self.waiting.keys().copied());
+        pods.extend(self.departed.iter().map(|(_, o)| *o));
+        pods.insert(asking);
+        pods.len()
+    }
+
+    /// Drops the departures older than the window (they no longer count).
+    fn forget_departed(&mut self, now: Instant) {
         while let Some((left, _)) = self.departed.front() {
             if now.saturating_duration_since(*left) <= self.window {
                 break;
             }
             self.departed.pop_front();
         }
-        let mut pods: HashSet<Owner> = self.held.keys().copied().collect();
-        pods.extend(self.waiting.keys().copied());
-        pods.extend(self.departed.iter().map(|(_, o)| *o));
-        pods.insert(asking);
-        pods.len()
     }
 
     /// Slots `owner` may hold while `active` pods share the replica. A small pod (no more
@@ -117,6 +122,7 @@ impl<W> Schedule<W> {
     /// replica for one more window.
     fn left_if_done(&mut self, owner: Owner, now: Instant) {
         if !self.held.contains_key(&owner) && !self.waiting.contains_key(&owner) {
+            self.forget_departed(now);
             self.departed.push_back((now, owner));
         }
     }
@@ -313,6 +319,19 @@ mod tests {
         s.release(big, later);
         let regrown = std::iter::from_fn(|| s.next_grant(later)).count();
         assert_eq!(regrown, 4);
+    }
+
+    /// Departures are remembered for one window only, whether or not a big pod ever asks.
+    #[test]
+    fn departures_are_forgotten_after_the_window() {
+        let t0 = Instant::now();
+        let mut s: Schedule<u32> = Schedule::new(16, 4, WINDOW);
+        for o in 0..10_000u64 {
+            let at = t0 + ms(o); // 1,000 small pods per second
+            assert!(s.request(Owner::new(o, 1), 0, at));
+            s.release(Owner::new(o, 1), at);
+        }
+        assert!(s.departed.len() <= 1_001, "{} remembered", s.departed.len());
     }
 
     #[test]
