@@ -2,14 +2,15 @@
 //! renewer, as pure functions of durations and instants. The actors own the timers and call
 //! these; `tests/schedule.rs` drives them on tokio's paused clock.
 //!
-//! - [`WatchBackoff`]: the pod watch's retry delays (doubling, capped, reset by any success).
+//! - [`WatchBackoff`]: the pod watch's retry delays (doubling, capped, reset by any success);
+//!   [`WatchFailures`]: when a failing watch counts as broken, and when its failure run ends.
 //! - [`revocation_retry`]: the revoker's retry of one entry, then parking.
 //! - [`renewal_due`]: TTL-aware renewal (renew only what would expire soon).
 //! - [`sweep_period`] and [`unseen_grace_over`]: when the sweep gives up on an entry whose pod
 //!   it cannot see.
 
 use rand::Rng;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// First retry delay of the pod watch after an error.
 pub const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -63,6 +64,49 @@ impl Iterator for WatchBackoff {
         self.next = (self.next * 2).min(self.max);
         let jitter = rand::rng().random_range(0.0..WATCH_BACKOFF_JITTER);
         Some(base.mul_f64(1.0 + jitter))
+    }
+}
+
+/// Errors further apart than this belong to separate failure runs (the watch's back-off is at
+/// most [`WATCH_BACKOFF_MAX`] plus a request timeout, so a persistently failing watch errs more
+/// often than this).
+pub const FAILURE_RUN_GAP: Duration = Duration::from_secs(45);
+
+/// The pod watch's current run of failures: errors with no success in between, each less than
+/// [`FAILURE_RUN_GAP`] after the previous one. The watch is broken once the run has lasted its
+/// `broken_after`; any success ends the run, and so does a quiet [`FAILURE_RUN_GAP`].
+#[derive(Debug, Clone, Default)]
+pub struct WatchFailures {
+    /// First and last error of the current run.
+    run: Option<(Instant, Instant)>,
+}
+
+impl WatchFailures {
+    /// An error at `now`; returns how long the run it belongs to has lasted.
+    pub fn failed(&mut self, now: Instant) -> Duration {
+        let first = match self.run {
+            Some((first, last)) if now.saturating_duration_since(last) < FAILURE_RUN_GAP => first,
+            _ => now,
+        };
+        self.run = Some((first, now));
+        now.saturating_duration_since(first)
+    }
+
+    /// A success: the run, if any, is over.
+    pub fn succeeded(&mut self) {
+        self.run = None;
+    }
+
+    /// Within a run of failures.
+    pub fn failing(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// No error for [`FAILURE_RUN_GAP`]: the run is over even though no success was seen (a
+    /// watch resumed from its resourceVersion emits nothing).
+    pub fn quiet_since_gap(&self, now: Instant) -> bool {
+        self.run
+            .is_some_and(|(_, last)| now.saturating_duration_since(last) >= FAILURE_RUN_GAP)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use vdbi::schedule::{
     renewal_due, renewal_horizon, revocation_retry, sweep_period, unseen_grace_over, RetryStep,
-    WatchBackoff, REVOKE_MAX_ATTEMPTS, WATCH_BACKOFF_JITTER,
+    WatchBackoff, WatchFailures, FAILURE_RUN_GAP, REVOKE_MAX_ATTEMPTS, WATCH_BACKOFF_JITTER,
 };
 
 fn ms(n: u64) -> Duration {
@@ -94,6 +94,71 @@ async fn a_pod_watch_failing_for_a_minute_keeps_retrying_every_two_seconds() {
         (29..=34).contains(&attempts),
         "{attempts} attempts in a minute"
     );
+}
+
+/// The virtual now, as the std `Instant` the index's failure tracking takes.
+fn now_std() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// A watch erring without pause (every retry of the back-off fails) is reported broken at the
+/// first error at least `podWatchBrokenAfter` (60 s) into the run — within one capped delay of
+/// it —; a success ends the run and the next error starts a new one.
+#[tokio::test(start_paused = true)]
+async fn a_watch_failing_without_pause_is_broken_after_a_minute_and_a_success_starts_over() {
+    let broken_after = secs(60);
+    let errors = futures::stream::repeat(Err::<(), _>("apiserver down"));
+    let mut stream = std::pin::pin!(errors.backoff(WatchBackoff::default()));
+    let mut failures = WatchFailures::default();
+    let start = Instant::now();
+    let broken_at = loop {
+        let _ = stream.next().await.expect("the back-off never gives up");
+        let failing_for = failures.failed(now_std());
+        assert_eq!(
+            failing_for,
+            start.elapsed(),
+            "one run since the first error"
+        );
+        if failing_for >= broken_after {
+            break start.elapsed();
+        }
+    };
+    assert!(
+        broken_at >= broken_after && broken_at <= broken_after + ms(2401),
+        "{broken_at:?}"
+    );
+    failures.succeeded();
+    assert!(!failures.failing());
+    tokio::time::advance(secs(1)).await;
+    assert_eq!(failures.failed(now_std()), Duration::ZERO, "a new run");
+}
+
+/// Errors less than 45 s apart belong to one run (a watch that keeps failing its re-watch after
+/// quiet stretches is still broken); further apart, each starts a new run. A run with no error
+/// for 45 s is over (the index then reports the watch restored).
+#[tokio::test(start_paused = true)]
+async fn errors_within_45_seconds_of_each_other_form_one_run() {
+    assert_eq!(FAILURE_RUN_GAP, secs(45));
+    let mut close = WatchFailures::default();
+    let mut apart = WatchFailures::default();
+    let (mut close_runs, mut apart_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        close_runs.push(close.failed(now_std()));
+        tokio::time::advance(secs(40)).await;
+    }
+    for _ in 0..3 {
+        apart_runs.push(apart.failed(now_std()));
+        tokio::time::advance(secs(46)).await;
+    }
+    assert_eq!(close_runs, [secs(0), secs(40), secs(80)]);
+    assert_eq!(apart_runs, [Duration::ZERO; 3]);
+    let mut quiet = WatchFailures::default();
+    quiet.failed(now_std());
+    tokio::time::advance(secs(44)).await;
+    assert!(!quiet.quiet_since_gap(now_std()));
+    tokio::time::advance(secs(1)).await;
+    assert!(quiet.quiet_since_gap(now_std()));
+    assert!(!WatchFailures::default().quiet_since_gap(now_std()));
 }
 
 // ---------------------------------------------------------------------------------------------

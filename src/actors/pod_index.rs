@@ -24,7 +24,7 @@
 use super::supervision::{RestartGuard, Subscriber};
 use crate::annotations::UUID_KEY;
 use crate::health::HealthState;
-pub use crate::schedule::{WatchBackoff, WATCH_BACKOFF_MAX, WATCH_BACKOFF_MIN};
+pub use crate::schedule::{WatchBackoff, WatchFailures, WATCH_BACKOFF_MAX, WATCH_BACKOFF_MIN};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use futures::StreamExt;
@@ -39,11 +39,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Errors further apart than this belong to separate failure runs (the watch's back-off is at
-/// most [`WATCH_BACKOFF_MAX`] plus a request timeout, so a persistently failing watch errs more
-/// often than this).
-const FAILURE_RUN_GAP: Duration = Duration::from_secs(45);
 
 /// How often a failing watch probes the apiserver with a one-item list.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -243,8 +238,7 @@ pub struct PodIndex {
     synced: bool,
     sync_waiters: Vec<oneshot::Sender<()>>,
     snapshot: Option<LiveSnapshot>,
-    /// First and last error of the current failure run.
-    failing: Option<(Instant, Instant)>,
+    failures: WatchFailures,
     broken: Option<String>,
     /// A probe list of a failing watch is in flight.
     probing: bool,
@@ -274,7 +268,7 @@ impl PodIndex {
             synced: false,
             sync_waiters: Vec::new(),
             snapshot: None,
-            failing: None,
+            failures: WatchFailures::default(),
             broken: None,
             probing: false,
             subscribers,
@@ -313,7 +307,7 @@ impl PodIndex {
 
     /// A successful list page or event: the watch works.
     fn healthy(&mut self) {
-        self.failing = None;
+        self.failures.succeeded();
         if self.broken.take().is_some() {
             info!(self.log, "pod watch restored");
             if self.synced {
@@ -324,17 +318,9 @@ impl PodIndex {
     }
 
     fn failed(&mut self, error: String) {
-        let now = Instant::now();
-        let first = match self.failing {
-            Some((first, last)) if now.duration_since(last) < FAILURE_RUN_GAP => first,
-            _ => now,
-        };
-        self.failing = Some((first, now));
-        if self.broken.is_none() && now.duration_since(first) >= self.cfg.broken_after {
-            let reason = format!(
-                "pod watch failing for {}s: {error}",
-                now.duration_since(first).as_secs()
-            );
+        let failing_for = self.failures.failed(Instant::now());
+        if self.broken.is_none() && failing_for >= self.cfg.broken_after {
+            let reason = format!("pod watch failing for {}s: {error}", failing_for.as_secs());
             warn!(self.log, "pod watch broken"; "error" => &error);
             self.set_health(false, reason.clone());
             self.broken = Some(reason.clone());
@@ -363,7 +349,7 @@ impl PodIndex {
                 .into_actor(self)
                 .map(|res, act, _| {
                     act.probing = false;
-                    if matches!(res, Ok(Ok(_))) && act.failing.is_some() {
+                    if matches!(res, Ok(Ok(_))) && act.failures.failing() {
                         info!(act.log, "apiserver answers again; pod watch resuming");
                         act.healthy();
                     }
@@ -392,12 +378,10 @@ impl Actor for PodIndex {
         // A failure run ends when the apiserver answers again (a successful re-watch emits
         // nothing), or when it stopped erring long ago.
         ctx.run_interval(PROBE_EVERY, |act, ctx| {
-            if let Some((_, last)) = act.failing {
-                if last.elapsed() >= FAILURE_RUN_GAP {
-                    act.healthy();
-                } else {
-                    act.probe(ctx);
-                }
+            if act.failures.quiet_since_gap(Instant::now()) {
+                act.healthy();
+            } else if act.failures.failing() {
+                act.probe(ctx);
             }
         });
     }
