@@ -18,6 +18,12 @@ pub const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// [`WATCH_BACKOFF_JITTER`]): the watch is back within this (plus one request) of the apiserver
 /// answering again.
 pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// First retry delay of the NRI plugin's node pod watch: one watch per node, so an apiserver
+/// outage is not met by every node retrying every 2 s (the schedule of vault-db-injector's
+/// informer, client-go's default).
+pub const NODE_WATCH_BACKOFF_MIN: Duration = Duration::from_millis(800);
+/// Longest delay between two attempts of the node pod watch.
+pub const NODE_WATCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Largest jitter added to a pod-watch delay, as a fraction of it.
 pub const WATCH_BACKOFF_JITTER: f64 = 0.2;
 
@@ -54,6 +60,14 @@ impl WatchBackoff {
 impl Default for WatchBackoff {
     fn default() -> Self {
         WatchBackoff::new(WATCH_BACKOFF_MIN, WATCH_BACKOFF_MAX)
+    }
+}
+
+impl WatchBackoff {
+    /// The node pod watch's back-off: [`NODE_WATCH_BACKOFF_MIN`] doubling to
+    /// [`NODE_WATCH_BACKOFF_MAX`].
+    pub fn node() -> WatchBackoff {
+        WatchBackoff::new(NODE_WATCH_BACKOFF_MIN, NODE_WATCH_BACKOFF_MAX)
     }
 }
 

@@ -70,6 +70,24 @@ async fn pod_watch_retries_double_to_two_seconds_and_start_over_after_a_success(
     }
 }
 
+/// The NRI plugin's node watch (one per node) backs off further: 0.8 s doubling to 30 s.
+#[tokio::test(start_paused = true)]
+async fn the_node_watch_backs_off_to_thirty_seconds() {
+    let errors = futures::stream::repeat(Err::<(), _>("apiserver down")).take(9);
+    let mut stream = std::pin::pin!(errors.backoff(WatchBackoff::node()));
+    let expected = [0, 800, 1600, 3200, 6400, 12_800, 25_600, 30_000, 30_000].map(ms);
+    for base in expected {
+        let before = Instant::now();
+        let _ = stream.next().await.expect("nine errors");
+        let waited = before.elapsed();
+        let most = base.mul_f64(1.0 + WATCH_BACKOFF_JITTER) + ms(1);
+        assert!(
+            waited >= base && waited <= most,
+            "waited {waited:?}; expected {base:?} to {most:?}"
+        );
+    }
+}
+
 /// A watch failing for a minute retries at most every 2.4 s (the cap plus jitter), never
 /// slower: the apiserver answering again is noticed within one capped delay.
 #[tokio::test(start_paused = true)]

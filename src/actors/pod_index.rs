@@ -190,6 +190,11 @@ pub struct PodIndexConfig {
     pub broken_after: Duration,
     /// Emit [`PodEvent::Added`] for every pod seen for the first time.
     pub report_added: bool,
+    /// The watch's retry delays.
+    pub backoff: WatchBackoff,
+    /// While the watch fails, probe the apiserver every second so that its return is noticed
+    /// (and the watch reported restored) at once.
+    pub probe_while_failing: bool,
     /// Count listings in `vdbi_fetch_pods_success_count` / `vdbi_fetch_pods_error_count`
     /// (vault-db-injector's renewer pod LIST metrics).
     pub count_listings: bool,
@@ -208,13 +213,17 @@ impl PodIndexConfig {
             health_check: Some(DUTIES_HEALTH_CHECK.into()),
             broken_after,
             report_added: false,
+            backoff: WatchBackoff::default(),
+            probe_while_failing: true,
             count_listings: true,
         }
     }
 
     /// The NRI plugin's node index: the pods scheduled on `node` (labelled `<pod_label>=true`,
     /// or all of them when `pod_label` is empty, as vault-db-injector's informer), with
-    /// [`PodEvent::Added`]. No readiness check: the plugin's readiness is its runtime connection.
+    /// [`PodEvent::Added`]. No readiness check (the plugin's readiness is its runtime connection)
+    /// and no fast recovery: one such watch runs on every node, so it backs off as
+    /// vault-db-injector's informer did, up to 30 s, and does not probe a failing apiserver.
     pub fn node(node: &str, pod_label: &str, broken_after: Duration) -> PodIndexConfig {
         PodIndexConfig {
             label_selector: (!pod_label.is_empty()).then(|| format!("{pod_label}=true")),
@@ -222,6 +231,8 @@ impl PodIndexConfig {
             health_check: None,
             broken_after,
             report_added: true,
+            backoff: WatchBackoff::node(),
+            probe_while_failing: false,
             count_listings: false,
         }
     }
@@ -372,7 +383,7 @@ impl Actor for PodIndex {
             wc = wc.fields(f);
         }
         let stream = watcher::watcher(api, wc)
-            .backoff(WatchBackoff::default())
+            .backoff(self.cfg.backoff.clone())
             .boxed();
         ctx.add_stream(stream);
         // A failure run ends when the apiserver answers again (a successful re-watch emits
@@ -380,7 +391,7 @@ impl Actor for PodIndex {
         ctx.run_interval(PROBE_EVERY, |act, ctx| {
             if act.failures.quiet_since_gap(Instant::now()) {
                 act.healthy();
-            } else if act.failures.failing() {
+            } else if act.failures.failing() && act.cfg.probe_while_failing {
                 act.probe(ctx);
             }
         });
