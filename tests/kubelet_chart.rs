@@ -166,13 +166,17 @@ async fn chart_installed_on_the_node_serves_pods_survives_an_upgrade_and_uninsta
         rolled.as_millis()
     );
     assert!(log_levels(&rel).await.iter().all(|l| l == "info"));
-    let after = rel
+    // Pods of the previous revision may still be terminating.
+    let after: Vec<_> = rel
         .namespace
         .api::<k8s_openapi::api::core::v1::Pod>()
         .list(&Default::default())
         .await
         .unwrap()
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
     assert_eq!(after.len(), 4, "{}", rel.diagnose().await);
     for pod in &after {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -232,6 +236,25 @@ async fn chart_installed_on_the_node_serves_pods_survives_an_upgrade_and_uninsta
 
     // 4. helm uninstall: nothing of the release is left but the Leases vdbi itself made (its
     // RBAC goes with the release, so a stopping pod cannot hand its Lease back).
+    // What the leftover check sees while the release is installed (so it can fail).
+    let (installed, _) = rel.leftovers().await;
+    for kind in [
+        "Deployment ",
+        "DaemonSet ",
+        "ReplicaSet ",
+        "Pod ",
+        "ConfigMap ",
+        "ServiceAccount ",
+        "ClusterRole ",
+        "ClusterRoleBinding ",
+        "MutatingWebhookConfiguration ",
+        "helm release record ",
+    ] {
+        assert!(
+            installed.iter().any(|o| o.starts_with(kind)),
+            "no {kind}among {installed:?}"
+        );
+    }
     let took = rel.uninstall(START).await;
     println!(
         "helm uninstall -> every pod of the release gone: {} ms",
