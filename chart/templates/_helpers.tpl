@@ -203,7 +203,6 @@ healthListen: {{ printf "0.0.0.0:%d" (int $p.health) | quote }}
 {{- end }}
 {{- end -}}
 
-
 {{/* No silent Go image: a repository named vault-db-injector (the Go chart's image, which a
 values file written for vault-db-injector sets per component) is refused, naming each value. */}}
 {{- define "vdbi.validateImages" -}}
