@@ -4,6 +4,7 @@ use super::resolve::PodRef;
 use super::{lock, NriCore, SweepError, BACKGROUND_FETCH_LIMIT};
 use crate::actors::credential_cache::{CacheSource, Evict, Uids};
 use crate::actors::pod_index::{LiveSnapshot, Snapshot, WaitSynced};
+use crate::actors::supervision::spawn_detached;
 use crate::substitution as nri_mapping;
 use crate::telemetry::metrics::PrewarmFailure;
 use k8s_openapi::api::core::v1::Pod;
@@ -98,14 +99,16 @@ impl NriCore {
         info!(self.deps.log, "synchronizing with the runtime"; "sandboxes" => live.len(), "cached" => before.len());
         let me = self.clone();
         // One eviction per Synchronize, not a loop: nothing to restart; a panic ends only this
-        // task (tokio contains it) and the next Synchronize or sweep evicts instead.
-        tokio::spawn(async move {
+        // task (counted) and the next Synchronize or sweep evicts instead.
+        let (log, metrics) = (self.deps.log.clone(), self.deps.metrics.clone());
+        let task = async move {
             let node = me.node_pods_or_warn("synchronize").await;
             let evicted = me.evict_dead(before, &live, node.as_ref()).await;
             if evicted > 0 {
                 info!(me.deps.log, "synchronize evicted pods without a sandbox"; "evicted" => evicted);
             }
-        });
+        };
+        spawn_detached("nri_synchronize_evict", &log, &metrics, task, || {});
         Ok(())
     }
 
@@ -187,9 +190,12 @@ impl NriCore {
             name,
             uid,
         };
-        // One prewarm of one pod: nothing to restart; a panic ends only this task (tokio contains
-        // it) and releases its slot, and CreateContainer fetches the pod's credentials instead.
-        tokio::spawn(async move {
+        // One prewarm of one pod: nothing to restart; a panic ends only this task (counted),
+        // releases its slot and its place in the in-flight gauge, and CreateContainer fetches the
+        // pod's credentials instead.
+        let (log, metrics) = (self.deps.log.clone(), self.deps.metrics.clone());
+        let gauge = metrics.nri.clone();
+        let task = async move {
             let m = &me.deps.metrics.nri;
             let fetched = match me
                 .resolve(&pod, CacheSource::Prewarm, BACKGROUND_FETCH_LIMIT)
@@ -205,6 +211,9 @@ impl NriCore {
             };
             m.prewarm_finished(fetched);
             drop(permit);
+        };
+        spawn_detached("nri_prewarm", &log, &metrics, task, move || {
+            gauge.prewarm_finished(false)
         });
     }
 }
