@@ -5,6 +5,7 @@
 use super::{lock, Failure, NriCore, BACKGROUND_FETCH_LIMIT};
 use crate::actors::credential_cache::{CacheSource, Get, Put};
 use crate::actors::issuance::{undo, Created, Exposure, NewToken, UndoLog};
+use crate::actors::supervision::spawn_detached;
 use crate::cache_file::PodValues;
 use crate::vault::VaultToken;
 use futures::future::{BoxFuture, Shared};
@@ -102,10 +103,11 @@ impl NriCore {
         let me = self.clone();
         let pod = pod.clone();
         // One fetch of one pod, not a long-lived loop: nothing to restart. A panic ends only this
-        // task (tokio contains it); the guard still removes the in-flight entry (else every later
-        // request for the pod would join the dead fetch) and the dropped `tx` tells the waiters
-        // the fetch was interrupted.
-        tokio::spawn(async move {
+        // task (counted); the guard still removes the in-flight entry (else every later request
+        // for the pod would join the dead fetch) and the dropped `tx` tells the waiters the fetch
+        // was interrupted.
+        let (log, metrics) = (self.deps.log.clone(), self.deps.metrics.clone());
+        let task = async move {
             let entry = InflightEntry {
                 core: me.clone(),
                 uid: pod.uid.clone(),
@@ -113,7 +115,8 @@ impl NriCore {
             let result = me.fetch_and_store(&pod, source).await;
             drop(entry);
             let _ = tx.send(result);
-        });
+        };
+        spawn_detached("nri_fetch", &log, &metrics, task, || {});
         (fetch, false)
     }
 
@@ -166,8 +169,15 @@ impl NriCore {
                 if !superseded.is_empty() {
                     let me = self.clone();
                     let log = log.clone();
-                    // A one-shot clean-up; a panic ends only this task (tokio contains it).
-                    tokio::spawn(async move { me.revoke_superseded(superseded, &log).await });
+                    // A one-shot clean-up; a panic ends only this task (counted).
+                    let (task_log, metrics) = (log.clone(), self.deps.metrics.clone());
+                    spawn_detached(
+                        "nri_revoke_superseded",
+                        &task_log,
+                        &metrics,
+                        async move { me.revoke_superseded(superseded, &log).await },
+                        || {},
+                    );
                 }
                 Ok(Resolved { values, hit: None })
             }
@@ -178,10 +188,17 @@ impl NriCore {
                 if !created.is_empty() {
                     let vault = self.deps.vault.clone();
                     let log = log.clone();
-                    // A one-shot clean-up; a panic ends only this task (tokio contains it).
-                    tokio::spawn(async move {
-                        undo(&vault, created, &log).await;
-                    });
+                    // A one-shot clean-up; a panic ends only this task (counted).
+                    let (task_log, metrics) = (log.clone(), self.deps.metrics.clone());
+                    spawn_detached(
+                        "nri_undo",
+                        &task_log,
+                        &metrics,
+                        async move {
+                            undo(&vault, created, &log).await;
+                        },
+                        || {},
+                    );
                 }
                 Err(match exposure {
                     Exposure::Nothing => f,
