@@ -357,7 +357,7 @@ async fn issue_pod(
             log.clone(),
         );
         tokio::spawn(async move {
-            let owner = shared.slots.owner(spec.configs.len());
+            let owner = shared.slots.owner(spec.configs.len(), deadline);
             let jobs = spec.configs.iter().map(|db| async {
                 // Waiting for a slot counts as vdbi's own time (it is vdbi's scheduling); a
                 // request still queued at the deadline gives up its place.

@@ -123,7 +123,7 @@ impl NriCore {
         let owner = self
             .deps
             .slots
-            .owner(plan.dbs.iter().filter(|d| !d.is_empty()).count());
+            .owner(plan.dbs.iter().filter(|d| !d.is_empty()).count(), deadline);
 
         let jobs = spec
             .configs

@@ -13,7 +13,9 @@
 //!   share it (holding or waiting for a slot, or done less than [`CONTENTION_WINDOW`] ago) it
 //!   gets `per_owner / N`, at least one. Its dbConfigs then take their turn one or two at a
 //!   time instead of keeping Vault and PostgreSQL busy for everyone else (a pod at
-//!   `maxDbConfigsPerPod` re-submitted in a loop beside a stream of small pods gets one slot);
+//!   `maxDbConfigsPerPod` re-submitted in a loop beside a stream of small pods gets one slot).
+//!   Half-way to its deadline a big pod is late and gets the whole bound again: on a slow
+//!   Vault, waiting its turn must not get it refused;
 //! * when a slot frees, the pods that wait are served round-robin (one slot each in turn, in
 //!   the order they first asked), so a pod with 16 dbConfigs gets one slot per round and can
 //!   never get ahead of 16 pods with one dbConfig each.
@@ -80,13 +82,15 @@ impl FairQueue {
     }
 
     /// A new owner, one per pod's issuance (an admission, an NRI fetch) of `dbconfigs`
-    /// dbConfigs.
-    pub fn owner(&self, dbconfigs: usize) -> Owner {
+    /// dbConfigs that must be done by `deadline`: half-way there it is late, and no longer held
+    /// to its share of the per-pod bound.
+    pub fn owner(&self, dbconfigs: usize, deadline: Instant) -> Owner {
         let id = self
             .inner
             .next_owner
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Owner::new(id, dbconfigs)
+        let now = Instant::now();
+        Owner::new(id, dbconfigs).late_at(now + deadline.saturating_duration_since(now) / 2)
     }
 
     /// Waits for a slot for `owner` (a dbConfig of `user`); the slot is held until the returned
@@ -203,7 +207,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_gives_up_leaves_no_slot_behind() {
         let q = FairQueue::new(1, 1);
-        let (a, b, c) = (q.owner(1), q.owner(1), q.owner(1));
+        let end = Instant::now() + std::time::Duration::from_secs(10);
+        let (a, b, c) = (q.owner(1, end), q.owner(1, end), q.owner(1, end));
         let held = q.acquire(a, SlotUser::Admission).await;
         // b waits, then gives up.
         let gave_up = tokio::time::timeout(

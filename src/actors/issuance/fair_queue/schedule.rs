@@ -6,17 +6,37 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// One pod's issuance (an admission, or an NRI fetch) in the queue: an id and the number of
-/// dbConfigs it issues (what makes it a small or a big pod).
+/// One pod's issuance (an admission, or an NRI fetch) in the queue: an id, the number of
+/// dbConfigs it issues (what makes it a small or a big pod) and the instant from which it is
+/// late (half-way to its deadline).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     id: u64,
     dbconfigs: usize,
+    late_at: Option<Instant>,
 }
 
 impl Owner {
     pub fn new(id: u64, dbconfigs: usize) -> Owner {
-        Owner { id, dbconfigs }
+        Owner {
+            id,
+            dbconfigs,
+            late_at: None,
+        }
+    }
+
+    /// From `late_at` on, the pod is no longer held to its share: it gets the whole per-pod
+    /// bound, so that a big pod on a slow Vault is not refused at its deadline for having
+    /// waited its turn.
+    pub fn late_at(self, at: Instant) -> Owner {
+        Owner {
+            late_at: Some(at),
+            ..self
+        }
+    }
+
+    fn is_late(&self, now: Instant) -> bool {
+        self.late_at.is_some_and(|at| now >= at)
     }
 }
 
@@ -105,8 +125,8 @@ impl<W> Schedule<W> {
         if held == 0 {
             return true; // every pod may always have one dbConfig in progress
         }
-        let active = if owner.dbconfigs <= self.per_owner {
-            1 // not needed: a small pod's bound does not depend on it
+        let active = if owner.dbconfigs <= self.per_owner || owner.is_late(now) {
+            1 // a small pod's bound, or a late pod's, does not depend on it
         } else {
             self.active(now, owner)
         };
@@ -332,6 +352,30 @@ mod tests {
             s.release(Owner::new(o, 1), at);
         }
         assert!(s.departed.len() <= 1_001, "{} remembered", s.departed.len());
+    }
+
+    /// A big pod held to one slot gets the whole bound once half its time is gone.
+    #[test]
+    fn a_late_big_pod_gets_its_whole_bound() {
+        let t0 = Instant::now();
+        let mut s: Schedule<u32> = Schedule::new(16, 4, WINDOW);
+        for o in 1..=5 {
+            assert!(s.request(Owner::new(o, 1), 0, t0));
+            s.release(Owner::new(o, 1), t0);
+        }
+        let big = Owner::new(100, 16).late_at(t0 + ms(2000));
+        assert_eq!((0..16).filter(|i| s.request(big, *i, t0)).count(), 1);
+        s.release(big, t0 + ms(500));
+        assert!(s.next_grant(t0 + ms(500)).is_some());
+        assert!(s.next_grant(t0 + ms(500)).is_none(), "on time: its share");
+        // More small pods pass: still not alone, but late now, so 4 at once.
+        for o in 6..=10 {
+            assert!(s.request(Owner::new(o, 1), 0, t0 + ms(1500)));
+            s.release(Owner::new(o, 1), t0 + ms(1500));
+        }
+        let late = t0 + ms(2000);
+        s.release(big, late);
+        assert_eq!(std::iter::from_fn(|| s.next_grant(late)).count(), 4);
     }
 
     #[test]
