@@ -403,6 +403,12 @@ maxDbConfigsPerPod: {{ int64 .maxDbConfigsPerPod }}
 {{- if hasKey . "maxAnnotationBytes" }}
 maxAnnotationBytes: {{ int64 .maxAnnotationBytes }}
 {{- end }}
+{{- if hasKey . "issuanceSlots" }}
+issuanceSlots: {{ int64 .issuanceSlots }}
+{{- end }}
+{{- if hasKey . "issuanceSlotsPerPod" }}
+issuanceSlotsPerPod: {{ int64 .issuanceSlotsPerPod }}
+{{- end }}
 {{- if .readinessVaultGrace }}
 readinessVaultGrace: {{ .readinessVaultGrace | quote }}
 {{- end }}
@@ -458,6 +464,12 @@ orphanLeaseRoles:
 kubeRole: {{ $c.kubeRoleNri | default $c.kubeRole | quote }}
 {{- with $c.kubeRoleNri }}
 kubeRoleNri: {{ . | quote }}
+{{- end }}
+{{- if hasKey $nri "issuanceSlots" }}
+issuanceSlots: {{ int64 $nri.issuanceSlots }}
+{{- end }}
+{{- if hasKey $nri "issuanceSlotsPerPod" }}
+issuanceSlotsPerPod: {{ int64 $nri.issuanceSlotsPerPod }}
 {{- end }}
 {{- end }}
 {{- include "vdbi.listenConfig" . }}
