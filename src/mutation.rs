@@ -2,7 +2,7 @@
 //! (an existing variable of the same name is replaced in place, not appended) and the `uuid`
 //! annotation. Pure: no I/O, no secrets logged.
 
-use crate::annotations::{render_uri, CredentialMode, PodDbSpec, UUID_KEY};
+use crate::annotations::{render_uri, CredentialMode, PodDbSpec, TemplateError, UUID_KEY};
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
@@ -26,7 +26,7 @@ impl std::fmt::Debug for InjectedValues {
 #[derive(Debug, thiserror::Error)]
 pub enum MutationError {
     #[error("dbConfig {db:?}: cannot build the connection URI: {reason}")]
-    Uri { db: String, reason: String },
+    Uri { db: String, reason: TemplateError },
     #[error("{given} credential sets given for {expected} dbConfigs")]
     Arity { expected: usize, given: usize },
 }

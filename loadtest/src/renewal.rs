@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use vdbi::actors::error::ActorError;
 use vdbi::actors::leadership::RENEWER_LEASE;
 use vdbi::actors::pod_index::Snapshot;
 use vdbi::actors::renewer::{RunCycle, FIRST_CYCLE_AFTER};
@@ -208,13 +209,8 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     if let Some(left) = FIRST_CYCLE_AFTER.checked_sub(since_leading) {
         tokio::time::sleep(left + Duration::from_secs(1)).await;
     }
-    loop {
-        match renewer.send(RunCycle).await {
-            Ok(Err(e)) if e.contains("already running") => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            _ => break,
-        }
+    while let Ok(Err(ActorError::Busy(_))) = renewer.send(RunCycle).await {
+        tokio::time::sleep(Duration::from_millis(50)).await
     }
     // The KV entries, now that the pods are known.
     for (k, chunk) in issued.chunks(64).enumerate() {
@@ -248,10 +244,8 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<RenewalResult, Str
     let t = Instant::now();
     let report = loop {
         match renewer.send(RunCycle).await.map_err(|e| e.to_string())? {
-            Err(e) if e.contains("already running") => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            other => break other?,
+            Err(ActorError::Busy(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => break other.map_err(|e| e.to_string())?,
         }
     };
     let cycle = t.elapsed();

@@ -17,7 +17,7 @@ use super::issuance::{
     reservations, undo, CallClass, Coalescer, Created, Exposure, Issuer, NewToken, Refusal,
     RefusalReason, Restore, RoleCache, Subject, UndoLog,
 };
-use super::supervision::RestartGuard;
+use super::supervision::{spawn_detached, RestartGuard};
 use super::vault_session::{RevokeSelf, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
@@ -383,10 +383,12 @@ async fn issue_pod(
     let refusal = match tokio::time::timeout_at(deadline, &mut work).await {
         Ok(Ok(Ok(issued))) => return Ok(Arc::new(issued)),
         Ok(Ok(Err(refusal))) => refusal,
-        Ok(Err(join)) => Refusal::new(
-            RefusalReason::Internal,
-            format!("admission task failed: {join}"),
-        ),
+        Ok(Err(join)) => {
+            // The panic's text stays in the log: it is not the pod creator's to read.
+            deps.metrics.process.task_panicked("admission_issue");
+            warn!(log, "the issuing task failed"; "error" => %join);
+            Refusal::new(RefusalReason::Internal, "internal error while issuing")
+        }
         Err(_) => {
             // Say why when the cause is known: no Vault session at all is not a slow call.
             let logged_in = clock
@@ -416,9 +418,18 @@ async fn issue_pod(
     };
     let (created, exposure) = undo_log.abandon();
     if !created.is_empty() {
-        tokio::spawn(async move {
-            undo(&deps.vault, created, CallClass::Background, &log).await;
-        });
+        // A panic leaves what was created to the revoker's sweep, which finds it through the
+        // reservation written before the first Vault object.
+        let (task_log, task_metrics) = (log.clone(), deps.metrics.clone());
+        spawn_detached(
+            "admission_undo",
+            &task_log,
+            &task_metrics,
+            async move {
+                undo(&deps.vault, created, CallClass::Background, &log).await;
+            },
+            || {},
+        );
     }
     Err(refusal.with_exposure(exposure))
 }

@@ -3,6 +3,7 @@
 //! changes made during a save are coalesced into the next one, so a burst of evictions costs one
 //! write. Entries loaded from disk have source `unknown` (as in vault-db-injector).
 
+use super::error::{ActorError, CacheSaveError};
 use super::supervision::RestartGuard;
 use crate::cache_file::{self, Loaded, PodValues};
 use crate::telemetry::metrics::CacheFileError;
@@ -74,7 +75,7 @@ pub struct Uids;
 
 /// Wait until everything changed so far is on disk.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ActorError>")]
 pub struct Flush;
 
 pub struct CredentialCache {
@@ -85,7 +86,10 @@ pub struct CredentialCache {
     generation: u64,
     saved: u64,
     saving: bool,
-    waiters: Vec<(u64, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    waiters: Vec<(
+        u64,
+        tokio::sync::oneshot::Sender<Result<(), CacheSaveError>>,
+    )>,
     log: Logger,
     metrics: Metrics,
 }
@@ -135,8 +139,8 @@ impl CredentialCache {
                     act.saved = generation;
                     Ok(())
                 }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("save task failed: {e}")),
+                Ok(Err(e)) => Err(CacheSaveError::File(Arc::new(e))),
+                Err(_) => Err(CacheSaveError::Panicked),
             };
             if let Err(e) = &res {
                 act.metrics.nri.cache_file_error(CacheFileError::Write);
@@ -151,7 +155,7 @@ impl CredentialCache {
         }));
     }
 
-    fn notify_waiters(&mut self, res: Result<(), String>) {
+    fn notify_waiters(&mut self, res: Result<(), CacheSaveError>) {
         let saved = self.saved;
         let mut keep = Vec::new();
         for (gen, tx) in self.waiters.drain(..) {
@@ -256,7 +260,7 @@ impl Handler<Uids> for CredentialCache {
 }
 
 impl Handler<Flush> for CredentialCache {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ActorError>>;
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         if self.saved == self.generation {
             return Box::pin(async { Ok(()) });
@@ -266,7 +270,8 @@ impl Handler<Flush> for CredentialCache {
         self.schedule_save(ctx);
         Box::pin(async move {
             rx.await
-                .unwrap_or_else(|_| Err("cache actor stopped".into()))
+                .unwrap_or(Err(CacheSaveError::Stopped))
+                .map_err(ActorError::from)
         })
     }
 }

@@ -15,6 +15,7 @@
 //! certainly a broken view of the cluster, not a cluster without pods. When the pod watch is
 //! broken the renewer gives up its lease ([`StepDown`]), so that a peer with a working view renews.
 
+use super::error::ActorError;
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::pod_index::{LiveSnapshot, PodEvent, PodIndex, Snapshot, WatchStatus};
 use super::revocation::revoke_recorded;
@@ -52,7 +53,7 @@ pub struct RenewerConfig {
 
 /// Run one cycle now; returns its report.
 #[derive(Message)]
-#[rtype(result = "Result<CycleReport, String>")]
+#[rtype(result = "Result<CycleReport, ActorError>")]
 pub struct RunCycle;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,12 +123,12 @@ impl Renewer {
         }
     }
 
-    fn cycle(&mut self) -> ResponseActFuture<Self, Result<CycleReport, String>> {
+    fn cycle(&mut self) -> ResponseActFuture<Self, Result<CycleReport, ActorError>> {
         if self.cycling {
-            return Box::pin(fut::ready(Err("a cycle is already running".to_string())));
+            return Box::pin(fut::ready(Err(ActorError::Busy("a renewal cycle"))));
         }
         let Some(known) = self.known.take() else {
-            return Box::pin(fut::ready(Err("state unavailable".to_string())));
+            return Box::pin(fut::ready(Err(ActorError::NotReady("the renewer's state"))));
         };
         self.cycling = true;
         let ctx = CycleCtx {
@@ -164,7 +165,7 @@ impl Renewer {
                         warn!(act.log, "renewal cycle finished with errors"; "errors" => r.errors, "entries" => r.entries);
                     }
                     Err(e) => {
-                        warn!(act.log, "renewal cycle failed"; "error" => e);
+                        warn!(act.log, "renewal cycle failed"; "error" => %e);
                     }
                 }
                 res
@@ -250,10 +251,10 @@ async fn run_cycle(
     ctx: CycleCtx,
     snapshot: Option<LiveSnapshot>,
     mut known: HashMap<String, Known>,
-) -> (HashMap<String, Known>, Result<CycleReport, String>) {
+) -> (HashMap<String, Known>, Result<CycleReport, ActorError>) {
     let Some(snapshot) = snapshot else {
         ctx.metrics.renewal.pods_listed(false);
-        return (known, Err("pod index not synchronised".into()));
+        return (known, Err(ActorError::NotReady("the pod index")));
     };
     let listed = ctx
         .vault
@@ -263,7 +264,7 @@ async fn run_cycle(
         .await;
     let uuids = match listed {
         Ok(u) => u,
-        Err(e) => return (known, Err(format!("cannot list bookkeeping entries: {e}"))),
+        Err(e) => return (known, Err(e)),
     };
     // Entries gone from KV were revoked (or purged): their per-uuid series go with them.
     known.retain(|k, v| {
@@ -283,10 +284,9 @@ async fn run_cycle(
                 ctx.metrics.renewal.pods_listed(false);
                 return (
                     known,
-                    Err(format!(
-                        "zero live labelled pods but {} bookkeeping entries: refusing to act on a broken view",
-                        real.unwrap_or(uuids.len())
-                    )),
+                    Err(ActorError::BrokenView {
+                        entries: real.unwrap_or(uuids.len()),
+                    }),
                 );
             }
         }
@@ -576,7 +576,7 @@ impl Handler<PodEvent> for Renewer {
 }
 
 impl Handler<RunCycle> for Renewer {
-    type Result = ResponseActFuture<Self, Result<CycleReport, String>>;
+    type Result = ResponseActFuture<Self, Result<CycleReport, ActorError>>;
     fn handle(&mut self, _: RunCycle, _: &mut Context<Self>) -> Self::Result {
         self.cycle()
     }

@@ -289,6 +289,35 @@ where
     TaskHandle { name, join }
 }
 
+/// Runs a one-shot task (one revocation, one undo, one revoke of a superseded token) detached
+/// from its caller. There is nothing to restart — the work is done once — but a panic must not
+/// pass unnoticed or leave state behind: it is caught, logged at ERROR, counted in
+/// `vdbi_task_panics_total{task=name}`, and `on_panic` runs to release what the task held (an
+/// in-flight mark, a retry to schedule).
+pub fn spawn_detached<Fut>(
+    name: &'static str,
+    log: &Logger,
+    metrics: &Metrics,
+    task: Fut,
+    on_panic: impl FnOnce() + Send + 'static,
+) where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::FutureExt;
+    let (log, metrics) = (log.clone(), metrics.clone());
+    tokio::spawn(async move {
+        if std::panic::AssertUnwindSafe(task)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            metrics.process.task_panicked(name);
+            error!(log, "background task panicked"; "task" => name);
+            on_panic();
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +420,44 @@ mod tests {
         task.stop();
         task.stopped().await;
         assert_eq!(restarts(), 2.0, "a stopped task is not restarted");
+    }
+
+    #[actix::test]
+    async fn a_panicking_one_shot_task_is_counted_and_releases_what_it_held() {
+        let metrics = Metrics::new(true);
+        let (tx, rx) = oneshot::channel();
+        spawn_detached(
+            "one-shot",
+            &discard(),
+            &metrics,
+            async { panic!("injected failure") },
+            move || {
+                let _ = tx.send(());
+            },
+        );
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("on_panic ran")
+            .unwrap();
+        let panics = metrics.count("vdbi_task_panics_total", &[("task", "one-shot")]);
+        assert_eq!(panics, 1.0);
+
+        let (tx, rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel();
+        spawn_detached(
+            "one-shot",
+            &discard(),
+            &metrics,
+            async move {
+                let _ = done_tx.send(());
+            },
+            move || drop(tx),
+        );
+        done_rx.await.unwrap();
+        // A task that ends normally neither counts nor runs `on_panic` (whose sender is then
+        // dropped with the closure, unsent).
+        assert!(rx.await.is_err());
+        let panics = metrics.count("vdbi_task_panics_total", &[("task", "one-shot")]);
+        assert_eq!(panics, 1.0);
     }
 }

@@ -101,7 +101,7 @@ pub enum AnnotationError {
     #[error("dbConfig {db:?}: uri mode needs annotation {PREFIX}{db}.template")]
     MissingTemplate { db: String },
     #[error("dbConfig {db:?}: annotation {PREFIX}{db}.template is not a URL: {reason}")]
-    BadTemplate { db: String, reason: String },
+    BadTemplate { db: String, reason: TemplateError },
     #[error("dbConfig {db:?}: annotation {key} holds an invalid env var name {name:?}")]
     BadEnvName {
         db: String,
@@ -355,15 +355,29 @@ pub fn check_containers<'a>(
     Ok(())
 }
 
+/// Why a uri-mode template cannot become a connection URI. Never quotes the URI: once
+/// rendered it holds a password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{0}")]
+    Url(#[from] url::ParseError),
+    #[error("it has no host")]
+    NoHost,
+    #[error("the URL cannot carry a username")]
+    NoUsername,
+    #[error("the URL cannot carry a password")]
+    NoPassword,
+}
+
 /// A template either carries `{{user}}`/`{{password}}` markers (the documented form) or is a URL
 /// whose userinfo is replaced.
-fn check_template(template: &str) -> Result<(), String> {
+fn check_template(template: &str) -> Result<(), TemplateError> {
     let probe = template
         .replace("{{user}}", "u")
         .replace("{{password}}", "p");
-    let url = url::Url::parse(&probe).map_err(|e| e.to_string())?;
+    let url = url::Url::parse(&probe)?;
     if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
-        return Err("it has no host".into());
+        return Err(TemplateError::NoHost);
     }
     Ok(())
 }
@@ -383,7 +397,7 @@ pub fn encode_userinfo(value: &str) -> String {
 
 /// Builds the connection URI of a uri-mode dbConfig: `{{user}}`/`{{password}}` markers are
 /// replaced when present (percent-encoded), otherwise the URL's userinfo is replaced.
-pub fn render_uri(template: &str, username: &str, password: &str) -> Result<String, String> {
+pub fn render_uri(template: &str, username: &str, password: &str) -> Result<String, TemplateError> {
     let user = encode_userinfo(username);
     let pass = encode_userinfo(password);
     if template.contains("{{user}}") || template.contains("{{password}}") {
@@ -391,11 +405,11 @@ pub fn render_uri(template: &str, username: &str, password: &str) -> Result<Stri
             .replace("{{user}}", &user)
             .replace("{{password}}", &pass));
     }
-    let mut url = url::Url::parse(template).map_err(|e| e.to_string())?;
+    let mut url = url::Url::parse(template)?;
     url.set_username(&user)
-        .map_err(|_| "the URL cannot carry a username".to_string())?;
+        .map_err(|_| TemplateError::NoUsername)?;
     url.set_password(Some(&pass))
-        .map_err(|_| "the URL cannot carry a password".to_string())?;
+        .map_err(|_| TemplateError::NoPassword)?;
     Ok(url.to_string())
 }
 

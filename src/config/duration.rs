@@ -3,31 +3,51 @@
 
 use std::time::Duration;
 
+/// Why a string is not a Go duration vdbi accepts (the input is quoted: configuration values,
+/// never secrets).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("negative duration {0:?} is not allowed")]
+    Negative(String),
+    #[error("missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("invalid duration {0:?}")]
+    Invalid(String),
+    #[error("invalid number in duration {0:?}")]
+    InvalidNumber(String),
+    #[error("unknown unit {unit:?} in duration {input:?}")]
+    UnknownUnit { unit: String, input: String },
+    #[error("duration {0:?} is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses a Go duration string. Negative durations are refused (none of vdbi's settings allows one).
-pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
     let s = input.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.starts_with('-') {
-        return Err(format!("negative duration {input:?} is not allowed"));
+        return Err(DurationError::Negative(input.to_string()));
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {input:?}"))?;
+            .ok_or_else(|| DurationError::MissingUnit(input.to_string()))?;
         if num_len == 0 {
-            return Err(format!("invalid duration {input:?}"));
+            return Err(DurationError::Invalid(input.to_string()));
         }
         let value: f64 = rest[..num_len]
             .parse()
-            .map_err(|_| format!("invalid number in duration {input:?}"))?;
+            .map_err(|_| DurationError::InvalidNumber(input.to_string()))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -39,13 +59,18 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            other => return Err(format!("unknown unit {other:?} in duration {input:?}")),
+            other => {
+                return Err(DurationError::UnknownUnit {
+                    unit: other.to_string(),
+                    input: input.to_string(),
+                })
+            }
         };
         total += value * nanos_per_unit;
         rest = &rest[unit_len..];
     }
     if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(format!("duration {input:?} is out of range"));
+        return Err(DurationError::OutOfRange(input.to_string()));
     }
     Ok(Duration::from_nanos(total.round() as u64))
 }

@@ -3,7 +3,7 @@
 //! `check-config` output, so the four can never disagree.
 
 use super::duration::{format_go_duration, parse_go_duration};
-use super::{Config, LogLevel, Mode, OrphanLeaseMode};
+use super::{Config, LogLevel, Mode, OrphanLeaseMode, ValueError};
 use std::path::PathBuf;
 
 /// A raw value from YAML or the environment.
@@ -12,7 +12,7 @@ pub(super) enum Raw {
     List(Vec<String>),
 }
 
-type Setter = fn(&mut Config, Raw) -> Result<(), String>;
+type Setter = fn(&mut Config, Raw) -> Result<(), ValueError>;
 type Getter = fn(&Config) -> String;
 
 pub(super) struct Field {
@@ -26,10 +26,10 @@ pub(super) struct Field {
     pub(super) get: Getter,
 }
 
-fn scalar(raw: Raw) -> Result<String, String> {
+fn scalar(raw: Raw) -> Result<String, ValueError> {
     match raw {
         Raw::Scalar(s) => Ok(s),
-        Raw::List(_) => Err("expected a single value, found a list".into()),
+        Raw::List(_) => Err(ValueError::NotScalar),
     }
 }
 
@@ -44,33 +44,30 @@ fn list(raw: Raw) -> Vec<String> {
     }
 }
 
-fn parse_bool(raw: Raw) -> Result<bool, String> {
+fn parse_bool(raw: Raw) -> Result<bool, ValueError> {
     let s = scalar(raw)?;
     match s.to_ascii_lowercase().as_str() {
         "true" | "1" | "t" | "yes" => Ok(true),
         "false" | "0" | "f" | "no" => Ok(false),
-        _ => Err(format!("expected true or false, found {s:?}")),
+        _ => Err(ValueError::NotBool(s)),
     }
 }
 
-fn parse_num<T: std::str::FromStr>(raw: Raw) -> Result<T, String> {
+fn parse_num<T: std::str::FromStr>(raw: Raw) -> Result<T, ValueError> {
     let s = scalar(raw)?;
-    s.trim()
-        .parse()
-        .map_err(|_| format!("expected a number, found {s:?}"))
+    s.trim().parse().map_err(|_| ValueError::NotNumber(s))
 }
 
-fn parse_dur(raw: Raw) -> Result<std::time::Duration, String> {
-    parse_go_duration(&scalar(raw)?)
+fn parse_dur(raw: Raw) -> Result<std::time::Duration, ValueError> {
+    Ok(parse_go_duration(&scalar(raw)?)?)
 }
 
-fn parse_addr(raw: Raw) -> Result<std::net::SocketAddr, String> {
+fn parse_addr(raw: Raw) -> Result<std::net::SocketAddr, ValueError> {
     let s = scalar(raw)?;
-    s.parse()
-        .map_err(|_| format!("expected an address like 0.0.0.0:8443, found {s:?}"))
+    s.parse().map_err(|_| ValueError::NotAddress(s))
 }
 
-fn parse_log_level(raw: Raw) -> Result<LogLevel, String> {
+fn parse_log_level(raw: Raw) -> Result<LogLevel, ValueError> {
     let s = scalar(raw)?;
     match s.to_ascii_lowercase().as_str() {
         "debug" => Ok(LogLevel::Debug),
@@ -78,9 +75,7 @@ fn parse_log_level(raw: Raw) -> Result<LogLevel, String> {
         "info" => Ok(LogLevel::Info),
         "warn" | "warning" => Ok(LogLevel::Warn),
         "error" => Ok(LogLevel::Error),
-        _ => Err(format!(
-            "unknown log level {s:?}: use trace, debug, info, warn or error"
-        )),
+        _ => Err(ValueError::LogLevel(s)),
     }
 }
 
@@ -90,7 +85,7 @@ macro_rules! field {
             path: $path,
             env: $env,
             secret: $secret,
-            set: |$c: &mut Config, $r: Raw| -> Result<(), String> {
+            set: |$c: &mut Config, $r: Raw| -> Result<(), ValueError> {
                 $set;
                 Ok(())
             },

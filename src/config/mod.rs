@@ -13,7 +13,7 @@ mod sources;
 mod unknown;
 mod validate;
 
-pub use duration::{format_go_duration, parse_go_duration};
+pub use duration::{format_go_duration, parse_go_duration, DurationError};
 pub use fields::all_keys;
 pub use validate::{Problem, Severity};
 
@@ -35,14 +35,12 @@ pub enum OrphanLeaseMode {
 }
 
 impl OrphanLeaseMode {
-    pub fn parse(s: &str) -> Result<OrphanLeaseMode, String> {
+    pub fn parse(s: &str) -> Result<OrphanLeaseMode, ValueError> {
         match s {
             "off" | "false" => Ok(OrphanLeaseMode::Off),
             "report" => Ok(OrphanLeaseMode::Report),
             "revoke" => Ok(OrphanLeaseMode::Revoke),
-            other => Err(format!(
-                "invalid value {other:?}: must be one of off, report, revoke"
-            )),
+            other => Err(ValueError::OrphanLeaseMode(other.to_string())),
         }
     }
 
@@ -66,16 +64,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn parse(s: &str) -> Result<Mode, String> {
+    pub fn parse(s: &str) -> Result<Mode, ValueError> {
         match s {
             "injector" => Ok(Mode::Injector),
             "renewer" => Ok(Mode::Renewer),
             "revoker" => Ok(Mode::Revoker),
             "nri" => Ok(Mode::Nri),
             "all" => Ok(Mode::All),
-            other => Err(format!(
-                "invalid mode {other:?}: must be one of injector, renewer, revoker, nri, all"
-            )),
+            other => Err(ValueError::Mode(other.to_string())),
         }
     }
 
@@ -334,6 +330,27 @@ pub enum ConfigError {
     Yaml { path: PathBuf, message: String },
     #[error("invalid config:\n{}", validate::render(.0))]
     Invalid(Vec<Problem>),
+}
+
+/// Why one configuration value is refused; recorded as a [`Problem`] under its key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("expected a single value, found a list")]
+    NotScalar,
+    #[error("expected true or false, found {0:?}")]
+    NotBool(String),
+    #[error("expected a number, found {0:?}")]
+    NotNumber(String),
+    #[error("expected an address like 0.0.0.0:8443, found {0:?}")]
+    NotAddress(String),
+    #[error("unknown log level {0:?}: use trace, debug, info, warn or error")]
+    LogLevel(String),
+    #[error("invalid mode {0:?}: must be one of injector, renewer, revoker, nri, all")]
+    Mode(String),
+    #[error("invalid value {0:?}: must be one of off, report, revoke")]
+    OrphanLeaseMode(String),
+    #[error("{0}")]
+    Duration(#[from] DurationError),
 }
 
 /// A loaded configuration and the warnings found while loading it.

@@ -62,8 +62,8 @@ fn walk(cfg: &mut Config, node: &serde_yaml::Value, prefix: &str, problems: &mut
                     }
                 },
             };
-            if let Err(msg) = (field.set)(cfg, raw) {
-                problems.push(Problem::error(&path, msg));
+            if let Err(e) = (field.set)(cfg, raw) {
+                problems.push(Problem::error(&path, e.to_string()));
             }
         } else if known_paths().any(|p| p.starts_with(&format!("{path}."))) {
             if v.is_mapping() {
@@ -86,8 +86,8 @@ pub(super) fn apply_env(
 ) {
     for field in FIELDS {
         if let Some(value) = env.get(field.env) {
-            if let Err(msg) = (field.set)(cfg, Raw::Scalar(value.clone())) {
-                problems.push(Problem::error(field.env, msg));
+            if let Err(e) = (field.set)(cfg, Raw::Scalar(value.clone())) {
+                problems.push(Problem::error(field.env, e.to_string()));
             }
         }
     }

@@ -39,23 +39,39 @@ impl ProbeTiming {
     }
 }
 
-/// One probe: `Ok` when a Vault call went through, else why not (for the check's message).
-async fn probe(vault: &ActorHandle<VaultSession>, timeout: Duration) -> Result<(), String> {
+/// Why a readiness probe failed; its Display is the health check's message (no Vault text).
+#[derive(Debug, thiserror::Error)]
+enum ProbeFailure {
+    #[error("the Vault session does not answer")]
+    SessionSilent,
+    #[error("the Vault session is unavailable ({0})")]
+    SessionGone(actix::MailboxError),
+    #[error("no Vault session (login failing)")]
+    NotLoggedIn,
+    #[error("Vault calls do not complete in time")]
+    Slow,
+    #[error("Vault call failed ({0})")]
+    CallFailed(&'static str),
+    #[error("Vault is sealed")]
+    Sealed,
+}
+
+/// One probe: `Ok` when a Vault call went through, else why not.
+async fn probe(vault: &ActorHandle<VaultSession>, timeout: Duration) -> Result<(), ProbeFailure> {
     let deadline = Instant::now() + timeout;
     let logged_in = tokio::time::timeout_at(deadline, vault.send(IsLoggedIn))
         .await
-        .map_err(|_| "the Vault session does not answer".to_string())?
-        .map_err(|e| format!("the Vault session is unavailable ({e})"))?;
+        .map_err(|_| ProbeFailure::SessionSilent)?
+        .map_err(ProbeFailure::SessionGone)?;
     if !logged_in {
-        return Err("no Vault session (login failing)".into());
+        return Err(ProbeFailure::NotLoggedIn);
     }
     match tokio::time::timeout_at(deadline, vault.call(ReadHealth { deadline })).await {
-        Err(_) => Err("Vault calls do not complete in time".into()),
-        Ok(Err(e)) => Err(format!(
-            "Vault call failed ({})",
-            e.vault().map(|v| v.class()).unwrap_or("no answer")
+        Err(_) => Err(ProbeFailure::Slow),
+        Ok(Err(e)) => Err(ProbeFailure::CallFailed(
+            e.vault().map(|v| v.class()).unwrap_or("no answer"),
         )),
-        Ok(Ok(h)) if h.sealed => Err("Vault is sealed".into()),
+        Ok(Ok(h)) if h.sealed => Err(ProbeFailure::Sealed),
         Ok(Ok(_)) => Ok(()),
     }
 }

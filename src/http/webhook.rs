@@ -60,13 +60,22 @@ fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Checks the envelope's `apiVersion` and `kind`; the detail for a 400 otherwise.
-fn check_envelope(types: &kube::core::TypeMeta) -> Result<(), String> {
+/// An envelope other than `admission.k8s.io/v1` `AdmissionReview`; its Display is the 400's
+/// detail.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected apiVersion {REVIEW_API_VERSION:?} kind {REVIEW_KIND:?}, got apiVersion {api_version:?} kind {kind:?} (register the webhook with admissionReviewVersions: [v1])")]
+struct BadEnvelope {
+    api_version: String,
+    kind: String,
+}
+
+/// Checks the envelope's `apiVersion` and `kind`.
+fn check_envelope(types: &kube::core::TypeMeta) -> Result<(), BadEnvelope> {
     if types.api_version != REVIEW_API_VERSION || types.kind != REVIEW_KIND {
-        return Err(format!(
-            "expected apiVersion {REVIEW_API_VERSION:?} kind {REVIEW_KIND:?}, got apiVersion {:?} kind {:?} (register the webhook with admissionReviewVersions: [v1])",
-            types.api_version, types.kind
-        ));
+        return Err(BadEnvelope {
+            api_version: types.api_version.clone(),
+            kind: types.kind.clone(),
+        });
     }
     Ok(())
 }
@@ -128,8 +137,8 @@ fn parse_review(content_type: Option<&str>, body: &[u8]) -> Parsed {
         Ok(r) => r,
         Err(e) => return Parsed::Bad("malformed_review", format!("not an AdmissionReview: {e}")),
     };
-    if let Err(detail) = check_envelope(&review.types) {
-        return Parsed::Bad("bad_envelope", detail);
+    if let Err(bad) = check_envelope(&review.types) {
+        return Parsed::Bad("bad_envelope", bad.to_string());
     }
     let dyn_req: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
@@ -280,7 +289,7 @@ mod tests {
         };
         assert!(check_envelope(&tm("admission.k8s.io/v1", "AdmissionReview")).is_ok());
         let e = check_envelope(&tm("admission.k8s.io/v1beta1", "AdmissionReview")).unwrap_err();
-        assert!(e.contains("v1beta1"), "{e}");
+        assert!(e.to_string().contains("v1beta1"), "{e}");
         assert!(check_envelope(&tm("admission.k8s.io/v1", "Foo")).is_err());
     }
 

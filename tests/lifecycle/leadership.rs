@@ -27,6 +27,7 @@ async fn leader_election_between_real_processes() {
         )
         .await;
     }
+    // The scenario: both replicas keep campaigning a while; a second leader would show now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let revoker_leader = sole_leader(&[&a, &b], REVOKER_LEASE).await;
     let renewer_leader = sole_leader(&[&a, &b], RENEWER_LEASE).await;

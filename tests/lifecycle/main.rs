@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vdbi::actors::error::ActorError;
 use vdbi::actors::leadership::{RENEWER_LEASE, REVOKER_LEASE};
+use vdbi::actors::pod_index::Snapshot;
 use vdbi::actors::renewer::RunCycle;
 use vdbi::actors::revoker::{DiscoverOrphans, Sweep};
 use vdbi::app::runtime::{start_with, Running};
@@ -104,13 +106,11 @@ async fn start_instance(p: &Platform, rel: &Release, mut c: Config) -> Instance 
 
 impl Instance {
     /// One renewer cycle now (waiting for a scheduled one to finish first).
-    async fn run_cycle(&self) -> Result<vdbi::actors::renewer::CycleReport, String> {
+    async fn run_cycle(&self) -> Result<vdbi::actors::renewer::CycleReport, ActorError> {
         let renewer = self.running.renewer.as_ref().expect("a renewer");
         loop {
             match renewer.send(RunCycle).await.expect("renewer alive") {
-                Err(e) if e.contains("already running") => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
+                Err(ActorError::Busy(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
                 other => return other,
             }
         }
@@ -553,6 +553,24 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     t.elapsed()
+}
+
+/// Waits until `running`'s pod index knows every pod of `uids` (its watch delivered them).
+async fn wait_indexed(running: &Running, uids: &[String]) {
+    let index = running.pod_index.as_ref().expect("a pod index");
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(s)) = index.send(Snapshot).await {
+            if uids.iter().all(|u| s.is_live(u)) {
+                return;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the pod index never saw {uids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The one process of `procs` leading `lease` (asserting there is exactly one).

@@ -34,6 +34,7 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
 
     // Three pods, two databases each.
     let mut admitted = Vec::new();
+    let mut uids = Vec::new();
     for n in 0..3 {
         let mut pod = pod(
             &format!("app-{n}"),
@@ -75,10 +76,11 @@ async fn deleted_pods_lose_their_credentials_within_two_seconds() {
                 .await
                 .expect("credentials work while the pod lives");
         }
+        uids.push(stored.metadata.uid.clone().unwrap());
         admitted.push((stored.metadata.name.clone().unwrap(), issued));
     }
-    // Let the watch deliver the ADDED events before deleting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The watch has delivered the pods before they are deleted.
+    wait_indexed(&vdbi.running, &uids).await;
 
     let mut figures = Vec::new();
     for (name, issued) in &admitted {
@@ -264,6 +266,7 @@ async fn finished_pod_credentials_are_revoked() {
     )
     .await;
     inst.wait_leading(REVOKER_LEASE).await;
+    // The scenario: a moment in which the running job's entry must stay.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(all_alive(&root, &p, &rel.prefix, &job).await);
 
@@ -325,7 +328,7 @@ async fn removing_the_label_does_not_revoke() {
     cfg.revoker_unseen_grace = Duration::from_secs(2);
     let inst = start_instance(&p, &rel, cfg).await;
     inst.wait_leading(REVOKER_LEASE).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_indexed(&inst.running, std::slice::from_ref(&i.uuid)).await;
     pods.patch(
         "relabelled",
         &PatchParams::default(),

@@ -334,14 +334,7 @@ pub struct ReviewClient {
 
 impl ReviewClient {
     pub fn new(url: &str, pem: &str) -> ReviewClient {
-        crate::platform::install_crypto_provider();
-        // The webhook requires kube-apiserver's client certificate: present the same one.
-        let identity =
-            reqwest::Identity::from_pem(&crate::webhook::client_identity_pem(&Platform::get()))
-                .expect("webhook client identity");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .identity(identity)
+        let http = crate::webhook::review_client_builder(&Platform::get())
             .tls_certs_only(vec![reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
             .timeout(Duration::from_secs(30))
             .build()

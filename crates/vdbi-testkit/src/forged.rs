@@ -71,7 +71,9 @@ impl Answer {
 }
 
 /// POSTs `body` to `https://addr/mutate` with `content_type`, trusting `server_pem`, presenting
-/// `identity` if any. `Err` when TLS (handshake or the first read after it) fails.
+/// `identity` if any. `Err` when TLS (handshake or the first read after it) fails. Raw rustls and
+/// HTTP/1.1, not reqwest like the other review clients: a forged request must choose its client
+/// identity (or none), send any content type and see exactly where the server refused it.
 pub async fn post(
     addr: SocketAddr,
     server_pem: &str,

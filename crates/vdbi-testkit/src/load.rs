@@ -93,11 +93,7 @@ pub async fn start_vdbi(
 /// certificate accepted, the platform's webhook client certificate presented (vdbi requires it),
 /// a pool large enough for every request in flight.
 pub fn load_client(p: &Platform) -> Result<reqwest::Client, String> {
-    let identity = reqwest::Identity::from_pem(&crate::webhook::client_identity_pem(p))
-        .map_err(|e| e.to_string())?;
-    reqwest::Client::builder()
-        .no_proxy()
-        .identity(identity)
+    crate::webhook::review_client_builder(p)
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(256)

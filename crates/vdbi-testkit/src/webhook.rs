@@ -42,6 +42,16 @@ pub fn client_identity_pem(p: &Platform) -> Vec<u8> {
     pem
 }
 
+/// What every harness client that posts AdmissionReviews over reqwest starts from: no proxy
+/// (loopback), the platform's webhook client identity presented as kube-apiserver presents it
+/// (vdbi requires it). The caller adds how it trusts vdbi's certificate, timeouts and pooling.
+pub fn review_client_builder(p: &Platform) -> reqwest::ClientBuilder {
+    crate::platform::install_crypto_provider();
+    let identity =
+        reqwest::Identity::from_pem(&client_identity_pem(p)).expect("webhook client identity");
+    reqwest::Client::builder().no_proxy().identity(identity)
+}
+
 /// The label the webhook selects pods by.
 pub const LABEL: &str = "vault-db-injector";
 

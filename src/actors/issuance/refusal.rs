@@ -114,7 +114,11 @@ fn failure_class(e: &ActorError) -> (RefusalReason, &'static str) {
             RefusalReason::VaultUnavailable,
             "vdbi has no Vault session (Vault unreachable, sealed or refusing vdbi's login)",
         ),
-        ActorError::Mailbox(_) => (RefusalReason::Internal, "internal error"),
+        ActorError::Mailbox(_)
+        | ActorError::Busy(_)
+        | ActorError::NotReady(_)
+        | ActorError::BrokenView { .. }
+        | ActorError::CacheSave(_) => (RefusalReason::Internal, "internal error"),
         ActorError::Kube(_) => (RefusalReason::Kubernetes, "Kubernetes error"),
         ActorError::Vault(v) => match v.class() {
             "sealed" => (RefusalReason::VaultSealed, "Vault is sealed"),

@@ -42,6 +42,7 @@ mod sweep;
 pub use orphans::{lease_role, ORPHAN_READS_PER_PASS};
 pub use revoke::revoke_entry;
 
+use super::error::ActorError;
 use super::leadership::{Leadership, LeadershipChanged, StepDown};
 use super::missed_events::MissedEvents;
 use super::pod_check::{still_exists, PodState};
@@ -93,7 +94,7 @@ pub struct RevokeEntry {
 
 /// Run a sweep now.
 #[derive(Message)]
-#[rtype(result = "Result<SweepReport, String>")]
+#[rtype(result = "Result<SweepReport, ActorError>")]
 pub struct Sweep;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -105,7 +106,7 @@ pub struct SweepReport {
 
 /// Run an orphan-lease discovery pass now (tests; it also runs after every sweep).
 #[derive(Message)]
-#[rtype(result = "Result<OrphanReport, String>")]
+#[rtype(result = "Result<OrphanReport, ActorError>")]
 pub struct DiscoverOrphans;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -307,14 +308,14 @@ impl Handler<RevokeEntry> for Revoker {
 }
 
 impl Handler<DiscoverOrphans> for Revoker {
-    type Result = ResponseActFuture<Self, Result<OrphanReport, String>>;
+    type Result = ResponseActFuture<Self, Result<OrphanReport, ActorError>>;
     fn handle(&mut self, _: DiscoverOrphans, _: &mut Context<Self>) -> Self::Result {
         self.discover()
     }
 }
 
 impl Handler<Sweep> for Revoker {
-    type Result = ResponseActFuture<Self, Result<SweepReport, String>>;
+    type Result = ResponseActFuture<Self, Result<SweepReport, ActorError>>;
     fn handle(&mut self, _: Sweep, ctx: &mut Context<Self>) -> Self::Result {
         self.sweep(ctx)
     }

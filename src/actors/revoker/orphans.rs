@@ -3,6 +3,7 @@
 
 use super::sweep::SweepEnv;
 use super::{OrphanReport, Revoker};
+use crate::actors::error::ActorError;
 use crate::actors::vault_session::{ListLeases, LookupLease, RevokeLease};
 use crate::config::OrphanLeaseMode;
 use actix::prelude::*;
@@ -31,12 +32,14 @@ pub(super) struct OrphanState {
 }
 
 impl Revoker {
-    pub(super) fn discover(&mut self) -> ResponseActFuture<Self, Result<OrphanReport, String>> {
+    pub(super) fn discover(&mut self) -> ResponseActFuture<Self, Result<OrphanReport, ActorError>> {
         if !self.leading || self.cfg.orphan_mode == OrphanLeaseMode::Off {
             return Box::pin(fut::ready(Ok(OrphanReport::default())));
         }
         let Some(mut orphans) = self.orphans.take() else {
-            return Box::pin(fut::ready(Err("a discovery pass is running".to_string())));
+            return Box::pin(fut::ready(Err(ActorError::Busy(
+                "an orphan-discovery pass",
+            ))));
         };
         let env = self.env();
         Box::pin(
@@ -106,7 +109,7 @@ async fn list_managed_leases(env: &SweepEnv, orphans: &mut OrphanState) -> Optio
 async fn discover_orphans(
     env: &SweepEnv,
     orphans: &mut OrphanState,
-) -> Result<OrphanReport, String> {
+) -> Result<OrphanReport, ActorError> {
     if orphans.denied {
         return Ok(OrphanReport::default());
     }

@@ -6,6 +6,7 @@ use super::{Revoker, VaultSession};
 use crate::actors::error::ActorError;
 use crate::actors::pod_index::PodRecord;
 use crate::actors::revocation::revoke_recorded;
+use crate::actors::supervision::spawn_detached;
 use crate::actors::vault_session::{KvGet, Paced};
 use crate::actors::ActorHandle;
 use crate::telemetry::Metrics;
@@ -79,7 +80,22 @@ impl Revoker {
         let timeout = self.cfg.call_timeout;
         let permits = self.permits.clone();
         let me = ctx.address();
-        tokio::spawn(async move {
+        // A panic must not leave the uuid marked in flight (it would never be revoked again):
+        // it counts as a failed attempt, retried like any other.
+        let failed = {
+            let (me, uuid) = (me.clone(), uuid.clone());
+            move || {
+                me.do_send(Done {
+                    uuid,
+                    ok: false,
+                    attempt,
+                    path,
+                    since,
+                })
+            }
+        };
+        let (task_log, task_metrics) = (log.clone(), metrics.clone());
+        let task = async move {
             let _permit = permits.acquire_owned().await;
             let res = revoke_entry(&vault, &uuid, timeout, &metrics, &log).await;
             let ok = match &res {
@@ -115,7 +131,8 @@ impl Revoker {
                 path,
                 since,
             });
-        });
+        };
+        spawn_detached("revocation", &task_log, &task_metrics, task, failed);
     }
 }
 

@@ -34,7 +34,7 @@ impl Revoker {
     pub(super) fn sweep(
         &mut self,
         _ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<SweepReport, String>> {
+    ) -> ResponseActFuture<Self, Result<SweepReport, ActorError>> {
         if !self.leading || self.sweeping {
             return Box::pin(fut::ready(Ok(SweepReport::default())));
         }
@@ -73,7 +73,7 @@ impl Revoker {
                         })
                     }
                     Err(e) => {
-                        warn!(act.log, "sweep skipped"; "error" => &e);
+                        warn!(act.log, "sweep skipped"; "error" => %e);
                         Err(e)
                     }
                 }
@@ -112,10 +112,8 @@ impl SweepEnv {
         self.vault.call(Paced(msg(self.deadline()))).await
     }
 
-    pub(super) async fn kv_list(&self) -> Result<Vec<String>, String> {
-        self.call(|deadline| KvList { deadline })
-            .await
-            .map_err(|e| e.to_string())
+    pub(super) async fn kv_list(&self) -> Result<Vec<String>, ActorError> {
+        self.call(|deadline| KvList { deadline }).await
     }
 
     pub(super) async fn kv_get(&self, uuid: &str) -> Result<Option<BookkeepingEntry>, ActorError> {
@@ -133,13 +131,12 @@ struct SweepOutcome {
 async fn run_sweep(
     env: &SweepEnv,
     unseen: HashMap<String, Instant>,
-) -> Result<SweepOutcome, String> {
+) -> Result<SweepOutcome, ActorError> {
     let snapshot: LiveSnapshot = env
         .pods
         .send(Snapshot)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "pod index not synchronised yet".to_string())?;
+        .await?
+        .ok_or(ActorError::NotReady("the pod index"))?;
     let now = Instant::now();
     let uuids = env.kv_list().await?;
     let mut still_unseen = HashMap::new();

@@ -27,7 +27,7 @@ mod operations;
 pub use operations::*;
 
 use super::error::ActorError;
-use super::supervision::RestartGuard;
+use super::supervision::{spawn_detached, RestartGuard};
 use crate::health::HealthState;
 use crate::k8s;
 use crate::telemetry::Metrics;
@@ -76,7 +76,7 @@ pub struct VaultSession {
     info: Option<SessionDetails>,
     logging_in: bool,
     login_failures: u32,
-    waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, String>>>,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<VaultToken, ActorError>>>,
     last_error: String,
     renew_timer: Option<SpawnHandle>,
     /// The next login attempt after a failure (backoff); callers wait for it rather than
@@ -137,10 +137,7 @@ impl VaultSession {
             if act.stopped {
                 // Shut down while the login was in flight: the new token must not outlive us.
                 if let Ok(login) = res {
-                    let client = act.client.clone();
-                    tokio::spawn(async move {
-                        let _ = client.token_revoke_self(&login.token).await;
-                    });
+                    act.revoke_in_background(login.token);
                 }
                 return;
             }
@@ -184,10 +181,7 @@ impl VaultSession {
         });
         if let Some(old) = self.token.replace(login.token.clone()) {
             // Never leak the previous login.
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let _ = client.token_revoke_self(&old).await;
-            });
+            self.revoke_in_background(old);
         }
         for w in self.waiters.drain(..) {
             let _ = w.send(Ok(login.token.clone()));
@@ -243,13 +237,24 @@ impl VaultSession {
         );
     }
 
+    /// Revokes a login vdbi no longer uses, best effort: a failure leaves it to its TTL.
+    fn revoke_in_background(&self, token: VaultToken) {
+        let client = self.client.clone();
+        spawn_detached(
+            "session_token_revoke",
+            &self.log,
+            &self.metrics,
+            async move {
+                let _ = client.token_revoke_self(&token).await;
+            },
+            || {},
+        );
+    }
+
     /// Drops the current token (revoking it best-effort) and logs in again.
     fn relogin(&mut self, ctx: &mut Context<Self>) {
         if let Some(old) = self.token.take() {
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let _ = client.token_revoke_self(&old).await;
-            });
+            self.revoke_in_background(old);
         }
         self.metrics.vault.session_lost();
         self.health.set(HEALTH_CHECK, false, "logging in again");
@@ -356,7 +361,7 @@ impl Handler<CurrentToken> for VaultSession {
         Box::pin(async move {
             match tokio::time::timeout_at(msg.deadline, rx).await {
                 Ok(Ok(Ok(t))) => Ok(t),
-                Ok(Ok(Err(e))) => Err(ActorError::NoSession(e)),
+                Ok(Ok(Err(e))) => Err(e),
                 Ok(Err(_)) => Err(ActorError::NoSession("session restarted".into())),
                 Err(_) => Err(ActorError::NoSession(last)),
             }
@@ -389,7 +394,7 @@ impl Handler<RevokeOwnToken> for VaultSession {
             ctx.cancel_future(h);
         }
         for w in self.waiters.drain(..) {
-            let _ = w.send(Err("shutting down".into()));
+            let _ = w.send(Err(ActorError::NoSession("shutting down".into())));
         }
         self.health
             .set(HEALTH_CHECK, false, "shut down: token revoked");

@@ -1,4 +1,4 @@
-//! The process itself: actor restarts, certificate reloads, error reports.
+//! The process itself: actor restarts, task panics, certificate reloads, error reports.
 
 use super::families::Families;
 use prometheus::{Counter, CounterVec};
@@ -6,6 +6,7 @@ use prometheus::{Counter, CounterVec};
 #[derive(Clone)]
 pub struct ProcessMetrics {
     restarts: CounterVec,
+    task_panics: CounterVec,
     cert_reloads: CounterVec,
     sentry: SentryEvents,
 }
@@ -39,6 +40,11 @@ impl ProcessMetrics {
                 "Supervisor restarts of an actor",
                 &["actor"],
             ),
+            task_panics: f.counter_vec(
+                "vdbi_task_panics_total",
+                "Panics of one-shot background tasks (a revocation, an undo, a token revoke)",
+                &["task"],
+            ),
             cert_reloads: f.counter_vec(
                 "vdbi_webhook_certificate_reloads_total",
                 "Webhook certificate reloads",
@@ -55,6 +61,11 @@ impl ProcessMetrics {
     /// The restart counter of the actor `name` (kept by its supervisor).
     pub fn restarts_of(&self, name: &str) -> Counter {
         self.restarts.with_label_values(&[name])
+    }
+
+    /// A one-shot task `task` (a name from the code, never from a request) panicked.
+    pub fn task_panicked(&self, task: &'static str) {
+        self.task_panics.with_label_values(&[task]).inc();
     }
 
     /// A webhook certificate or client CA reload, successful or not.

@@ -123,6 +123,7 @@ fn touch_everything(m: &Metrics) {
     m.vault.login_failed();
     m.vault.call("kv_put", CallOutcome::Ok, t);
     m.process.restarts_of("cache").inc();
+    m.process.task_panicked("revocation");
     m.process.cert_reload(true);
     m.process.sentry_events().count("sent");
 }
