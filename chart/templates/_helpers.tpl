@@ -146,6 +146,61 @@ app.kubernetes.io/part-of: vdbi
 {{- end -}}
 {{- $_ := include "vdbi.admissionTimeoutMs" . -}}
 {{- include "vdbi.validateImages" . -}}
+{{- include "vdbi.validatePorts" . -}}
+{{- end -}}
+
+{{/* Listen ports: distinct within a component (vdbi would refuse to start), and across the
+components when they share the node's network (hostNetwork: a clash leaves a pod Pending, or
+failing to bind). The injector Service's first targetPort, when a number, is the webhook port. */}}
+{{- define "vdbi.validatePorts" -}}
+{{- $seen := dict -}}
+{{- $inj := .Values.vaultDbInjector.injector -}}
+{{- $components := list "renewer" "revoker" -}}
+{{- if $inj.enabled }}{{ $components = prepend $components "injector" }}{{ end -}}
+{{- if .Values.nri.enabled }}{{ $components = append $components "nri" }}{{ end -}}
+{{- range $c := $components -}}
+{{- $v := ternary $.Values.nri (index $.Values.vaultDbInjector $c) (eq $c "nri") -}}
+{{- $path := ternary "nri.containerPorts" (printf "vaultDbInjector.%s.containerPorts" $c) (eq $c "nri") -}}
+{{- $mine := dict -}}
+{{- range $l := list "webhook" "metrics" "health" -}}
+{{- if and (hasKey $v.containerPorts $l) (or (ne $l "webhook") (eq $c "injector")) -}}
+{{- $port := toString (int (index $v.containerPorts $l)) -}}
+{{- $name := printf "%s.%s" $path $l -}}
+{{- with index $mine $port -}}
+{{- fail (printf "%s and %s are both %s: each listener of a component needs its own port" . $name $port) -}}
+{{- end -}}
+{{- $_ := set $mine $port $name -}}
+{{- if $.Values.hostNetwork -}}
+{{- with index $seen $port -}}
+{{- fail (printf "hostNetwork: %s and %s are both %s, and the components share each node's ports: give them distinct containerPorts" . $name $port) -}}
+{{- end -}}
+{{- $_ := set $seen $port $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $inj.enabled -}}
+{{- $target := (index $inj.ports 0).targetPort -}}
+{{- if and $target (not (kindIs "string" $target)) (ne (int $target) (int $inj.containerPorts.webhook)) -}}
+{{- fail (printf "vaultDbInjector.injector.ports[0].targetPort (%d) must be vaultDbInjector.injector.containerPorts.webhook (%d), the port the webhook listens on" (int $target) (int $inj.containerPorts.webhook)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The listen keys of a component's config.yaml, only for ports other than vdbi's defaults.
+Context: dict root component */}}
+{{- define "vdbi.listenConfig" -}}
+{{- $v := fromYaml (include "vdbi.componentValues" .) -}}
+{{- $p := $v.containerPorts -}}
+{{- if and (eq .component "injector") (ne (int $p.webhook) 8443) }}
+webhookListen: {{ printf "0.0.0.0:%d" (int $p.webhook) | quote }}
+{{- end }}
+{{- if ne (int $p.metrics) 8080 }}
+metricsListen: {{ printf "0.0.0.0:%d" (int $p.metrics) | quote }}
+{{- end }}
+{{- if ne (int $p.health) 8888 }}
+healthListen: {{ printf "0.0.0.0:%d" (int $p.health) | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* No silent Go image: a repository named vault-db-injector (the Go chart's image, which a
@@ -291,7 +346,7 @@ readinessProbe:
 checksum/config: {{ .checksum }}
 {{- if .root.Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
-prometheus.io/port: "8080"
+prometheus.io/port: {{ .values.containerPorts.metrics | int | toString | quote }}
 {{- end }}
 {{- with .values.podAnnotations }}
 {{ toYaml . }}
@@ -405,6 +460,7 @@ kubeRole: {{ $c.kubeRoleNri | default $c.kubeRole | quote }}
 kubeRoleNri: {{ . | quote }}
 {{- end }}
 {{- end }}
+{{- include "vdbi.listenConfig" . }}
 {{ include "vdbi.commonConfig" . }}
 nri:
   enabled: {{ $nri.enabled }}

@@ -135,7 +135,9 @@ def common(docs, release_ns="vdbi-system"):
             wh = mwc["webhooks"][0]
             check(wh["failurePolicy"] == "Fail", "webhook failurePolicy is not Fail")
             check(wh["sideEffects"] == "NoneOnDryRun", "webhook sideEffects is not NoneOnDryRun")
-            check(wh["clientConfig"]["service"]["path"] == "/mutate", "webhook path is not /mutate")
+            cc = wh["clientConfig"]
+            path = cc["service"]["path"] if "service" in cc else "/" + cc.get("url", "").split("/", 3)[-1]
+            check(path == "/mutate", "webhook path is not /mutate")
             check(wh["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
                   f"webhook rules: {wh['rules']}")
             t = wh["timeoutSeconds"]
@@ -179,6 +181,10 @@ def token_rule_holders(docs):
 
 def case_default(docs):
     cfgs, pods = common(docs)
+    for comp, spec in pods.items():
+        check("hostNetwork" not in spec and "dnsPolicy" not in spec, f"{comp}: host network by default")
+    for comp, cfg in cfgs.items():
+        check(not {"webhookListen", "metricsListen", "healthListen"} & set(cfg), f"{comp}: listen keys by default")
     kinds = {d["kind"] for d in docs}
     for k in ("ServiceMonitor", "Certificate", "Issuer", "NetworkPolicy", "DaemonSet"):
         check(k not in kinds, f"default render has a {k}")
@@ -299,6 +305,42 @@ def case_example(docs, projected):
         check("nri" not in pods, "legacy example deploys NRI")
 
 
+def case_hostnetwork(docs):
+    """Every pod on the node's network; each listener's port in its pod spec, its config.yaml and
+    its annotations, all distinct; the webhook reached by URL."""
+    case_nri(docs)
+    cfgs, pods = configs(docs), workloads(docs)
+    check(set(pods) == {"injector", "renewer", "revoker", "nri"}, f"workloads {sorted(pods)}")
+    seen = {}
+    for comp, spec in pods.items():
+        check(spec.get("hostNetwork") is True, f"{comp}: hostNetwork not set")
+        check(spec.get("dnsPolicy") == "ClusterFirstWithHostNet", f"{comp}: dnsPolicy {spec.get('dnsPolicy')!r}")
+        ports = {p["name"]: p["containerPort"] for p in spec["containers"][0]["ports"]}
+        keys = {"https": "webhookListen", "metrics": "metricsListen", "health": "healthListen"}
+        for name, port in ports.items():
+            check(cfgs[comp].get(keys[name]) == f"0.0.0.0:{port}", f"{comp}: {keys[name]} is not port {port}")
+            check(port not in seen, f"{comp} {name} port {port} also used by {seen.get(port)}")
+            seen[port] = f"{comp} {name}"
+    for w in by_kind(docs, "Deployment") + by_kind(docs, "DaemonSet"):
+        comp = w["metadata"]["labels"]["app.kubernetes.io/component"]
+        metrics = next(p["containerPort"] for p in pods[comp]["containers"][0]["ports"] if p["name"] == "metrics")
+        ann = w["spec"]["template"]["metadata"]["annotations"]
+        check(ann.get("prometheus.io/port") == str(metrics), f"{comp}: prometheus.io/port {ann.get('prometheus.io/port')!r}")
+    webhook_port = next(p["containerPort"] for p in pods["injector"]["containers"][0]["ports"] if p["name"] == "https")
+    svc = [d for d in by_kind(docs, "Service") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "injector"]
+    check(svc and svc[0]["spec"]["ports"][0]["targetPort"] == webhook_port, "Service targetPort is not the webhook port")
+    cc = one(docs, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]
+    check(cc.get("url") == f"https://127.0.0.1:{webhook_port}/mutate" and "service" not in cc, f"clientConfig {cc}")
+    inj = one(docs, "Deployment", svc[0]["metadata"]["name"] if svc else None)
+    check(inj.get("spec", {}).get("strategy", {}).get("rollingUpdate") == {"maxSurge": 0, "maxUnavailable": 1},
+          "injector updateStrategy not rendered")
+    for np in by_kind(docs, "NetworkPolicy"):
+        comp = np["metadata"]["labels"]["app.kubernetes.io/component"]
+        want = sorted(p["containerPort"] for p in pods[comp]["containers"][0]["ports"])
+        got = sorted(p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"])
+        check(got == want, f"{comp} NetworkPolicy ports {got}, pod listens on {want}")
+
+
 def check_client_auth(cfgs, pods):
     cfg = cfgs["injector"]
     check(cfg.get("webhookClientCAFile") == "/client-ca/ca.crt", "client auth: webhookClientCAFile not set")
@@ -321,6 +363,7 @@ CASES = {
     "projected-nri": lambda d: case_nri(d, projected=True),
     "cert-manager": case_cert_manager,
     "go-chart": case_go_chart,
+    "hostnetwork": case_hostnetwork,
 }
 
 
@@ -352,9 +395,6 @@ def main(argv):
     elif cmd == "config-keys-covered":
         # The daemon's keys the chart sets itself, not from a value: fixed by the pod spec.
         chart_fixed = {
-            "webhookListen": "the webhook's container port (8443) is fixed by the chart",
-            "metricsListen": "the metrics port (8080) is fixed by the chart",
-            "healthListen": "the probes' port (8888) is fixed by the chart",
             "kubeTokenPath": "the chart mounts the ServiceAccount token at the default path",
             "sentryDsn": "passed as INJECTOR_SENTRY_DSN from a Secret, never in a ConfigMap",
         }

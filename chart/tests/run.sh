@@ -95,7 +95,7 @@ run "dashboard queries only vdbi_* metrics defined in src/telemetry/metrics/" \
 # Cases: name -> values files (none = chart defaults). go-3.2.3: vault-db-injector 3.2.3's values
 # file unmodified, plus the change the chart's refusal of it asks for (see "values that must be
 # refused"). example-*: the ready values files docs/getting-started.md links.
-cases=(default legacy projected nri projected-nri cert-manager go-chart go-3.2.3 example-projected-nri example-legacy)
+cases=(default legacy projected nri projected-nri cert-manager go-chart go-3.2.3 example-projected-nri example-legacy hostnetwork)
 case_args() { # sets args=(-f FILE...) for case $1
   args=()
   case "$1" in
@@ -159,6 +159,10 @@ neg "renewBeforeDays >= certValidityDays" "renewBeforeDays" --set webhook.tls.ge
 neg "bad image digest" "digest.*(pattern|does not match)" --set image.digest=latest
 neg "excluded namespace not a DNS label" "excludeNamespaces.*(pattern|does not match)" --set 'webhook.namespaceSelector.excludeNamespaces={Kube_System}'
 neg "webhook.url over plain http" "url.*(pattern|does not match)" --set webhook.url=http://127.0.0.1:8443/mutate
+neg "hostNetwork with the default ports (every component on 8080/8888)" "hostNetwork: .* are both 8080, and the components share each node's ports" --set hostNetwork=true
+neg "two listeners of one component on one port" "renewer.containerPorts.metrics and .*renewer.containerPorts.health are both 8888" --set vaultDbInjector.renewer.containerPorts.metrics=8888
+neg "webhook port moved without the Service's targetPort" "ports\[0\].targetPort \(8443\) must be vaultDbInjector.injector.containerPorts.webhook \(9443\)" --set vaultDbInjector.injector.containerPorts.webhook=9443
+neg "container port out of range" "containerPorts/webhook.*(minimum|maximum)" --set vaultDbInjector.injector.containerPorts.webhook=70000
 neg "certificate IP SAN not an address" "ipAddresses.*(pattern|does not match)" --set 'webhook.tls.generate.ipAddresses={vdbi.local}'
 run "webhook.url replaces the Service in clientConfig; the generated certificate names its IP" bash -c "
   '$helm' template vdbi-test '$chart' --namespace '$ns' --set webhook.url=https://127.0.0.1:8443/mutate \

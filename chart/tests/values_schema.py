@@ -82,6 +82,16 @@ COMPONENT_IMAGE = obj({"repository": s("empty: image.repository"), "tag": s("emp
 INT_OR_PERCENT = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+%$"}]}
 
 
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
+def container_ports(webhook=False):
+    ports = {"metrics": PORT, "health": PORT}
+    if webhook:
+        ports = {"webhook": PORT, **ports}
+    return obj(ports, desc="ports vdbi listens on (webhookListen, metricsListen, healthListen)")
+
+
 def component(config_props, enabled=False, service=False, min_replicas=0, extra=None):
     props = {
         "serviceAccountName": s("empty: the chart's default name"),
@@ -106,6 +116,8 @@ def component(config_props, enabled=False, service=False, min_replicas=0, extra=
         "extraEnv": arr({"type": "object", "required": ["name"]}),
         "extraVolumes": arr({"type": "object", "required": ["name"]}),
         "extraVolumeMounts": arr({"type": "object", "required": ["name", "mountPath"]}),
+        "containerPorts": container_ports(webhook=service),
+        "updateStrategy": free_obj("Deployment strategy; empty: the chart's"),
     }
     if enabled:
         props["enabled"] = b()
@@ -182,6 +194,7 @@ schema = {
             }
         ),
         "imagePullSecrets": arr(obj({"name": s(minLength=1)}, required=["name"])),
+        "hostNetwork": b("every vdbi pod in its node's network namespace"),
         "vaultDbInjector": obj(
             {
                 "configuration": configuration,
@@ -228,6 +241,7 @@ schema = {
                 "serviceAccount": obj({"create": b(), "annotations": str_map()}),
                 "image": COMPONENT_IMAGE,
                 "imagePullPolicy": PULL_POLICY,
+                "containerPorts": container_ports(),
                 "pluginName": s("empty: the release fullname", pattern=r"^[a-zA-Z0-9_.+-]*$"),
                 "pluginIndex": s("two digits, unique per node", pattern=r"^[0-9]{2}$"),
                 "fetchTimeout": dur(),

@@ -14,8 +14,8 @@
 //! nothing.
 
 use super::issuance::{
-    reservations, undo, CallClass, Coalescer, Created, Exposure, Issuer, NewToken, Refusal,
-    RefusalReason, Restore, RoleCache, Subject, UndoLog,
+    reservations, undo, Coalescer, Created, Exposure, Issuer, NewToken, Refusal, RefusalReason,
+    Restore, RoleCache, Subject, UndoLog,
 };
 use super::supervision::{spawn_detached, RestartGuard};
 use super::vault_session::{RevokeSelf, VaultSession};
@@ -328,7 +328,7 @@ fn coalescing_key(req: &AdmissionRequest<Pod>, facts: &PodFacts, pod: &Pod) -> S
 
 /// The issuance of every dbConfig of one pod, under the admission's deadline. On failure, or
 /// when the deadline passes with calls running, the undo log is abandoned and undone in the
-/// background (background call class, own patience); the refusal says what became of it.
+/// background (paced lane, own patience); the refusal says what became of it.
 async fn issue_pod(
     deps: Arc<AdmissionDeps>,
     shared: Arc<Shared>,
@@ -426,7 +426,7 @@ async fn issue_pod(
             &task_log,
             &task_metrics,
             async move {
-                undo(&deps.vault, created, CallClass::Background, &log).await;
+                undo(&deps.vault, created, &log).await;
             },
             || {},
         );
@@ -601,7 +601,7 @@ async fn record(
     match undo_log.record(created) {
         Ok(()) => Ok(()),
         Err(late) => {
-            undo(&deps.vault, vec![late], CallClass::Background, log).await;
+            undo(&deps.vault, vec![late], log).await;
             Err(Refusal::new(RefusalReason::Deadline, "abandoned"))
         }
     }

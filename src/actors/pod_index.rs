@@ -1,7 +1,10 @@
-//! PodIndex actor: a watch-fed index of the live labelled pods (`<injectorLabel>=true`, all
-//! namespaces — or one node's pods for the NRI plugin). It replaces vault-db-injector's
-//! cluster-wide LIST per cycle: the renewer and revoker read snapshots from memory, and the
-//! revoker is told about deletions as they happen.
+//! PodIndex actor: a watch-fed index of pods. Two uses ([`PodIndexConfig`]): the live labelled
+//! pods of every namespace (`<injectorLabel>=true`) for the renewer and the revoker — it replaces
+//! vault-db-injector's cluster-wide LIST per cycle: they read snapshots from memory, and the
+//! revoker is told about deletions as they happen —, and the NRI plugin's node index
+//! (`spec.nodeName=<NODE_NAME>`, `<nri.podLabel>=true`), which feeds the prewarmer with the pods
+//! it has not seen before ([`PodEvent::Added`]), evicts deleted pods from the credential cache
+//! and tells Synchronize which pods are scheduled here without a sandbox yet.
 //!
 //! The watch resumes from its last resourceVersion and re-lists when that expires. A pod deleted
 //! while the watch was broken is not reported by the API as a deletion; the index diffs the
@@ -21,6 +24,7 @@
 use super::supervision::{RestartGuard, Subscriber};
 use crate::annotations::UUID_KEY;
 use crate::health::HealthState;
+pub use crate::schedule::{WatchBackoff, WatchFailures, WATCH_BACKOFF_MAX, WATCH_BACKOFF_MIN};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use futures::StreamExt;
@@ -30,68 +34,20 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use rand::Rng;
 use slog::{info, warn, Logger};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
-/// Errors further apart than this belong to separate failure runs (the watch's back-off is at
-/// most [`WATCH_BACKOFF_MAX`] plus a request timeout, so a persistently failing watch errs more
-/// often than this).
-const FAILURE_RUN_GAP: Duration = Duration::from_secs(45);
-
-/// First retry delay of the pod watch after an error.
-pub const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest delay between two attempts of the pod watch (before jitter of up to 20 %): the watch is
-/// back within this (plus one request) of the apiserver answering again.
-pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often a failing watch probes the apiserver with a one-item list.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// The pod watch's back-off: doubling from [`WATCH_BACKOFF_MIN`] up to [`WATCH_BACKOFF_MAX`],
-/// with up to 20 % jitter, reset by any success.
-#[derive(Debug, Clone)]
-pub struct WatchBackoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl WatchBackoff {
-    pub fn new(min: Duration, max: Duration) -> WatchBackoff {
-        WatchBackoff {
-            next: min,
-            min,
-            max: max.max(min),
-        }
-    }
-
-    /// The next delay without jitter (what [`Iterator::next`] jitters).
-    pub fn peek(&self) -> Duration {
-        self.next
-    }
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        WatchBackoff::new(WATCH_BACKOFF_MIN, WATCH_BACKOFF_MAX)
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::rng().random_range(0.0..0.2);
-        Some(base.mul_f64(1.0 + jitter))
-    }
-}
-
+/// The watch's retries go through kube's `StreamBackoff`, which resets the back-off on any
+/// success.
 impl Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.next = self.min;
+        WatchBackoff::reset(self);
     }
 }
 
@@ -149,6 +105,9 @@ impl PodRecord {
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub enum PodEvent {
+    /// A pod the index had not seen (first list, re-list or creation); only from an index with
+    /// [`PodIndexConfig::report_added`]. Carries the whole object (the prewarmer reads its spec).
+    Added(Arc<Pod>),
     /// The pod object is gone (or vanished while the watch was broken).
     Deleted(PodRecord),
     /// The pod reached Succeeded/Failed.
@@ -208,15 +167,75 @@ pub struct Snapshot;
 #[rtype(result = "Option<String>")]
 pub struct WatchStatus;
 
+/// Resolves once the index has completed its first list: `true`, or `false` if this instance
+/// went away first (restarted by its supervisor: ask again).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct WaitSynced;
+
+/// Stop the index (shutdown; the caller stops its supervision first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
 /// Where and what to watch.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PodIndexConfig {
-    pub label_selector: String,
+    /// `None`: every pod the field selector lets through.
+    pub label_selector: Option<String>,
     pub field_selector: Option<String>,
-    /// Name of the readiness check this index feeds.
-    pub health_check: String,
+    /// Name of the readiness check this index feeds (`None`: no probe depends on it).
+    pub health_check: Option<String>,
     /// Continuous watch failure for this long means the watch is broken.
     pub broken_after: Duration,
+    /// Emit [`PodEvent::Added`] for every pod seen for the first time.
+    pub report_added: bool,
+    /// The watch's retry delays.
+    pub backoff: WatchBackoff,
+    /// While the watch fails, probe the apiserver every second so that its return is noticed
+    /// (and the watch reported restored) at once.
+    pub probe_while_failing: bool,
+    /// Count listings in `vdbi_fetch_pods_success_count` / `vdbi_fetch_pods_error_count`
+    /// (vault-db-injector's renewer pod LIST metrics).
+    pub count_listings: bool,
+}
+
+/// Name of the readiness check of the renewer's and revoker's index.
+pub const DUTIES_HEALTH_CHECK: &str = "pod-index";
+
+impl PodIndexConfig {
+    /// The renewer's and revoker's index: the pods this release injects, in every namespace; it
+    /// feeds the readiness check `pod-index`.
+    pub fn duties(injector_label: &str, broken_after: Duration) -> PodIndexConfig {
+        PodIndexConfig {
+            label_selector: Some(format!("{injector_label}=true")),
+            field_selector: None,
+            health_check: Some(DUTIES_HEALTH_CHECK.into()),
+            broken_after,
+            report_added: false,
+            backoff: WatchBackoff::default(),
+            probe_while_failing: true,
+            count_listings: true,
+        }
+    }
+
+    /// The NRI plugin's node index: the pods scheduled on `node` (labelled `<pod_label>=true`,
+    /// or all of them when `pod_label` is empty, as vault-db-injector's informer), with
+    /// [`PodEvent::Added`]. No readiness check (the plugin's readiness is its runtime connection)
+    /// and no fast recovery: one such watch runs on every node, so it backs off as
+    /// vault-db-injector's informer did, up to 30 s, and does not probe a failing apiserver.
+    pub fn node(node: &str, pod_label: &str, broken_after: Duration) -> PodIndexConfig {
+        PodIndexConfig {
+            label_selector: (!pod_label.is_empty()).then(|| format!("{pod_label}=true")),
+            field_selector: Some(format!("spec.nodeName={node}")),
+            health_check: None,
+            broken_after,
+            report_added: true,
+            backoff: WatchBackoff::node(),
+            probe_while_failing: false,
+            count_listings: false,
+        }
+    }
 }
 
 pub struct PodIndex {
@@ -225,10 +244,12 @@ pub struct PodIndex {
     cfg: PodIndexConfig,
     pods: HashMap<String, PodRecord>,
     init_buffer: Option<HashMap<String, PodRecord>>,
+    /// Pods of the re-list in progress the index did not know (with `report_added`).
+    init_added: Vec<Arc<Pod>>,
     synced: bool,
+    sync_waiters: Vec<oneshot::Sender<()>>,
     snapshot: Option<LiveSnapshot>,
-    /// First and last error of the current failure run.
-    failing: Option<(Instant, Instant)>,
+    failures: WatchFailures,
     broken: Option<String>,
     /// A probe list of a failing watch is in flight.
     probing: bool,
@@ -254,9 +275,11 @@ impl PodIndex {
             cfg,
             pods: HashMap::new(),
             init_buffer: None,
+            init_added: Vec::new(),
             synced: false,
+            sync_waiters: Vec::new(),
             snapshot: None,
-            failing: None,
+            failures: WatchFailures::default(),
             broken: None,
             probing: false,
             subscribers,
@@ -273,6 +296,18 @@ impl PodIndex {
         }
     }
 
+    fn set_health(&self, ready: bool, message: impl Into<String>) {
+        if let Some(check) = &self.cfg.health_check {
+            self.health.set(check, ready, message);
+        }
+    }
+
+    fn count_listing(&self, ok: bool) {
+        if self.cfg.count_listings {
+            self.metrics.renewal.pods_listed(ok);
+        }
+    }
+
     fn upsert(&mut self, rec: PodRecord, was_finished: Option<bool>) {
         if rec.finished && was_finished != Some(true) {
             self.publish(PodEvent::Finished(rec.clone()));
@@ -283,35 +318,22 @@ impl PodIndex {
 
     /// A successful list page or event: the watch works.
     fn healthy(&mut self) {
-        self.failing = None;
+        self.failures.succeeded();
         if self.broken.take().is_some() {
             info!(self.log, "pod watch restored");
             if self.synced {
-                self.health.set(
-                    &self.cfg.health_check,
-                    true,
-                    format!("{} pods indexed", self.pods.len()),
-                );
+                self.set_health(true, format!("{} pods indexed", self.pods.len()));
             }
             self.publish(PodEvent::WatchRestored);
         }
     }
 
     fn failed(&mut self, error: String) {
-        let now = Instant::now();
-        let first = match self.failing {
-            Some((first, last)) if now.duration_since(last) < FAILURE_RUN_GAP => first,
-            _ => now,
-        };
-        self.failing = Some((first, now));
-        if self.broken.is_none() && now.duration_since(first) >= self.cfg.broken_after {
-            let reason = format!(
-                "pod watch failing for {}s: {error}",
-                now.duration_since(first).as_secs()
-            );
+        let failing_for = self.failures.failed(Instant::now());
+        if self.broken.is_none() && failing_for >= self.cfg.broken_after {
+            let reason = format!("pod watch failing for {}s: {error}", failing_for.as_secs());
             warn!(self.log, "pod watch broken"; "error" => &error);
-            self.health
-                .set(&self.cfg.health_check, false, reason.clone());
+            self.set_health(false, reason.clone());
             self.broken = Some(reason.clone());
             self.publish(PodEvent::WatchBroken(reason));
         }
@@ -326,9 +348,10 @@ impl PodIndex {
         }
         self.probing = true;
         let api: Api<Pod> = Api::all(self.client.clone());
-        let mut lp = ListParams::default()
-            .labels(&self.cfg.label_selector)
-            .limit(1);
+        let mut lp = ListParams::default().limit(1);
+        if let Some(l) = &self.cfg.label_selector {
+            lp = lp.labels(l);
+        }
         if let Some(f) = &self.cfg.field_selector {
             lp = lp.fields(f);
         }
@@ -337,7 +360,7 @@ impl PodIndex {
                 .into_actor(self)
                 .map(|res, act, _| {
                     act.probing = false;
-                    if matches!(res, Ok(Ok(_))) && act.failing.is_some() {
+                    if matches!(res, Ok(Ok(_))) && act.failures.failing() {
                         info!(act.log, "apiserver answers again; pod watch resuming");
                         act.healthy();
                     }
@@ -350,28 +373,26 @@ impl Actor for PodIndex {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.health
-            .set(&self.cfg.health_check, false, "listing pods");
+        self.set_health(false, "listing pods");
         let api: Api<Pod> = Api::all(self.client.clone());
-        let mut wc = watcher::Config::default()
-            .labels(&self.cfg.label_selector)
-            .page_size(500);
+        let mut wc = watcher::Config::default().page_size(500);
+        if let Some(l) = &self.cfg.label_selector {
+            wc = wc.labels(l);
+        }
         if let Some(f) = &self.cfg.field_selector {
             wc = wc.fields(f);
         }
         let stream = watcher::watcher(api, wc)
-            .backoff(WatchBackoff::default())
+            .backoff(self.cfg.backoff.clone())
             .boxed();
         ctx.add_stream(stream);
         // A failure run ends when the apiserver answers again (a successful re-watch emits
         // nothing), or when it stopped erring long ago.
         ctx.run_interval(PROBE_EVERY, |act, ctx| {
-            if let Some((_, last)) = act.failing {
-                if last.elapsed() >= FAILURE_RUN_GAP {
-                    act.healthy();
-                } else {
-                    act.probe(ctx);
-                }
+            if act.failures.quiet_since_gap(Instant::now()) {
+                act.healthy();
+            } else if act.failures.failing() && act.cfg.probe_while_failing {
+                act.probe(ctx);
             }
         });
     }
@@ -390,6 +411,9 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
                 if let Some(rec) = PodRecord::from_pod(&pod) {
                     let was = self.pods.get(&rec.uid).map(|p| p.finished);
                     self.upsert(rec, was);
+                    if was.is_none() && self.cfg.report_added {
+                        self.publish(PodEvent::Added(Arc::new(pod)));
+                    }
                 }
             }
             Ok(Event::Delete(pod)) => {
@@ -399,12 +423,19 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
                     self.publish(PodEvent::Deleted(rec));
                 }
             }
-            Ok(Event::Init) => self.init_buffer = Some(HashMap::new()),
+            Ok(Event::Init) => {
+                self.init_buffer = Some(HashMap::new());
+                self.init_added.clear();
+            }
             Ok(Event::InitApply(pod)) => {
                 if let (Some(buf), Some(rec)) =
                     (self.init_buffer.as_mut(), PodRecord::from_pod(&pod))
                 {
+                    let new = !self.pods.contains_key(&rec.uid);
                     buf.insert(rec.uid.clone(), rec);
+                    if new && self.cfg.report_added {
+                        self.init_added.push(Arc::new(pod));
+                    }
                 }
             }
             Ok(Event::InitDone) => {
@@ -420,22 +451,24 @@ impl StreamHandler<Result<Event<Pod>, watcher::Error>> for PodIndex {
                     let was = old.get(&rec.uid).map(|p| p.finished);
                     self.upsert(rec, was);
                 }
+                for pod in std::mem::take(&mut self.init_added) {
+                    self.publish(PodEvent::Added(pod));
+                }
                 for rec in vanished {
                     self.publish(PodEvent::Deleted(rec));
                 }
                 self.synced = true;
                 self.snapshot = None;
-                self.metrics.renewal.pods_listed(true);
-                self.health.set(
-                    &self.cfg.health_check,
-                    true,
-                    format!("{} pods indexed", self.pods.len()),
-                );
+                self.count_listing(true);
+                self.set_health(true, format!("{} pods indexed", self.pods.len()));
                 info!(self.log, "pod index synchronised"; "pods" => self.pods.len());
+                for w in self.sync_waiters.drain(..) {
+                    let _ = w.send(());
+                }
                 self.publish(PodEvent::Synced);
             }
             Err(e) => {
-                self.metrics.renewal.pods_listed(false);
+                self.count_listing(false);
                 warn!(self.log, "pod watch error; retrying with backoff"; "error" => %e);
                 self.failed(e.to_string());
             }
@@ -492,27 +525,28 @@ impl Handler<Snapshot> for PodIndex {
     }
 }
 
+impl Handler<WaitSynced> for PodIndex {
+    type Result = ResponseFuture<bool>;
+    fn handle(&mut self, _: WaitSynced, _: &mut Context<Self>) -> Self::Result {
+        if self.synced {
+            return Box::pin(async { true });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.sync_waiters.push(tx);
+        Box::pin(async move { rx.await.is_ok() })
+    }
+}
+
+impl Handler<Stop> for PodIndex {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 impl Handler<WatchStatus> for PodIndex {
     type Result = Option<String>;
     fn handle(&mut self, _: WatchStatus, _: &mut Context<Self>) -> Option<String> {
         self.broken.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watch_backoff_doubles_up_to_its_cap_and_resets() {
-        let mut b = WatchBackoff::new(Duration::from_millis(250), Duration::from_secs(2));
-        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap()).collect();
-        for d in &delays {
-            assert!(*d <= Duration::from_millis(2400), "{d:?} over the cap");
-        }
-        assert!(delays[0] < Duration::from_millis(301));
-        assert!(delays[7] >= Duration::from_secs(2));
-        b.reset();
-        assert_eq!(b.peek(), Duration::from_millis(250));
     }
 }

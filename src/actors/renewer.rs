@@ -295,7 +295,7 @@ async fn run_cycle(
         entries: uuids.len() - hollow,
         ..Default::default()
     };
-    let horizon = ctx.cfg.interval * ctx.cfg.horizon_cycles.max(1);
+    let horizon = crate::schedule::renewal_horizon(ctx.cfg.interval, ctx.cfg.horizon_cycles);
     let live: Vec<String> = uuids
         .iter()
         .filter(|u| snapshot.is_live(u))
@@ -349,13 +349,7 @@ async fn run_cycle(
 /// Renew when it would expire within `horizon`, or when less than half of the TTL granted at
 /// the last renewal is left (unknown: renew).
 fn due(last: Option<(SystemTime, Duration)>, horizon: Duration) -> bool {
-    match last {
-        None => true,
-        Some((expiry, granted)) => expiry
-            .duration_since(SystemTime::now())
-            .map(|left| left <= horizon || left < granted / 2)
-            .unwrap_or(true),
-    }
+    crate::schedule::renewal_due(last, horizon, SystemTime::now())
 }
 
 async fn renew_one(

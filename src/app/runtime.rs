@@ -13,7 +13,7 @@ use crate::actors::admission::Admission;
 use crate::actors::credential_cache::{CredentialCache, Flush};
 use crate::actors::leadership::{Leadership, Release};
 use crate::actors::nri_plugin::{NriPlugin, Stop};
-use crate::actors::pod_index::PodIndex;
+use crate::actors::pod_index::{self, PodIndex};
 use crate::actors::renewer::Renewer;
 use crate::actors::revoker::Revoker;
 use crate::actors::vault_session::{RevokeOwnToken, VaultSession};
@@ -50,6 +50,8 @@ pub struct Running {
     pub renewer: Option<ActorHandle<Renewer>>,
     pub revoker: Option<ActorHandle<Revoker>>,
     pub pod_index: Option<ActorHandle<PodIndex>>,
+    /// The NRI plugin's node pod index (with `NODE_NAME`).
+    pub nri_pod_index: Option<ActorHandle<PodIndex>>,
     pub nri_plugin: Option<ActorHandle<NriPlugin>>,
     pub credential_cache: Option<ActorHandle<CredentialCache>>,
     leaders: Vec<ActorHandle<Leadership>>,
@@ -150,6 +152,7 @@ pub async fn start_with(
         renewer: out.renewer,
         revoker: out.revoker,
         pod_index: out.pod_index,
+        nri_pod_index: out.nri_pod_index,
         nri_plugin: out.nri_plugin,
         credential_cache: out.credential_cache,
         leaders: out.leaders,
@@ -214,6 +217,11 @@ impl Running {
             // The runtime sees the plugin go; the cache reaches the disk before exit.
             p.shutdown();
             let _ = tokio::time::timeout(budget(step::NRI_STOP), p.send(Stop)).await;
+        }
+        if let Some(i) = &self.nri_pod_index {
+            // The node watch ends with the plugin it feeds.
+            i.shutdown();
+            i.do_send(pod_index::Stop);
         }
         if let Some(c) = &self.credential_cache {
             match tokio::time::timeout(budget(step::CACHE_FLUSH), c.send(Flush)).await {

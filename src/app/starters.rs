@@ -67,6 +67,7 @@ pub(super) struct Started {
     pub renewer: Option<ActorHandle<Renewer>>,
     pub revoker: Option<ActorHandle<Revoker>>,
     pub pod_index: Option<ActorHandle<PodIndex>>,
+    pub nri_pod_index: Option<ActorHandle<PodIndex>>,
     pub nri_plugin: Option<ActorHandle<NriPlugin>>,
     pub credential_cache: Option<ActorHandle<CredentialCache>>,
     pub leaders: Vec<ActorHandle<Leadership>>,
@@ -304,36 +305,9 @@ impl Duties {
         } else {
             config.pod_namespace.clone()
         };
-        let (k, h, m, l) = (
-            kube.clone(),
-            base.health.clone(),
-            base.metrics.clone(),
-            component_log(&base.log, "pod-index"),
-        );
-        let cfg = PodIndexConfig {
-            label_selector: format!("{}=true", config.injector_label),
-            field_selector: None,
-            health_check: "pod-index".into(),
-            broken_after: config.pod_watch_broken_after,
-        };
-        let subs = Subscribers::default();
-        let index = supervise(
-            "pod-index",
-            &base.log,
-            &base.metrics,
-            Backoff::default(),
-            move |g| {
-                PodIndex::new(
-                    g,
-                    k.clone(),
-                    cfg.clone(),
-                    subs.clone(),
-                    h.clone(),
-                    m.clone(),
-                    l.clone(),
-                )
-            },
-        );
+        let (k, l) = (kube.clone(), component_log(&base.log, "pod-index"));
+        let cfg = PodIndexConfig::duties(&config.injector_label, config.pod_watch_broken_after);
+        let index = start_pod_index("pod-index", base, k, cfg, Subscribers::default(), l);
         Duties {
             kube,
             index,
@@ -415,6 +389,36 @@ impl Duties {
     }
 }
 
+/// A supervised pod index named `name` (its restarts are counted under that name), whose events
+/// go to `subscribers`.
+fn start_pod_index(
+    name: &'static str,
+    base: &Base,
+    kube: kube::Client,
+    cfg: PodIndexConfig,
+    subscribers: Subscribers,
+    log: Logger,
+) -> ActorHandle<PodIndex> {
+    let (h, m) = (base.health.clone(), base.metrics.clone());
+    supervise(
+        name,
+        &base.log,
+        &base.metrics,
+        Backoff::default(),
+        move |g| {
+            PodIndex::new(
+                g,
+                kube.clone(),
+                cfg.clone(),
+                subscribers.clone(),
+                h.clone(),
+                m.clone(),
+                log.clone(),
+            )
+        },
+    )
+}
+
 /// The revoker, subscribed to the pod index, working while it holds [`REVOKER_LEASE`].
 pub(super) fn start_revoker(base: &Base, duties: &Duties, out: &mut Started) {
     let config = &base.config;
@@ -490,7 +494,8 @@ pub(super) fn start_renewer(base: &Base, duties: &Duties, out: &mut Started) {
     out.renewer = Some(renewer);
 }
 
-/// The NRI plugin and its credential cache (`nri.enabled`); idle otherwise.
+/// The NRI plugin, its credential cache and, with `NODE_NAME`, its node pod index
+/// (`nri.enabled`); idle otherwise.
 pub(super) fn start_nri(base: &Base, out: &mut Started) {
     let config = &base.config;
     if !config.nri.enabled {
@@ -515,11 +520,31 @@ pub(super) fn start_nri(base: &Base, out: &mut Started) {
         Backoff::default(),
         move |g| CredentialCache::new(g, Some(path.clone()), l.clone(), m.clone()),
     );
+    // The node index starts before the plugin subscribes to it, but cannot list before this
+    // function returns (the arbiter runs it afterwards): no event is missed.
+    let node_subscribers = Subscribers::default();
+    let node_index = (!config.node_name.is_empty()).then(|| {
+        let cfg = PodIndexConfig::node(
+            &config.node_name,
+            &config.nri.pod_label,
+            config.pod_watch_broken_after,
+        );
+        let log = component_log(&base.log, "nri-pod-index");
+        start_pod_index(
+            "nri-pod-index",
+            base,
+            kube.clone(),
+            cfg,
+            node_subscribers.clone(),
+            log,
+        )
+    });
     let deps = Arc::new(NriDeps {
         config: config.clone(),
         vault: base.vault.clone(),
         cache: cache.clone(),
         kube,
+        node_pods: node_index.clone(),
         metrics: base.metrics.clone(),
         health: base.health.clone(),
         log: component_log(&base.log, "nri"),
@@ -532,6 +557,11 @@ pub(super) fn start_nri(base: &Base, out: &mut Started) {
         Backoff::default(),
         move |g| NriPlugin::new(g, deps.clone()),
     );
+    node_subscribers
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(plugin.subscriber());
+    out.nri_pod_index = node_index;
     out.nri_plugin = Some(plugin);
     out.credential_cache = Some(cache);
 }

@@ -7,6 +7,7 @@
 //! into the daemon library or binary (`tests/testkit_boundary.rs` proves it).
 
 pub mod admitting;
+pub mod chart_install;
 pub mod chart_rbac;
 pub mod credentials;
 mod daemon;

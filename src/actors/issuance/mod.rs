@@ -5,7 +5,7 @@
 //!   provisional orphan token, confirmation; projected: TokenRequest, login, period check;
 //!   credentials; bookkeeping entry);
 //! * [`undo`]: the undo log every step records into, and the undo of a failed issuance (its own
-//!   patience, background call class, truthful [`Exposure`]);
+//!   patience, the paced lane, truthful [`Exposure`]);
 //! * [`refusal`]: refusal reasons as an enum and the wording of a failed step;
 //! * [`coalesce`]: concurrent requests for the same pod share one issuance;
 //! * [`fair_queue`]: issuance slots shared fairly (round-robin, bounded per pod) between the
@@ -38,7 +38,7 @@ pub use steps::{
     provisional_ttl, step_message, IssueError, Issuer, RoleCache, Subject, ORPHAN_DISPLAY_NAME,
     PROVISIONAL_MARGIN, TOKEN_META_UUID,
 };
-pub use undo::{undo, CallClass, Created, Exposure, NewToken, Restore, UndoLog, UNDO_PATIENCE};
+pub use undo::{undo, Created, Exposure, NewToken, Restore, UndoLog, UNDO_PATIENCE};
 
 /// The per-pod bounds (`maxDbConfigsPerPod`, `maxAnnotationBytes`) that the webhook and the NRI
 /// plugin both check on a pod's annotations before any Vault call.

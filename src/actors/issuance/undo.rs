@@ -10,7 +10,7 @@
 
 use crate::actors::error::ActorError;
 use crate::actors::vault_session::{
-    KvDelete, KvDeleteReservation, KvPut, RevokeOrphan, RevokeSelf, VaultSession,
+    KvDelete, KvDeleteReservation, KvPut, Paced, RevokeOrphan, RevokeSelf, VaultSession,
 };
 use crate::actors::ActorHandle;
 use crate::bookkeeping::BookkeepingEntry;
@@ -39,18 +39,18 @@ impl NewToken {
         match self {
             NewToken::Orphan(target) => {
                 vault
-                    .call(RevokeOrphan {
+                    .call(Paced(RevokeOrphan {
                         target: target.clone(),
                         deadline,
-                    })
+                    }))
                     .await
             }
             NewToken::Pod(token) => {
                 vault
-                    .call(RevokeSelf {
+                    .call(Paced(RevokeSelf {
                         token: token.clone(),
                         deadline,
-                    })
+                    }))
                     .await
             }
         }
@@ -170,24 +170,6 @@ impl UndoLog {
     }
 }
 
-/// Who a Vault call serves: an admission waiting for it, or work nobody waits for (undo,
-/// sweeps). Undo always runs as [`CallClass::Background`]: it must not take Vault capacity from
-/// new admissions, and it is not bounded by any admission's deadline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallClass {
-    Foreground,
-    Background,
-}
-
-impl CallClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallClass::Foreground => "foreground",
-            CallClass::Background => "background",
-        }
-    }
-}
-
 /// How long an undo keeps retrying before it leaves the rest to the revoker's sweep (entries)
 /// and to the provisional TTL (unconfirmed orphan tokens).
 pub const UNDO_PATIENCE: Duration = Duration::from_secs(15 * 60);
@@ -195,9 +177,9 @@ pub const UNDO_PATIENCE: Duration = Duration::from_secs(15 * 60);
 const UNDO_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One undo step, retried with backoff (0.5 s doubling to 30 s) until it succeeds or
-/// [`UNDO_PATIENCE`] has passed. Every undo call goes through here: the one place that sets
-/// the call class and the deadline of undo work.
-async fn undo_step<F, Fut>(class: CallClass, what: &str, log: &Logger, mut call: F) -> bool
+/// [`UNDO_PATIENCE`] has passed. Every undo call goes through here, the one place that sets
+/// the deadline of undo work; its calls take the session's paced lane (see [`undo`]).
+async fn undo_step<F, Fut>(what: &str, log: &Logger, mut call: F) -> bool
 where
     F: FnMut(Deadline) -> Fut,
     Fut: Future<Output = Result<(), ActorError>>,
@@ -210,12 +192,11 @@ where
             Err(e) => {
                 if Deadline::now() + delay >= give_up {
                     error!(log, "undo gave up"; "step" => what, "error" => %e,
-                        "attempts" => attempt, "class" => class.as_str());
+                        "attempts" => attempt);
                     return false;
                 }
                 warn!(log, "undo step failed; retrying"; "step" => what, "error" => %e,
-                    "attempt" => attempt, "retry_in_ms" => delay.as_millis() as u64,
-                    "class" => class.as_str());
+                    "attempt" => attempt, "retry_in_ms" => delay.as_millis() as u64);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -228,12 +209,11 @@ where
 /// then the KV entries are put back (deleted or restored) and reservations deleted — unless a
 /// token could not be revoked, in which case its entry stays so the revoker's sweep finds it.
 /// Returns whether everything was undone.
-pub async fn undo(
-    vault: &ActorHandle<VaultSession>,
-    created: Vec<Created>,
-    class: CallClass,
-    log: &Logger,
-) -> bool {
+///
+/// Undo is work nobody waits for: its calls take the session's paced lane (`Paced`, as the
+/// renewer's and revoker's), so they never take Vault capacity from new admissions, and no
+/// admission's deadline bounds them ([`UNDO_PATIENCE`] does).
+pub async fn undo(vault: &ActorHandle<VaultSession>, created: Vec<Created>, log: &Logger) -> bool {
     if created.is_empty() {
         return true;
     }
@@ -246,7 +226,7 @@ pub async fn undo(
         }
     }
     let revoked = futures::future::join_all(tokens.iter().map(|t| {
-        undo_step(class, "revoking a token", log, move |deadline| {
+        undo_step("revoking a token", log, move |deadline| {
             t.revoke(vault, deadline)
         })
     }))
@@ -257,7 +237,7 @@ pub async fn undo(
     }
     let mut all = true;
     for (uuid, restore) in entries {
-        let ok = undo_step(class, "restoring a bookkeeping entry", log, |deadline| {
+        let ok = undo_step("restoring a bookkeeping entry", log, |deadline| {
             let (uuid, vault) = (uuid.clone(), vault.clone());
             let entry = match &restore {
                 Some(Restore::Entry(e)) => Some(Some((**e).clone())),
@@ -266,17 +246,21 @@ pub async fn undo(
             };
             async move {
                 match entry {
-                    None => vault.call(KvDeleteReservation { uuid, deadline }).await,
+                    None => {
+                        vault
+                            .call(Paced(KvDeleteReservation { uuid, deadline }))
+                            .await
+                    }
                     Some(Some(entry)) => {
                         vault
-                            .call(KvPut {
+                            .call(Paced(KvPut {
                                 uuid,
                                 entry,
                                 deadline,
-                            })
+                            }))
                             .await
                     }
-                    Some(None) => vault.call(KvDelete { uuid, deadline }).await,
+                    Some(None) => vault.call(Paced(KvDelete { uuid, deadline })).await,
                 }
             }
         })

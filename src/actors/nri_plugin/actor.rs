@@ -1,19 +1,14 @@
-//! The NriPlugin actor: its messages, its lifecycle (connection task, sweep timer, node pod
-//! watch) and its handlers.
+//! The NriPlugin actor: its messages, its lifecycle (connection task, sweep timer) and its
+//! handlers, including the node pod index's events.
 
 use super::connection::connection_loop;
 use super::{lock, NriCore, NriDeps, SweepError, HEALTH_CHECK};
 use crate::actors::credential_cache::Evict;
+use crate::actors::pod_index::{PodEvent, Snapshot};
 use crate::actors::supervision::RestartGuard;
 use actix::prelude::*;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use nri::RuntimeInfo;
 use slog::{debug, info, warn};
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -32,7 +27,7 @@ pub struct NriStatus {
     pub registered: bool,
     /// What the runtime said in its last `Configure`.
     pub runtime: RuntimeInfo,
-    /// Pods the node watch currently knows (`None` before its first list, or without NODE_NAME).
+    /// Pods the node index currently knows (`None` before its first list, or without NODE_NAME).
     pub node_pods: Option<usize>,
 }
 
@@ -45,9 +40,6 @@ pub struct NriPlugin {
     _guard: RestartGuard,
     core: Arc<NriCore>,
     prewarm_slots: Arc<tokio::sync::Semaphore>,
-    /// Pods seen by the watch (a pod is prewarmed when first seen), and the re-list buffer.
-    seen: HashSet<String>,
-    relist: Option<HashSet<String>>,
 }
 
 impl NriPlugin {
@@ -57,39 +49,11 @@ impl NriPlugin {
             _guard: guard,
             core: NriCore::new(deps),
             prewarm_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-            seen: HashSet::new(),
-            relist: None,
         }
     }
 
     fn deps(&self) -> &NriDeps {
         &self.core.deps
-    }
-
-    fn seen_pod(&mut self, pod: &Pod) {
-        let Some(uid) = pod.metadata.uid.clone() else {
-            return;
-        };
-        if let Some(buf) = self.relist.as_mut() {
-            buf.insert(uid.clone());
-        }
-        if !self.seen.insert(uid.clone()) {
-            return; // updates do nothing (as the Go informer's UpdateFunc)
-        }
-        if let Some(n) = lock(&self.core.node_pods).as_mut() {
-            n.insert(uid);
-        }
-        if self.deps().config.nri.prewarmer.enabled {
-            self.core.prewarm(pod, &self.prewarm_slots);
-        }
-    }
-
-    fn gone(&mut self, uid: String) {
-        self.seen.remove(&uid);
-        if let Some(n) = lock(&self.core.node_pods).as_mut() {
-            n.remove(&uid);
-        }
-        self.deps().cache.do_send(Evict { uid });
     }
 }
 
@@ -107,7 +71,7 @@ impl Actor for NriPlugin {
             "fetch_timeout_ms" => cfg.nri.fetch_timeout.as_millis() as u64);
         ctx.spawn(connection_loop(self.core.clone()).into_actor(self));
 
-        if cfg.node_name.is_empty() {
+        if cfg.node_name.is_empty() || deps.node_pods.is_none() {
             warn!(
                 deps.log,
                 "NODE_NAME is not set: the node sweep and the prewarmer are disabled"
@@ -125,14 +89,6 @@ impl Actor for NriPlugin {
                 .into_actor(act),
             );
         });
-        let api: Api<Pod> = Api::all(deps.kube.clone());
-        let mut wc = watcher::Config::default()
-            .fields(&format!("spec.nodeName={}", cfg.node_name))
-            .page_size(500);
-        if !cfg.nri.pod_label.is_empty() {
-            wc = wc.labels(&format!("{}=true", cfg.nri.pod_label));
-        }
-        ctx.add_stream(watcher::watcher(api, wc).default_backoff().boxed());
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -144,33 +100,21 @@ impl Actor for NriPlugin {
     }
 }
 
-impl StreamHandler<Result<Event<Pod>, watcher::Error>> for NriPlugin {
-    fn handle(&mut self, item: Result<Event<Pod>, watcher::Error>, _: &mut Context<Self>) {
-        match item {
-            Ok(Event::Apply(pod)) | Ok(Event::InitApply(pod)) => self.seen_pod(&pod),
-            Ok(Event::Delete(pod)) => {
-                if let Some(uid) = pod.metadata.uid {
-                    self.gone(uid);
+/// The node index's events: a pod seen for the first time is prewarmed (updates do nothing, as
+/// the Go informer's UpdateFunc), a deleted one evicted.
+impl Handler<PodEvent> for NriPlugin {
+    type Result = ();
+    fn handle(&mut self, ev: PodEvent, _: &mut Context<Self>) {
+        match ev {
+            PodEvent::Added(pod) => {
+                if self.deps().config.nri.prewarmer.enabled {
+                    self.core.prewarm(&pod, &self.prewarm_slots);
                 }
             }
-            Ok(Event::Init) => self.relist = Some(HashSet::new()),
-            Ok(Event::InitDone) => {
-                let fresh = self.relist.take().unwrap_or_default();
-                let vanished: Vec<String> = self.seen.difference(&fresh).cloned().collect();
-                for uid in vanished {
-                    self.gone(uid);
-                }
-                *lock(&self.core.node_pods) = Some(fresh);
-                debug!(self.deps().log, "node pod watch listed"; "pods" => self.seen.len());
-            }
-            Err(e) => warn!(self.deps().log, "node pod watch error; retrying"; "error" => %e),
+            PodEvent::Deleted(rec) => self.deps().cache.do_send(Evict { uid: rec.uid }),
+            PodEvent::Synced => debug!(self.deps().log, "node pod index listed"),
+            PodEvent::Finished(_) | PodEvent::WatchBroken(_) | PodEvent::WatchRestored => {}
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The watch never ends by itself; if it does, restart through the supervisor.
-        warn!(self.deps().log, "node pod watch ended");
-        ctx.stop();
     }
 }
 
@@ -183,12 +127,21 @@ impl Handler<Sweep> for NriPlugin {
 }
 
 impl Handler<Status> for NriPlugin {
-    type Result = MessageResult<Status>;
+    type Result = ResponseFuture<NriStatus>;
     fn handle(&mut self, _: Status, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(NriStatus {
-            registered: self.core.registered.load(Ordering::SeqCst),
-            runtime: lock(&self.core.runtime).clone(),
-            node_pods: lock(&self.core.node_pods).as_ref().map(HashSet::len),
+        let registered = self.core.registered.load(Ordering::SeqCst);
+        let runtime = lock(&self.core.runtime).clone();
+        let index = self.deps().node_pods.clone();
+        Box::pin(async move {
+            let node_pods = match index {
+                Some(i) => i.send(Snapshot).await.ok().flatten().map(|s| s.pods.len()),
+                None => None,
+            };
+            NriStatus {
+                registered,
+                runtime,
+                node_pods,
+            }
         })
     }
 }

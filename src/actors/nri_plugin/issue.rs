@@ -5,8 +5,7 @@ use super::resolve::PodRef;
 use super::{Failure, FailureReason, NriCore};
 use crate::actors::error::ActorError;
 use crate::actors::issuance::{
-    pod_limits, undo, CallClass, Created, IssueError, Issuer, NewToken, Refusal, Restore, Subject,
-    UndoLog,
+    pod_limits, undo, Created, IssueError, Issuer, NewToken, Refusal, Restore, Subject, UndoLog,
 };
 use crate::actors::vault_session::KvGet;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
@@ -263,13 +262,7 @@ impl NriCore {
         match undo_log.record(created) {
             Ok(()) => Ok(()),
             Err(late) => {
-                undo(
-                    &self.deps.vault,
-                    vec![late],
-                    CallClass::Background,
-                    &self.deps.log,
-                )
-                .await;
+                undo(&self.deps.vault, vec![late], &self.deps.log).await;
                 Err(Failure::fetch("the credential fetch was abandoned"))
             }
         }

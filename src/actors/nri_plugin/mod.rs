@@ -2,8 +2,9 @@
 //!
 //! The actor owns the plugin's lifecycle: the connection to the runtime (register, serve, wait
 //! for the end, reconnect with the 1-2-5-10-30 s schedule whose counter is reset after every
-//! successful registration; readiness check `nri` true while registered), the node sweep timer
-//! and the node-scoped pod watch that feeds the prewarmer and evicts deleted pods.
+//! successful registration; readiness check `nri` true while registered) and the node sweep
+//! timer; it subscribes to the node's [`PodIndex`] (`spec.nodeName=<NODE_NAME>`, started beside
+//! it), whose new pods it prewarms and whose deleted pods it evicts.
 //!
 //! The NRI requests themselves never go through the actor's mailbox: [`PluginHandler`] does the
 //! work with cloned handles ([`NriCore`]), so CreateContainer calls run concurrently and a slow
@@ -27,7 +28,8 @@
 //!
 //! Layout: `handler` (the NRI requests), `resolve` (cache and single-flight), `issue` (the fetch
 //! and the issuing steps of [`super::issuance`]), `error` (refusals and sweep errors), `upkeep` (synchronize, sweep, prewarm),
-//! `connection` (register and reconnect) and `actor` (the actor, its messages and node watch).
+//! `connection` (register and reconnect) and `actor` (the actor, its messages and the node
+//! index's events).
 
 mod actor;
 mod connection;
@@ -43,6 +45,7 @@ pub use handler::PluginHandler;
 
 use super::credential_cache::CredentialCache;
 use super::issuance::RoleCache;
+use super::pod_index::PodIndex;
 use super::vault_session::VaultSession;
 use super::ActorHandle;
 use crate::config::{Config, NRI_RECONNECT_SCHEDULE as DEFAULT_RECONNECT_SCHEDULE};
@@ -51,7 +54,7 @@ use crate::telemetry::Metrics;
 use nri::{RuntimeInfo, StubConfig, DEFAULT_REQUEST_TIMEOUT};
 use resolve::SharedFetch;
 use slog::Logger;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +72,9 @@ pub struct NriDeps {
     pub vault: ActorHandle<VaultSession>,
     pub cache: ActorHandle<CredentialCache>,
     pub kube: kube::Client,
+    /// The pods scheduled on this node (`None` without `NODE_NAME`: no sweep, no prewarmer). The
+    /// plugin subscribes to its events.
+    pub node_pods: Option<ActorHandle<PodIndex>>,
     pub metrics: Metrics,
     pub health: HealthState,
     pub log: Logger,
@@ -97,8 +103,6 @@ pub struct NriCore {
     runtime: Mutex<RuntimeInfo>,
     /// Share of the runtime's request timeout the stub grants a handler call.
     deadline_fraction: f64,
-    /// Pods the node watch knows (scheduled here, sandbox or not); `None` before its first list.
-    node_pods: Mutex<Option<HashSet<String>>>,
     registered: AtomicBool,
 }
 
@@ -110,7 +114,6 @@ impl NriCore {
             roles: RoleCache::default(),
             runtime: Mutex::new(RuntimeInfo::default()),
             deadline_fraction: StubConfig::new("x", "00").deadline_fraction,
-            node_pods: Mutex::new(None),
             registered: AtomicBool::new(false),
         })
     }

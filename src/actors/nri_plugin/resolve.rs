@@ -4,7 +4,7 @@
 
 use super::{lock, Failure, NriCore, BACKGROUND_FETCH_LIMIT};
 use crate::actors::credential_cache::{CacheSource, Get, Put};
-use crate::actors::issuance::{undo, CallClass, Created, Exposure, NewToken, UndoLog};
+use crate::actors::issuance::{undo, Created, Exposure, NewToken, UndoLog};
 use crate::cache_file::PodValues;
 use crate::vault::VaultToken;
 use futures::future::{BoxFuture, Shared};
@@ -180,7 +180,7 @@ impl NriCore {
                     let log = log.clone();
                     // A one-shot clean-up; a panic ends only this task (tokio contains it).
                     tokio::spawn(async move {
-                        undo(&vault, created, CallClass::Background, &log).await;
+                        undo(&vault, created, &log).await;
                     });
                 }
                 Err(match exposure {
@@ -209,7 +209,7 @@ impl NriCore {
                 })
             })
             .collect();
-        undo(&self.deps.vault, tokens, CallClass::Background, log).await;
+        undo(&self.deps.vault, tokens, log).await;
     }
 }
 

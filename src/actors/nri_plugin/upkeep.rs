@@ -3,6 +3,7 @@
 use super::resolve::PodRef;
 use super::{lock, NriCore, SweepError, BACKGROUND_FETCH_LIMIT};
 use crate::actors::credential_cache::{CacheSource, Evict, Uids};
+use crate::actors::pod_index::{LiveSnapshot, Snapshot, WaitSynced};
 use crate::substitution as nri_mapping;
 use crate::telemetry::metrics::PrewarmFailure;
 use k8s_openapi::api::core::v1::Pod;
@@ -11,21 +12,52 @@ use nri::{NriError, PodSandboxInfo};
 use slog::{info, warn};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long Synchronize and the sweep wait for the node index's first list before evicting
+/// without its protection.
+const NODE_INDEX_WAIT: Duration = Duration::from_secs(60);
+/// Pause before asking again a node index that is being restarted by its supervisor.
+const NODE_INDEX_RETRY: Duration = Duration::from_millis(100);
 
 impl NriCore {
-    /// Evicts cached pods that are neither among `live` nor protected (known to the node watch,
-    /// or being fetched). Only pods cached *before* `live` was taken are considered, so an entry
-    /// written meanwhile is never dropped by a stale list.
+    /// The node index's pods, waiting at most `wait` for its first list. `None` without a node
+    /// index (no `NODE_NAME`) or when it has not listed in time.
+    pub(super) async fn node_pods(&self, wait: Duration) -> Option<LiveSnapshot> {
+        let index = self.deps.node_pods.as_ref()?;
+        let until = Instant::now() + wait;
+        loop {
+            if let Ok(Some(pods)) = index.send(Snapshot).await {
+                return Some(pods);
+            }
+            match tokio::time::timeout_at(until, index.send(WaitSynced)).await {
+                Err(_) => return None,
+                Ok(Ok(true)) => {}
+                // The instance went away (restarting): its successor lists again.
+                Ok(_) => {
+                    tokio::time::sleep_until(until.min(Instant::now() + NODE_INDEX_RETRY)).await
+                }
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+        }
+    }
+
+    /// Evicts cached pods that are neither among `live` nor protected (on this node according
+    /// to the node index, or being fetched). Only pods cached *before* `live` was taken are
+    /// considered, so an entry written meanwhile is never dropped by a stale list.
     pub(super) async fn evict_dead(
         &self,
         before: HashSet<String>,
         live: &HashSet<String>,
+        node: Option<&LiveSnapshot>,
     ) -> usize {
         let protected: HashSet<String> = {
             let mut p: HashSet<String> = lock(&self.inflight).keys().cloned().collect();
-            if let Some(n) = lock(&self.node_pods).as_ref() {
-                p.extend(n.iter().cloned());
+            if let Some(n) = node {
+                p.extend(n.pods.keys().cloned());
             }
             p
         };
@@ -50,8 +82,8 @@ impl NriCore {
             .map_err(|e| SweepError::CacheUnavailable(e.to_string()))
     }
 
-    /// Synchronize: cached pods without a sandbox are evicted — except pods the node watch knows
-    /// (scheduled here, sandbox not created yet: prewarmed). Right after a (re)start the watch may
+    /// Synchronize: cached pods without a sandbox are evicted — except pods the node index knows
+    /// (scheduled here, sandbox not created yet: prewarmed). Right after a (re)start the index may
     /// not have listed yet, so the eviction waits for its first list (at most a minute) instead
     /// of dropping what it would have protected.
     pub(super) async fn synchronize(
@@ -68,20 +100,8 @@ impl NriCore {
         // One eviction per Synchronize, not a loop: nothing to restart; a panic ends only this
         // task (tokio contains it) and the next Synchronize or sweep evicts instead.
         tokio::spawn(async move {
-            if !me.config().node_name.is_empty() {
-                let waited = Instant::now();
-                while lock(&me.node_pods).is_none() {
-                    if waited.elapsed() > Duration::from_secs(60) {
-                        warn!(
-                            me.deps.log,
-                            "node pod watch not listed after 60 s: synchronize evicts without it"
-                        );
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            let evicted = me.evict_dead(before, &live).await;
+            let node = me.node_pods_or_warn("synchronize").await;
+            let evicted = me.evict_dead(before, &live, node.as_ref()).await;
             if evicted > 0 {
                 info!(me.deps.log, "synchronize evicted pods without a sandbox"; "evicted" => evicted);
             }
@@ -89,13 +109,27 @@ impl NriCore {
         Ok(())
     }
 
+    /// [`Self::node_pods`] within [`NODE_INDEX_WAIT`], with a warning when the index has not
+    /// listed by then (`what` evicts without its protection).
+    async fn node_pods_or_warn(&self, what: &str) -> Option<LiveSnapshot> {
+        self.deps.node_pods.as_ref()?;
+        let pods = self.node_pods(NODE_INDEX_WAIT).await;
+        if pods.is_none() {
+            warn!(self.deps.log, "node pod index not listed in time: evicting without it";
+                "step" => what, "waited_s" => NODE_INDEX_WAIT.as_secs());
+        }
+        pods
+    }
+
     /// The node sweep: evicts cached pods no longer on this node (force-deleted pods get no
-    /// RemovePodSandbox). Returns how many were evicted.
+    /// RemovePodSandbox), by a live LIST of the node's pods. It waits for the node index's first
+    /// list, which protects pods being fetched for the first time. Returns how many were evicted.
     pub(super) async fn sweep(&self) -> Result<usize, SweepError> {
         let node = &self.config().node_name;
         if node.is_empty() {
             return Err(SweepError::NoNodeName);
         }
+        let node_pods = self.node_pods_or_warn("sweep").await;
         let before = self.cached_uids().await?;
         if before.is_empty() {
             return Ok(0);
@@ -116,7 +150,7 @@ impl NriCore {
                 None => break,
             }
         }
-        let evicted = self.evict_dead(before, &live).await;
+        let evicted = self.evict_dead(before, &live, node_pods.as_ref()).await;
         if evicted > 0 {
             info!(self.deps.log, "node sweep evicted pods gone from this node"; "evicted" => evicted);
         }

@@ -64,9 +64,16 @@ impl RevokerConfig {
     /// The sweep period: a quarter of the unseen grace (an entry whose pod never appeared is
     /// revoked between 1 and 1.25 graces after it was written), at most `sweep_interval`.
     pub fn sweep_every(&self) -> Duration {
-        (self.unseen_grace / 4)
-            .min(self.sweep_interval)
-            .max(Duration::from_secs(1))
+        crate::schedule::sweep_period(self.unseen_grace, self.sweep_interval)
+    }
+
+    /// An entry (or reservation) unseen since `first` may go at `now`.
+    pub(super) fn unseen_grace_over(&self, first: Instant, now: Instant) -> bool {
+        crate::schedule::unseen_grace_over(
+            now.duration_since(first),
+            self.unseen_grace,
+            self.sweep_every(),
+        )
     }
 }
 

@@ -79,8 +79,7 @@ pub(super) async fn sweep(
         } else {
             let first = unseen.get(&key).copied().unwrap_or(now);
             still_unseen.insert(key.clone(), first);
-            now.duration_since(first) + env.cfg.sweep_every() / 10 >= env.cfg.unseen_grace
-                && !env.in_flight.contains(&uuid)
+            env.cfg.unseen_grace_over(first, now) && !env.in_flight.contains(&uuid)
         };
         if !due {
             continue;

@@ -1,6 +1,7 @@
 //! Revocation of entries, with retry: every uuid of a pod is revoked concurrently (bounded by
 //! `max_concurrent`); a failure is retried with exponential backoff, then parked after
-//! [`MAX_ATTEMPTS`] until the sweep picks it up again.
+//! [`crate::schedule::REVOKE_MAX_ATTEMPTS`] until the sweep picks it up again
+//! ([`revocation_retry`]).
 
 use super::{Revoker, VaultSession};
 use crate::actors::error::ActorError;
@@ -9,17 +10,13 @@ use crate::actors::revocation::revoke_recorded;
 use crate::actors::supervision::spawn_detached;
 use crate::actors::vault_session::{KvGet, Paced};
 use crate::actors::ActorHandle;
+use crate::schedule::{revocation_retry, RetryStep};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use slog::{info, warn, Logger};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Attempts before an entry's revocation is parked (it stays in KV; the sweep retries it after
-/// [`PARK_FOR`]).
-const MAX_ATTEMPTS: u32 = 10;
-const PARK_FOR: Duration = Duration::from_secs(600);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -169,17 +166,17 @@ impl Handler<Done> for Revoker {
             return;
         }
         let attempt = msg.attempt + 1;
-        if attempt >= MAX_ATTEMPTS {
-            // Persistently failing (irrevocable lease? Vault policy?): the entry stays in KV and
-            // the sweep tries again later; the other entries are not held up.
-            warn!(self.log, "revocation keeps failing; parked"; "uuid" => &msg.uuid,
-                "attempts" => attempt, "retry_in_s" => PARK_FOR.as_secs());
-            self.parked.insert(msg.uuid, Instant::now() + PARK_FOR);
-            return;
-        }
-        let delay = Duration::from_millis(500)
-            .saturating_mul(2u32.saturating_pow(attempt.min(7)))
-            .min(Duration::from_secs(60));
+        let delay = match revocation_retry(attempt) {
+            RetryStep::RetryAfter(delay) => delay,
+            RetryStep::Park(park_for) => {
+                // Persistently failing (irrevocable lease? Vault policy?): the entry stays in KV
+                // and the sweep tries again later; the other entries are not held up.
+                warn!(self.log, "revocation keeps failing; parked"; "uuid" => &msg.uuid,
+                    "attempts" => attempt, "retry_in_s" => park_for.as_secs());
+                self.parked.insert(msg.uuid, Instant::now() + park_for);
+                return;
+            }
+        };
         ctx.run_later(delay, move |act, ctx| {
             act.start_revoke(msg.uuid, msg.path, msg.since, attempt, None, ctx);
         });

@@ -149,9 +149,7 @@ async fn run_sweep(
         }
         let first = unseen.get(uuid).copied().unwrap_or(now);
         still_unseen.insert(uuid.clone(), first);
-        // Sweeps are periodic: an entry first seen at one sweep is due exactly `grace` later,
-        // give or take the sweeps' own jitter (a tenth of a period of tolerance).
-        if now.duration_since(first) + env.cfg.sweep_every() / 10 >= env.cfg.unseen_grace
+        if env.cfg.unseen_grace_over(first, now)
             && !env.parked.contains(uuid)
             && !env.in_flight.contains(uuid)
         {
