@@ -116,6 +116,60 @@ impl BookkeepingEntry {
     }
 }
 
+/// Reservation-only keys (vdbi's own; vault-db-injector never lists reservations).
+pub const KEY_TOKEN_ACCESSOR: &str = "TokenAccessor";
+pub const KEY_VAULT_ROLE: &str = "VaultRole";
+
+/// A reservation (`<prefix>-reservations/<uuid>`): the pod the uuid is for and, in projected
+/// mode, the accessor of the pod token vdbi logged in with (never the token itself), so that
+/// the revoker's sweep can revoke that one token if the issuance dies before writing its entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// The pod (namespace, service account, name, node); token and lease empty.
+    pub entry: BookkeepingEntry,
+    /// Accessor of the pod token (projected mode), empty when there is none yet.
+    pub token_accessor: String,
+    /// The Vault role the pod token logged in as (checked against the token's metadata).
+    pub vault_role: String,
+}
+
+impl Reservation {
+    /// A reservation naming the pod only (NRI mode's webhook).
+    pub fn of(entry: BookkeepingEntry) -> Reservation {
+        Reservation {
+            entry,
+            ..Default::default()
+        }
+    }
+
+    /// The KV `data` map: the entry's six keys, plus the accessor and the role.
+    pub fn to_map(&self) -> KvData {
+        let mut m = self.entry.to_map();
+        m.insert(
+            KEY_TOKEN_ACCESSOR.to_string(),
+            Value::String(self.token_accessor.clone()),
+        );
+        m.insert(
+            KEY_VAULT_ROLE.to_string(),
+            Value::String(self.vault_role.clone()),
+        );
+        m
+    }
+
+    /// Reads a reservation leniently (as [`BookkeepingEntry::from_map`]).
+    pub fn from_map(m: &KvData) -> Reservation {
+        let get = |k: &str| match m.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        Reservation {
+            entry: BookkeepingEntry::from_map(m),
+            token_accessor: get(KEY_TOKEN_ACCESSOR),
+            vault_role: get(KEY_VAULT_ROLE),
+        }
+    }
+}
+
 /// `<prefix>/<uuid>`: the entry's path inside the KV mount (slashes around `prefix` trimmed).
 pub fn entry_path(prefix: &str, uuid: &str) -> String {
     let prefix = prefix.trim_matches('/');
@@ -216,6 +270,22 @@ mod tests {
         assert_eq!((e.lease_id.as_str(), e.token_id.as_str()), ("", "5"));
         assert!(e.needs_backfill());
         assert_eq!(BookkeepingEntry::from_map(&sample().to_map()), sample());
+    }
+
+    #[test]
+    fn reservations_keep_the_accessor_and_never_a_token() {
+        let r = Reservation {
+            entry: BookkeepingEntry::reservation("ns", "app", "p", ""),
+            token_accessor: "acc-1".into(),
+            vault_role: "app-rw".into(),
+        };
+        let m = r.to_map();
+        assert_eq!(m["TokenAccessor"], "acc-1");
+        assert_eq!(m["TokenId"], "");
+        assert_eq!(Reservation::from_map(&m), r);
+        // an NRI-mode reservation written before the accessor key existed
+        let old = BookkeepingEntry::reservation("ns", "app", "p", "n").to_map();
+        assert_eq!(Reservation::from_map(&old).token_accessor, "");
     }
 
     #[test]

@@ -23,6 +23,17 @@ path "sys/leases/revoke" {
   capabilities = ["update"]
 }
 
+# Projected mode: a reservation left by an issuance killed between its pod's login and its
+# bookkeeping entry records the pod token's accessor (never the token). The sweep looks the token
+# up by that accessor (its metadata must name the reservation's role and service account), then
+# revokes it by accessor; its leases die with it. No accessor is listed or searched.
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+
 # Orphan-lease discovery (orphanLeaseDiscovery): listing the leases of the database roles needs
 # `list` and `sudo`. One line per database secrets engine vdbi issues from.
 path "sys/leases/lookup/databases/creds/*" {

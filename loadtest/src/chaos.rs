@@ -40,6 +40,10 @@ pub struct Args {
     pub unseen_grace: Duration,
     pub orphan_lease_discovery: String,
     pub orphan_lease_grace: Duration,
+    /// The injector in projected mode (pod logins) instead of legacy (orphan tokens).
+    pub projected: bool,
+    /// The fault kinds to inject (empty: all six).
+    pub kinds: Vec<FaultKind>,
 }
 
 /// splitmix64: the run's only source of randomness, from the printed seed.
@@ -65,7 +69,7 @@ impl Rng {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     KillInjector,
@@ -103,7 +107,14 @@ pub struct Fault {
 
 /// The seeded plan: each kind `each` times, shuffled, with gaps and down times.
 fn plan(rng: &mut Rng, a: &Args) -> Vec<Fault> {
-    let mut kinds: Vec<FaultKind> = (0..a.faults_each).flat_map(|_| KINDS).collect();
+    let chosen: Vec<FaultKind> = if a.kinds.is_empty() {
+        KINDS.to_vec()
+    } else {
+        KINDS.into_iter().filter(|k| a.kinds.contains(k)).collect()
+    };
+    let mut kinds: Vec<FaultKind> = (0..a.faults_each)
+        .flat_map(|_| chosen.iter().copied())
+        .collect();
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, (rng.next() % (i as u64 + 1)) as usize);
     }
@@ -142,6 +153,8 @@ pub struct Churn {
 pub struct ChaosResult {
     pub scenario: &'static str,
     pub seed: u64,
+    /// The injector's mode: projected (pod logins) or legacy (orphan tokens).
+    pub projected: bool,
     pub binary: String,
     pub concurrency: usize,
     pub faults: Vec<Fault>,
@@ -223,6 +236,14 @@ async fn one_pod(pods: &Api<Pod>, role: &str, name: &str, hold: Duration, c: &Mu
         }
     }
     c.lock().unwrap().deleted += 1;
+}
+
+/// Now, in whole seconds since the epoch (as Vault's `creation_time`).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 /// Injects `f` and brings the component back after its down time.
@@ -323,7 +344,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
         orphan_lease_grace: a.orphan_lease_grace,
         orphan_lease_role: format!("{db_mount}/{role}"),
     };
-    let mut fleet = Fleet::start(p, &bin, &rel, &prefix, &settings).await?;
+    let mut fleet = Fleet::start(p, &bin, &rel, &prefix, &settings, a.projected).await?;
     if !fleet.injector_ready(Duration::from_secs(60)).await {
         return Err(format!(
             "the injector never got ready\n{}",
@@ -391,9 +412,14 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
         })
     };
     let mut fault_error = None;
+    // When a pod login may have been cut short (its answer lost with the injector or OpenBao).
+    let mut kills: Vec<i64> = Vec::new();
     for f in faults.iter_mut() {
         tokio::time::sleep(Duration::from_millis(f.gap_ms)).await;
         f.at_s = started.elapsed().as_secs_f64();
+        if matches!(f.kind, FaultKind::KillInjector | FaultKind::StopOpenbao) {
+            kills.push(unix_now());
+        }
         let r = inject(f, &mut fleet).await;
         eprintln!(
             "[chaos] {:.1}s: {:?} {} down {} ms, back in {} ms{}",
@@ -426,6 +452,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
         role: &role,
         pod_namespace: &ns.name,
         vdbi_namespace: &rel.namespace.name,
+        kills: &kills,
     };
     let settle = Instant::now();
     let mut last = Counted::default();
@@ -476,6 +503,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
     let res = ChaosResult {
         scenario: "chaos",
         seed,
+        projected: a.projected,
         binary,
         concurrency: a.concurrency,
         faults,
@@ -495,6 +523,10 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<ChaosResult, Strin
     }
     let mut rows = vec![
         ("seed".into(), res.seed.to_string()),
+        (
+            "injector".into(),
+            if res.projected { "projected" } else { "legacy" }.into(),
+        ),
         ("faults".into(), per_kind.join(", ")),
         (
             "pods created (with credentials) / deleted".into(),

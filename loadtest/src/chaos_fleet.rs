@@ -1,5 +1,5 @@
 //! The vdbi fleet of the chaos scenario: real `vdbi` processes, as the chart deploys them — one
-//! legacy injector (the apiserver's webhook), two renewers and two revokers electing leaders —
+//! injector (the apiserver's webhook; legacy, or projected with `--projected`), two renewers and two revokers electing leaders —
 //! each with its component's ServiceAccount (the chart's RBAC, a TokenRequest kubeconfig) and
 //! Vault role (the published policies), checked by the least-privilege guard before it starts.
 //! Members are killed (-9) and started again by name.
@@ -53,6 +53,7 @@ impl Fleet {
         rel: &ChartRelease,
         prefix: &str,
         revoker: &RevokerSettings,
+        projected: bool,
     ) -> Result<Fleet, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()])
@@ -73,8 +74,9 @@ impl Fleet {
         for (name, mode, component) in components {
             let jwt = rel.jwt_file(component, dir.path()).await;
             let kubeconfig = rel.kubeconfig(component, dir.path()).await;
-            // A legacy injector logs in with the legacy single role, as the chart configures it.
-            let vault_role = rel.vault_role(if component == Component::Injector {
+            // A legacy injector logs in with the legacy single role, as the chart configures it;
+            // a projected one with its own (bookkeeping only).
+            let vault_role = rel.vault_role(if component == Component::Injector && !projected {
                 Component::All
             } else {
                 component
@@ -84,9 +86,17 @@ impl Fleet {
             let extra = match mode {
                 "injector" => format!(
                     "webhookListen: 127.0.0.1:{port}\nwebhookClientCAFile: {}\n\
-                     webhookClientAllowedNames: [{}]\n",
+                     webhookClientAllowedNames: [{}]\n{}",
                     p.var("VDBI_WEBHOOK_CLIENT_CA_FILE"),
                     p.var("VDBI_WEBHOOK_CLIENT_NAME"),
+                    if projected {
+                        format!(
+                            "useProjectedSA: true\ntokenRequestAudiences: [{}]\n",
+                            p.var("VDBI_K8S_AUDIENCE")
+                        )
+                    } else {
+                        String::new()
+                    },
                 ),
                 "revoker" => format!(
                     "revokerUnseenGrace: {}s\norphanLeaseDiscovery: {}\norphanLeaseGrace: {}s\n\

@@ -1,7 +1,7 @@
 //! What vdbi left in Vault and PostgreSQL, counted from the outside (root token and the
 //! PostgreSQL admin, for counting only) and without cleaning anything first: KV entries under
-//! every bookkeeping prefix (data, or metadata only), live orphan tokens vdbi issued for the
-//! run's pods, leases of the run's database role, and the role's PostgreSQL users.
+//! every bookkeeping prefix (data, or metadata only), live tokens vdbi issued (legacy) or logged
+//! in with (projected) for the run's pods, leases of the run's database role, and the role's PostgreSQL users.
 
 use futures::StreamExt;
 use reqwest::Method;
@@ -44,7 +44,17 @@ pub struct Counted {
     /// Informational: live Vault login tokens of vdbi's own processes (a killed process cannot
     /// revoke its own; they end at their TTL).
     pub vdbi_login_tokens: usize,
+    /// Projected mode, apart: pod-login tokens of the run's role created within
+    /// [`LOGIN_WINDOW_S`] of an injector kill or an OpenBao kill — logins Vault completed whose
+    /// answer vdbi never recorded (docs/reliability.md, "Recorded before use"). Such a token
+    /// holds no lease (leases are counted, and must be 0); it ends at its period. Any other
+    /// pod-login token of the role counts in `tokens`.
+    pub pod_logins_unrecorded: usize,
 }
+
+/// How close (s) to a kill a pod-login token must have been created to count as one whose
+/// answer the killed side never got (`creation_time` has whole seconds).
+pub const LOGIN_WINDOW_S: i64 = 2;
 
 impl Counted {
     /// What fails the run: everything but the Vault-orphaned PostgreSQL users and the login
@@ -71,6 +81,10 @@ impl Counted {
                 "vdbi's own login tokens alive (info)".into(),
                 self.vdbi_login_tokens.to_string(),
             ),
+            (
+                "pod logins never recorded, at a kill (apart)".into(),
+                self.pod_logins_unrecorded.to_string(),
+            ),
         ]
     }
 }
@@ -87,6 +101,8 @@ pub struct Scope<'a> {
     pub pod_namespace: &'a str,
     /// The namespace of vdbi's ServiceAccounts (its login tokens' display names).
     pub vdbi_namespace: &'a str,
+    /// Unix times (s) of the kills that may cut a pod login short (injector, OpenBao).
+    pub kills: &'a [i64],
 }
 
 fn list() -> Method {
@@ -135,10 +151,13 @@ async fn kv_count(root: &VaultRoot, kv: &str, prefix: &str) -> Result<(usize, us
     Ok(out)
 }
 
-/// (pod tokens, vdbi login tokens) alive, through the accessor list.
-async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<(usize, usize), String> {
+/// (pod tokens, vdbi login tokens, pod logins unrecorded at a kill) alive, through the accessor
+/// list. Pod tokens: legacy orphan tokens, and projected pod logins (display name
+/// `kubernetes-<pod namespace>-…` with the run's role policy).
+async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<(usize, usize, usize), String> {
     let accessors = vault_list(root, "auth/token/accessors").await?;
     let login_prefix = format!("kubernetes-{}-", s.vdbi_namespace);
+    let pod_login_prefix = format!("kubernetes-{}-", s.pod_namespace);
     let looked = futures::stream::iter(accessors.into_iter().map(|a| async move {
         root.request(
             Method::POST,
@@ -150,7 +169,7 @@ async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<(usize, usize), Strin
     .buffer_unordered(16)
     .collect::<Vec<_>>()
     .await;
-    let mut out = (0, 0);
+    let mut out = (0, 0, 0);
     for r in looked {
         // A token revoked between the list and the lookup answers 400: gone.
         if r.status != 200 {
@@ -164,6 +183,16 @@ async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<(usize, usize), Strin
             .is_some_and(|ps| ps.iter().any(|p| p == s.role));
         if name == ORPHAN_TOKEN_DISPLAY_NAME && (ns == s.pod_namespace || has_role) {
             out.0 += 1;
+        } else if name.starts_with(&pod_login_prefix) && has_role {
+            let created = d["creation_time"].as_i64().unwrap_or_default();
+            if s.kills
+                .iter()
+                .any(|k| (created - k).abs() <= LOGIN_WINDOW_S)
+            {
+                out.2 += 1;
+            } else {
+                out.0 += 1;
+            }
         } else if name.starts_with(&login_prefix) {
             out.1 += 1;
         }
@@ -208,7 +237,7 @@ pub async fn count(p: &Platform, root: &VaultRoot, s: &Scope<'_>) -> Result<Coun
         c.kv_entries += data;
         c.kv_metadata_only += meta;
     }
-    (c.tokens, c.vdbi_login_tokens) = tokens(root, s).await?;
+    (c.tokens, c.vdbi_login_tokens, c.pod_logins_unrecorded) = tokens(root, s).await?;
     c.leases = vault_list(
         root,
         &format!("sys/leases/lookup/{}/creds/{}/", s.db_mount, s.role),

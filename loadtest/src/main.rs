@@ -170,6 +170,12 @@ enum Scenario {
         /// The revokers' `orphanLeaseGrace`.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         orphan_lease_grace: Duration,
+        /// The injector in projected mode (each pod's own login) instead of legacy.
+        #[arg(long)]
+        projected: bool,
+        /// Only these fault kinds (comma-separated; default: all six).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        fault_kinds: Vec<chaos::FaultKind>,
     },
     /// CreateContainer substitution over the real NRI wire: cache miss, hit, no placeholder.
     Nri {
@@ -369,6 +375,8 @@ fn main() {
                 unseen_grace,
                 orphan_lease_discovery,
                 orphan_lease_grace,
+                projected,
+                fault_kinds,
             } => {
                 let a = chaos::Args {
                     vdbi_bin,
@@ -395,6 +403,8 @@ fn main() {
                     unseen_grace,
                     orphan_lease_discovery,
                     orphan_lease_grace,
+                    projected,
+                    kinds: fault_kinds,
                 };
                 match chaos::run(&p, a, &cli.out).await {
                     Ok(r) => {

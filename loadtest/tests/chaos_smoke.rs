@@ -6,8 +6,20 @@
 
 mod support;
 
+/// Legacy injector, every fault kind; then a projected injector, with the faults that touch its
+/// issuance (injector kill) and the sweep that ends what it left (leading revoker kill). One
+/// test, so the two runs never overlap.
 #[test]
 fn chaos_smoke() {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("vdbi");
-    support::smoke(&["chaos", "--vdbi-bin", bin.to_str().unwrap()]);
+    let bin = bin.to_str().unwrap();
+    support::smoke(&["chaos", "--vdbi-bin", bin]);
+    support::smoke(&[
+        "chaos",
+        "--vdbi-bin",
+        bin,
+        "--projected",
+        "--fault-kinds",
+        "kill-injector,kill-leading-revoker",
+    ]);
 }

@@ -14,14 +14,14 @@
 //! nothing.
 
 use super::issuance::{
-    undo, Coalescer, Created, Exposure, FairQueue, Issuer, NewToken, Refusal, RefusalReason,
-    Restore, RoleCache, Subject, UndoLog,
+    reservations, undo, Coalescer, Created, Exposure, FairQueue, Issuer, NewToken, Refusal,
+    RefusalReason, Restore, RoleCache, Subject, UndoLog,
 };
 use super::supervision::{spawn_detached, RestartGuard};
 use super::vault_session::{RevokeSelf, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
-use crate::bookkeeping::BookkeepingEntry;
+use crate::bookkeeping::{BookkeepingEntry, Reservation};
 use crate::config::Config;
 use crate::mutation::{self, InjectedValues};
 use crate::placeholder;
@@ -464,6 +464,8 @@ async fn issue_one(
     let uuid = new_uuid();
     let mut entry =
         BookkeepingEntry::reservation(&pod.namespace, &pod.service_account, &pod.name, "");
+    // Whether the reservation `uuid` is written (projected mode, right after the login).
+    let mut reserved = false;
     let token = if !cfg.use_projected_sa {
         // ---- legacy authorisation: vdbi's own session reads the role and checks the SA ----
         issuer.authorise(roles, db, &who).await.map_err(refusal)?;
@@ -491,10 +493,11 @@ async fn issue_one(
                 "no Kubernetes client for TokenRequest",
             )
         })?;
-        let pod_token = undo_log
+        let login = undo_log
             .creating(issuer.pod_login(kube, db, &who, None))
             .await
             .map_err(refusal)?;
+        let pod_token = login.token;
         record(
             deps,
             undo_log,
@@ -502,6 +505,26 @@ async fn issue_one(
             log,
         )
         .await?;
+        // Crash consistency: the token's accessor is recorded before anything else is done with
+        // it. A process killed from here on leaves this reservation, and the revoker's sweep
+        // revokes that accessor (and the leases it holds) once the uuid has no pod for the grace.
+        let reservation = Reservation {
+            entry: entry.clone(),
+            token_accessor: login.accessor,
+            vault_role: db.role.clone(),
+        };
+        undo_log
+            .creating(issuer.write_reservation(&uuid, reservation, &pod.namespace))
+            .await
+            .map_err(refusal)?;
+        record(
+            deps,
+            undo_log,
+            Created::Reservation { uuid: uuid.clone() },
+            log,
+        )
+        .await?;
+        reserved = true;
         issuer.check_period(db, &pod_token, log).await;
         if cfg.nri.enabled {
             // The NRI plugin logs in again on the node; this token is not handed on.
@@ -535,19 +558,22 @@ async fn issue_one(
     };
     // ---- bookkeeping, before answering ----
     if token.is_none() {
-        // NRI mode: a reservation, outside the prefix vault-db-injector lists; the NRI plugin
-        // writes the entry once it has a token and a lease, then deletes the reservation.
-        undo_log
-            .creating(issuer.write_reservation(&uuid, entry, &pod.namespace))
-            .await
-            .map_err(refusal)?;
-        record(
-            deps,
-            undo_log,
-            Created::Reservation { uuid: uuid.clone() },
-            log,
-        )
-        .await?;
+        // NRI mode: a reservation, outside the prefix vault-db-injector lists (projected: the
+        // one written at the login); the NRI plugin writes the entry once it has a token and a
+        // lease, then deletes the reservation.
+        if !reserved {
+            undo_log
+                .creating(issuer.write_reservation(&uuid, Reservation::of(entry), &pod.namespace))
+                .await
+                .map_err(refusal)?;
+            record(
+                deps,
+                undo_log,
+                Created::Reservation { uuid: uuid.clone() },
+                log,
+            )
+            .await?;
+        }
         return Ok(Issued { uuid, values });
     }
     undo_log
@@ -564,6 +590,10 @@ async fn issue_one(
         log,
     )
     .await?;
+    // ---- projected: the entry records the token, the reservation is done ----
+    if reserved {
+        reservations::complete(&deps.vault, vec![uuid.clone()], log);
+    }
     // ---- legacy: the token is recorded, it may now live its full TTL ----
     if let Some(NewToken::Orphan(token)) = &token {
         issuer.confirm_token(token).await.map_err(refusal)?;

@@ -153,6 +153,14 @@ impl VaultError {
         self.contains("token not found") || self.contains("token to revoke not found")
     }
 
+    /// `lookup-accessor` / `revoke-accessor` of an accessor Vault does not know (its token
+    /// expired or was revoked): HTTP 400 `invalid accessor`, or a 404.
+    pub fn is_invalid_accessor(&self) -> bool {
+        self.is_not_found()
+            || (matches!(self, VaultError::Api { status: 400, .. })
+                && self.contains("invalid accessor"))
+    }
+
     /// `sys/leases/renew` of a lease Vault no longer knows (`lease not found`, compat §3.5);
     /// counts as success for the renewer.
     pub fn is_lease_not_found(&self) -> bool {

@@ -29,8 +29,8 @@ use std::time::Duration;
 use vaultrs::api::auth::kubernetes::requests::ReadKubernetesRoleRequest;
 use vaultrs::api::database::requests::GenerateCredentialsRequest;
 use vaultrs::api::token::requests::{
-    CreateOrphanTokenRequest, CreateOrphanTokenRequestBuilder, LookupTokenRequest,
-    LookupTokenSelfRequest,
+    CreateOrphanTokenRequest, CreateOrphanTokenRequestBuilder, LookupTokenAccessorRequest,
+    LookupTokenRequest, LookupTokenSelfRequest, RevokeTokenAccessorRequest,
 };
 use vaultrs::api::AuthInfo;
 use vaultrs::client::Client as _;
@@ -313,6 +313,50 @@ impl VaultClient {
             data(&body, "token lookup")
         })
         .await
+    }
+
+    /// `POST auth/token/lookup-accessor {accessor}`: the properties of the token behind
+    /// `accessor` (Vault does not return the token id); `None` for an accessor Vault does not
+    /// know (expired or revoked token).
+    pub async fn token_lookup_accessor(
+        &self,
+        token: &VaultToken,
+        accessor: &str,
+    ) -> Result<Option<TokenInfo>, VaultError> {
+        let r = self
+            .run(Some(token), |c| async move {
+                let req = LookupTokenAccessorRequest {
+                    accessor: accessor.to_string(),
+                };
+                let body = exec_raw(&c, req, "token lookup-accessor").await?;
+                data(&body, "token lookup-accessor")
+            })
+            .await;
+        match r {
+            Err(e) if e.is_invalid_accessor() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// `POST auth/token/revoke-accessor {accessor}`: revokes the token behind `accessor` and its
+    /// leases. An accessor Vault does not know counts as revoked.
+    pub async fn token_revoke_accessor(
+        &self,
+        token: &VaultToken,
+        accessor: &str,
+    ) -> Result<(), VaultError> {
+        let r = self
+            .run(Some(token), |c| async move {
+                let req = RevokeTokenAccessorRequest {
+                    accessor: accessor.to_string(),
+                };
+                exec_raw(&c, req, "token revoke-accessor").await.map(|_| ())
+            })
+            .await;
+        match r {
+            Err(e) if e.is_invalid_accessor() => Ok(()),
+            other => other,
+        }
     }
 
     // -----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ use vdbi_testkit::process::{free_port, ProcessSpec, VdbiProcess};
 use vdbi_testkit::*;
 
 mod crash;
+mod crash_projected;
 mod leadership;
 mod orphans;
 mod renewal;

@@ -10,14 +10,19 @@
 //! * [`coalesce`]: concurrent requests for the same pod share one issuance;
 //! * [`fair_queue`]: issuance slots shared fairly (round-robin, bounded per pod) between the
 //!   admissions in progress.
-//! * [`reservations`]: entries without token nor lease yet, kept outside the Go-listed prefix.
+//! * [`reservations`]: records without token nor lease yet, kept outside the Go-listed prefix
+//!   (NRI mode's uuid; projected mode's pod-token accessor until the entry is written).
 //!
 //! Crash consistency (docs/reliability.md, "Issuance"): a legacy orphan token is created
 //! provisional — not periodic, its first TTL the issuance's remaining time plus a margin,
 //! metadata naming the issuance — and renewed to `tokenTTL` only once the bookkeeping entry
 //! records it. A process killed at any instant before that leaves a token that expires by
 //! itself, and Vault revokes its DB leases with it; one killed after leaves an entry, which the
-//! revoker's sweep revokes once its pod is known not to exist.
+//! revoker's sweep revokes once its pod is known not to exist. A projected pod token (the pod's
+//! own login: vdbi cannot shorten or tag it) has its accessor written to a reservation as soon as
+//! the login answers, before credentials are read with it; the sweep revokes that accessor if no
+//! entry followed. Only a login whose answer never reached the reservation stays unrecorded: it
+//! holds no lease and ends at its period (docs/reliability.md).
 
 pub mod coalesce;
 pub mod fair_queue;

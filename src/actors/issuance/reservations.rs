@@ -1,12 +1,15 @@
-//! Reservations: what vdbi records for a uuid before it holds a real token and lease (the
-//! webhook's entry in NRI mode). They live at `<vaultSecretPrefix>-reservations/<uuid>`
+//! Reservations: what vdbi records for a uuid before its bookkeeping entry holds a real token and
+//! lease — the webhook's record in NRI mode, and in projected mode the accessor of the pod token
+//! just logged in with ([`crate::bookkeeping::Reservation`]). They live at `<vaultSecretPrefix>-reservations/<uuid>`
 //! ([`crate::bookkeeping::reservation_prefix`]), a sibling of the prefix vault-db-injector's
 //! renewer and revoker list, so every entry those list holds a real `TokenId` and `LeaseId`.
 //!
-//! Life of a reservation: written by the webhook at admission (deleted again if the admission
-//! fails); *completed* by the NRI plugin once the entries at the listed prefix are written
-//! (deleted, here); otherwise deleted by the revoker's sweep once its pod is gone for the
-//! grace, or once a completed entry exists (a completion cut short).
+//! Life of a reservation: written by the webhook at admission (projected: right after the login;
+//! deleted again if the admission fails); *completed* (deleted, here) by the webhook once the
+//! entry is written (projected, not NRI) or by the NRI plugin once the entries at the listed
+//! prefix are written; otherwise deleted by the revoker's sweep once its pod is gone for the
+//! grace — after revoking the recorded accessor — or once a completed entry exists (a
+//! completion cut short).
 
 use crate::actors::vault_session::{KvDeleteReservation, VaultSession};
 use crate::actors::ActorHandle;

@@ -14,13 +14,13 @@ use crate::actors::vault_session::{
 };
 use crate::actors::ActorHandle;
 use crate::annotations::DbConfig;
-use crate::bookkeeping::BookkeepingEntry;
+use crate::bookkeeping::{BookkeepingEntry, Reservation};
 use crate::config::Config;
 use crate::k8s::{self, PodBinding};
 use crate::telemetry::metrics::{Denial, Entry};
 use crate::telemetry::{ExternalClock, Metrics};
 use crate::vault::{
-    can_get_role, DbCredentials, KubeAuthRole, OrphanTokenSpec, VaultError, VaultToken,
+    can_get_role, DbCredentials, KubeAuthRole, LoginResult, OrphanTokenSpec, VaultError, VaultToken,
 };
 use actix::prelude::*;
 use slog::{debug, warn, Logger};
@@ -262,14 +262,15 @@ impl<'a> Issuer<'a> {
     }
 
     /// Projected: a TokenRequest for the service account (bound to the pod when `bind_to` names
-    /// it), then the login as the dbConfig's role. The pod token is the caller's to record.
+    /// it), then the login as the dbConfig's role. The pod token (and its accessor, for the
+    /// reservation) is the caller's to record.
     pub async fn pod_login(
         &self,
         kube: &kube::Client,
         db: &DbConfig,
         who: &Subject<'_>,
         bind_to: Option<&PodBinding>,
-    ) -> Result<VaultToken, IssueError> {
+    ) -> Result<LoginResult, IssueError> {
         let (cfg, m) = (self.config, self.metrics);
         let jwt = self
             .clock
@@ -312,7 +313,7 @@ impl<'a> Issuer<'a> {
                 }
                 IssueError::session(format!("Vault login as role {:?}", db.role))(e)
             })?;
-        Ok(login.token)
+        Ok(login)
     }
 
     /// Projected: warns (and counts) when the pod token has no period, so it cannot be renewed
@@ -372,17 +373,18 @@ impl<'a> Issuer<'a> {
         }
     }
 
-    /// Writes the NRI-mode reservation `uuid` (outside the Go-listed prefix); counts as an entry
-    /// write.
+    /// Writes the reservation `uuid` (outside the Go-listed prefix): NRI mode's record of the
+    /// uuid, and projected mode's record of the pod token's accessor until the entry is written.
+    /// Counts as an entry write.
     pub async fn write_reservation(
         &self,
         uuid: &str,
-        entry: BookkeepingEntry,
+        reservation: Reservation,
         namespace: &str,
     ) -> Result<(), IssueError> {
         let put = KvPutReservation {
             uuid: uuid.to_string(),
-            entry,
+            reservation,
             deadline: self.deadline,
         };
         self.counted_write(

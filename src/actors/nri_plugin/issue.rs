@@ -211,7 +211,8 @@ impl NriCore {
             token = undo_log
                 .creating(issuer.pod_login(&self.deps.kube, db, &who, Some(&binding)))
                 .await
-                .map_err(failure)?;
+                .map_err(failure)?
+                .token;
             self.record(undo_log, Created::Token(NewToken::Pod(token.clone())))
                 .await?;
             issuer.check_period(db, &token, &self.deps.log).await;

@@ -3,7 +3,7 @@
 
 use super::{CurrentToken, TokenRejected, VaultSession};
 use crate::actors::error::ActorError;
-use crate::bookkeeping::{self, BookkeepingEntry};
+use crate::bookkeeping::{self, BookkeepingEntry, Reservation};
 use crate::k8s::ServiceAccountJwt;
 use crate::telemetry::metrics::CallOutcome;
 use crate::telemetry::Metrics;
@@ -220,19 +220,19 @@ own_token_ops! {
 
     /// Writes a reservation `<vaultSecretName>/data/<vaultSecretPrefix>-reservations/<uuid>`
     /// (an entry without token nor lease, outside vault-db-injector's listing).
-    KvPutReservation { uuid: String, entry: BookkeepingEntry } -> (),
-    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid), &msg.entry.to_map()).await;
+    KvPutReservation { uuid: String, reservation: Reservation } -> (),
+    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid), &msg.reservation.to_map()).await;
 
     /// Lists the reservations' uuids.
     KvListReservations {} -> Vec<String>,
     |client, token, msg, cfg| { let _ = msg; client.kv_list(&token, &cfg.kv_mount, &bookkeeping::reservation_prefix(&cfg.kv_prefix)).await };
 
     /// Reads a reservation; `None` when absent (or its data deleted).
-    KvGetReservation { uuid: String } -> Option<BookkeepingEntry>,
+    KvGetReservation { uuid: String } -> Option<Reservation>,
     |client, token, msg, cfg| client
         .kv_get(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid))
         .await
-        .map(|o| o.map(|m| BookkeepingEntry::from_map(&m)));
+        .map(|o| o.map(|m| Reservation::from_map(&m)));
 
     /// Deletes a reservation (data, then metadata; absent counts as done).
     KvDeleteReservation { uuid: String } -> (),
@@ -245,6 +245,16 @@ own_token_ops! {
     /// `auth/token/revoke-orphan` of another token; not-found counts as done.
     RevokeOrphan { target: VaultToken } -> (),
     |client, token, msg, cfg| client.token_revoke_orphan(&token, &msg.target).await;
+
+    /// `auth/token/lookup-accessor`: the properties of the token behind `accessor` (the token id
+    /// itself is not returned); `None` when Vault no longer knows the accessor.
+    LookupAccessor { accessor: String } -> Option<TokenInfo>,
+    |client, token, msg, cfg| client.token_lookup_accessor(&token, &msg.accessor).await;
+
+    /// `auth/token/revoke-accessor`: revokes the token behind `accessor` (and its leases); an
+    /// accessor Vault no longer knows counts as done.
+    RevokeAccessor { accessor: String } -> (),
+    |client, token, msg, cfg| client.token_revoke_accessor(&token, &msg.accessor).await;
 
     /// `sys/leases/renew`.
     RenewLease { lease_id: String, increment: Duration } -> LeaseTtl,

@@ -16,6 +16,8 @@ pub struct RevocationMetrics {
     hollow_deleted: Counter,
     orphan_found: Counter,
     orphan_revoked: Counter,
+    reservation_revoked: Counter,
+    reservation_refused: Counter,
     latency: HistogramVec,
 }
 
@@ -54,6 +56,14 @@ impl RevocationMetrics {
             orphan_revoked: f.counter(
                 "vdbi_orphan_leases_revoked_total",
                 "Orphan database leases revoked",
+            ),
+            reservation_revoked: f.counter(
+                "vdbi_reservation_tokens_revoked_total",
+                "Pod tokens of stale reservations (issuances that never wrote their entry) revoked by accessor",
+            ),
+            reservation_refused: f.counter(
+                "vdbi_reservation_accessors_refused_total",
+                "Stale reservations whose accessor was not revoked: malformed, or naming a token of another role or service account",
             ),
             latency: f.histogram_vec(
                 "vdbi_revocation_latency_seconds",
@@ -110,6 +120,16 @@ impl RevocationMetrics {
 
     pub fn orphan_lease_revoked(&self) {
         self.orphan_revoked.inc();
+    }
+
+    /// The sweep revoked the pod token a stale reservation recorded.
+    pub fn reservation_token_revoked(&self) {
+        self.reservation_revoked.inc();
+    }
+
+    /// The sweep refused to revoke the accessor of a stale reservation (not vdbi's record).
+    pub fn reservation_accessor_refused(&self) {
+        self.reservation_refused.inc();
     }
 
     pub(super) fn forget(&self, labels: &[&str; 2]) {
