@@ -278,38 +278,7 @@ async fn injector_killed_during_an_admission_burst_leaks_nothing() {
     let port = free_port();
     let injector_extra = format!("webhookListen: 127.0.0.1:{port}\n");
     let hook = ReviewClient::new(&format!("https://127.0.0.1:{port}/mutate"), &env.cert.pem);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let admitted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (hook, stop, admitted, ns, role) = (
-                hook.clone(),
-                stop.clone(),
-                admitted.clone(),
-                ns.name.clone(),
-                role.clone(),
-            );
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    n += 1;
-                    let name = format!("w{w}-{n}");
-                    let pod = pod(
-                        &name,
-                        "app",
-                        &[("db.role", &role), ("db.env-key-dbuser", "U")],
-                    );
-                    match hook.send(&review(&pod, &ns, &name, &name)).await {
-                        Ok(a) if a["allowed"] == true => {
-                            admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            })
-        })
-        .collect();
+    let burst = Burst::start(&hook, &ns.name, &role, 8);
     let mut last_kill = Instant::now();
     for round in 0..3 {
         let mut injector = env.spawn(
@@ -342,10 +311,7 @@ async fn injector_killed_during_an_admission_burst_leaks_nothing() {
             tokens_with_policy(&root, &role).await
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let admitted = burst.stop().await;
     // KV keys (metadata included) and tokens must all go. A lease can outlive every token of the
     // role only if Vault itself lost it: a request cut by the kill while Vault registered the
     // lease ("failed to register lease ... context canceled" in its log) leaves the lease without
@@ -382,7 +348,7 @@ async fn injector_killed_during_an_admission_burst_leaks_nothing() {
     let since_kill = last_kill.elapsed();
     println!(
         "3 kills -9 during an 8-worker burst ({} admitted): clean {:.1} s after the last kill (bound 2 x revokerUnseenGrace = {limit:?}); {} lease(s) Vault lost track of",
-        admitted.load(std::sync::atomic::Ordering::SeqCst),
+        admitted,
         since_kill.as_secs_f64(),
         vault_orphans.len()
     );

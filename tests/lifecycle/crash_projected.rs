@@ -295,38 +295,7 @@ async fn projected_injector_killed_during_an_admission_burst_leaks_nothing() {
     .await;
 
     // ---- the burst ----
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let admitted_n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (hook, stop, admitted_n, ns, role) = (
-                hook.clone(),
-                stop.clone(),
-                admitted_n.clone(),
-                ns.name.clone(),
-                role.clone(),
-            );
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    n += 1;
-                    let name = format!("w{w}-{n}");
-                    let pod = pod(
-                        &name,
-                        "app",
-                        &[("db.role", &role), ("db.env-key-dbuser", "U")],
-                    );
-                    match hook.send(&review(&pod, &ns, &name, &name)).await {
-                        Ok(a) if a["allowed"] == true => {
-                            admitted_n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            })
-        })
-        .collect();
+    let burst = Burst::start(&hook, &ns.name, &role, 8);
     let reservations = format!("{}-reservations", rel.prefix);
     let mut unrecorded: BTreeSet<String> = BTreeSet::new();
     let mut last_kill = Instant::now();
@@ -393,10 +362,7 @@ async fn projected_injector_killed_during_an_admission_burst_leaks_nothing() {
         live.assert_working(&root, &p, &format!("after kill {round}"))
             .await;
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let admitted_n = burst.stop().await;
 
     // ---- after the sweep: nothing vdbi recorded is left, the live pod keeps working ----
     let limit = 2 * grace;
@@ -492,7 +458,7 @@ async fn projected_injector_killed_during_an_admission_burst_leaks_nothing() {
          reservation's accessor; {} token(s) of logins whose answer vdbi never recorded ({} still \
          live, 0 leases between them); {} lease(s) and {} PostgreSQL user(s) Vault itself lost; \
          mean login / reservation write per kill (s): {windows:?}",
-        admitted_n.load(std::sync::atomic::Ordering::SeqCst),
+        admitted_n,
         took.as_secs_f64(),
         unrecorded.len(),
         still_unrecorded.len(),

@@ -555,6 +555,61 @@ where
     t.elapsed()
 }
 
+/// `workers` loops posting reviews of new one-dbConfig pods (role `role`, namespace `ns`) to
+/// `hook` until stopped: the admission burst the crash tests kill vdbi during.
+struct Burst {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    admitted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Burst {
+    fn start(hook: &ReviewClient, ns: &str, role: &str, workers: usize) -> Burst {
+        use std::sync::atomic::Ordering::SeqCst;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admitted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers = (0..workers)
+            .map(|w| {
+                let (hook, stop, admitted) = (hook.clone(), stop.clone(), admitted.clone());
+                let (ns, role) = (ns.to_string(), role.to_string());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(SeqCst) {
+                        n += 1;
+                        let name = format!("w{w}-{n}");
+                        let pod = pod(
+                            &name,
+                            "app",
+                            &[("db.role", &role), ("db.env-key-dbuser", "U")],
+                        );
+                        match hook.send(&review(&pod, &ns, &name, &name)).await {
+                            Ok(a) if a["allowed"] == true => {
+                                admitted.fetch_add(1, SeqCst);
+                            }
+                            Ok(_) => {}
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Burst {
+            stop,
+            admitted,
+            workers,
+        }
+    }
+
+    /// Stops the workers, waits for them; how many pods were admitted.
+    async fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        self.admitted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Waits until `running`'s pod index knows every pod of `uids` (its watch delivered them).
 async fn wait_indexed(running: &Running, uids: &[String]) {
     let index = running.pod_index.as_ref().expect("a pod index");
