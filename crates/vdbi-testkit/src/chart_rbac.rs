@@ -254,35 +254,28 @@ impl ChartRelease {
         };
         let sas: Vec<String> = COMPONENTS.iter().map(|c| rel.service_account(*c)).collect();
         for c in COMPONENTS {
-            rel.root
-                .write(
-                    &format!("auth/{}/role/{}", rel.auth_mount, rel.vault_role(c)),
-                    &json!({
-                        "bound_service_account_names": sas,
-                        "bound_service_account_namespaces": [rel.namespace.name],
-                        "token_policies": c.policies(),
-                        "token_no_default_policy": true,
-                        "token_ttl": "1h",
-                        "token_max_ttl": "24h",
-                    }),
-                )
-                .await;
+            write_vault_role(
+                &rel.root,
+                &rel.auth_mount,
+                &rel.vault_role(c),
+                c,
+                &sas,
+                &rel.namespace.name,
+            )
+            .await;
         }
         rel
     }
 
     /// The component's ServiceAccount (the chart's naming: the injector's is the fullname).
     pub fn service_account(&self, c: Component) -> String {
-        match c {
-            Component::Injector => self.fullname.clone(),
-            other => format!("{}-{}", self.fullname, other.as_str()),
-        }
+        service_account(&self.fullname, c)
     }
 
     /// The Vault kubernetes-auth role carrying the component's published policies
     /// ([`Component::All`]: those of the legacy single role).
     pub fn vault_role(&self, c: Component) -> String {
-        format!("{}-{}", self.fullname, c.as_str())
+        vault_role(&self.fullname, c)
     }
 
     /// A TokenRequest token of the component's ServiceAccount (`audiences` empty: the
@@ -370,6 +363,44 @@ impl ChartRelease {
                 .await;
         }
     }
+}
+
+/// The chart's ServiceAccount of component `c` in release `fullname` (the injector's is the
+/// fullname itself).
+pub fn service_account(fullname: &str, c: Component) -> String {
+    match c {
+        Component::Injector => fullname.to_string(),
+        other => format!("{fullname}-{}", other.as_str()),
+    }
+}
+
+/// The Vault kubernetes-auth role the tests create for component `c` of release `fullname`.
+pub fn vault_role(fullname: &str, c: Component) -> String {
+    format!("{fullname}-{}", c.as_str())
+}
+
+/// Writes the kubernetes-auth role `role` (set-up, root): the component's published policies
+/// only, bound to `service_accounts` in `namespace`.
+pub async fn write_vault_role(
+    root: &VaultRoot,
+    auth_mount: &str,
+    role: &str,
+    c: Component,
+    service_accounts: &[String],
+    namespace: &str,
+) {
+    root.write(
+        &format!("auth/{auth_mount}/role/{role}"),
+        &json!({
+            "bound_service_account_names": service_accounts,
+            "bound_service_account_namespaces": [namespace],
+            "token_policies": c.policies(),
+            "token_no_default_policy": true,
+            "token_ttl": "1h",
+            "token_max_ttl": "24h",
+        }),
+    )
+    .await;
 }
 
 impl Drop for ChartRelease {

@@ -28,7 +28,7 @@ mod observe;
 use image::free_ports;
 pub use image::import_image;
 
-use crate::chart_rbac::{helm, Component};
+use crate::chart_rbac::{helm, service_account, vault_role, write_vault_role, Component};
 use crate::kubelet::KubeletNode;
 use crate::platform::{http_client, unique_name, Platform, TestNamespace, VaultRoot};
 
@@ -126,33 +126,26 @@ impl NodeRelease {
             removed: false,
         };
         for c in COMPONENTS {
-            rel.root
-                .write(
-                    &format!("auth/{}/role/{}", rel.auth_mount, rel.vault_role(c)),
-                    &json!({
-                        "bound_service_account_names": [rel.service_account(c)],
-                        "bound_service_account_namespaces": [rel.namespace.name],
-                        "token_policies": c.policies(),
-                        "token_no_default_policy": true,
-                        "token_ttl": "1h",
-                        "token_max_ttl": "24h",
-                    }),
-                )
-                .await;
+            write_vault_role(
+                &rel.root,
+                &rel.auth_mount,
+                &rel.vault_role(c),
+                c,
+                &[rel.service_account(c)],
+                &rel.namespace.name,
+            )
+            .await;
         }
         rel
     }
 
     /// The chart's ServiceAccount of a component (release name = fullname).
     pub fn service_account(&self, c: Component) -> String {
-        match c {
-            Component::Injector => self.name.clone(),
-            other => format!("{}-{}", self.name, other.as_str()),
-        }
+        service_account(&self.name, c)
     }
 
     pub fn vault_role(&self, c: Component) -> String {
-        format!("{}-{}", self.name, c.as_str())
+        vault_role(&self.name, c)
     }
 
     pub fn ports(&self, c: Component) -> Ports {
