@@ -198,6 +198,60 @@ pub fn reservation_path(prefix: &str, uuid: &str) -> String {
     entry_path(&reservation_prefix(prefix), uuid)
 }
 
+/// Suffix of the attempts prefix (see [`attempt_prefix`]).
+pub const ATTEMPTS_SUFFIX: &str = "-attempts";
+
+/// `<prefix>-attempts`: one record per NRI fetch attempt in projected mode (the accessor of the
+/// pod token the plugin just logged in with), a sibling of the reservations. Several attempts of
+/// one uuid may exist at once (a plugin killed mid-fetch fetches again after its restart), so
+/// each has its own key ([`attempt_key`]).
+pub fn attempt_prefix(prefix: &str) -> String {
+    format!("{}{ATTEMPTS_SUFFIX}", prefix.trim_matches('/'))
+}
+
+/// Which kind of reservation a key names, and so where it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReservationKind {
+    /// `<prefix>-reservations/<uuid>`: the webhook's, one per uuid.
+    Uuid,
+    /// `<prefix>-attempts/<uuid>.<attempt>`: one NRI fetch attempt's (projected mode).
+    Attempt,
+}
+
+impl ReservationKind {
+    /// The folder of this kind's records inside the KV mount.
+    pub fn folder(self, prefix: &str) -> String {
+        match self {
+            ReservationKind::Uuid => reservation_prefix(prefix),
+            ReservationKind::Attempt => attempt_prefix(prefix),
+        }
+    }
+
+    /// The path of the record `key` inside the KV mount.
+    pub fn path(self, prefix: &str, key: &str) -> String {
+        entry_path(&self.folder(prefix), key)
+    }
+}
+
+/// Length of an attempt id (lowercase hex).
+const ATTEMPT_ID_LEN: usize = 16;
+
+/// `<uuid>.<16 hex>`: a new attempt key for `uuid` (random id).
+pub fn new_attempt_key(uuid: &str) -> String {
+    format!("{uuid}.{:016x}", rand::random::<u64>())
+}
+
+/// The uuid an attempt key is for; `None` when `key` is not shaped as [`new_attempt_key`]'s
+/// (the id is the part after the *last* dot, so uuids may hold dots).
+pub fn attempt_uuid(key: &str) -> Option<&str> {
+    let (uuid, id) = key.rsplit_once('.')?;
+    let hex = id.len() == ATTEMPT_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+    (hex && is_valid_key(uuid)).then_some(uuid)
+}
+
 /// Is `key` usable as an entry key (one path segment: no `/`, not `.`/`..`, no whitespace or
 /// control character)? Keys come from pod annotations, so check before building a path.
 pub fn is_valid_key(key: &str) -> bool {
@@ -314,5 +368,26 @@ mod tests {
             entry_keys(vec!["a".into(), "sub/".into(), "b".into()]),
             vec!["a", "b"]
         );
+    }
+
+    #[test]
+    fn attempt_keys_name_their_uuid_and_live_beside_the_reservations() {
+        let key = new_attempt_key("6f2c.1a");
+        assert!(is_valid_key(&key), "{key}");
+        assert_eq!(attempt_uuid(&key), Some("6f2c.1a"));
+        assert_ne!(new_attempt_key("u"), new_attempt_key("u"));
+        for not_an_attempt in ["u", "u.", ".0123456789abcdef", "u.0123456789ABCDEF", "u.12"] {
+            assert_eq!(attempt_uuid(not_an_attempt), None, "{not_an_attempt:?}");
+        }
+        assert_eq!(
+            ReservationKind::Attempt.path("/kubernetes/", "u.0123456789abcdef"),
+            "kubernetes-attempts/u.0123456789abcdef"
+        );
+        assert_eq!(
+            ReservationKind::Uuid.path("kubernetes", "u"),
+            reservation_path("kubernetes", "u")
+        );
+        // neither is listed by vault-db-injector (inside its prefix)
+        assert!(!ReservationKind::Attempt.folder("a/b").starts_with("a/b/"));
     }
 }

@@ -194,6 +194,22 @@ pub fn unseen_grace_over(unseen_for: Duration, grace: Duration, sweep_period: Du
     unseen_for + sweep_period / 10 >= grace
 }
 
+/// Longer than any NRI fetch attempt can still be running: a fetch ends by its deadline (at most
+/// the plugin's 30 s background limit), and its last calls have then reached Vault. An attempt
+/// record older than this is one whose fetch finished (completed, or failed and undone) or died.
+pub const FETCH_ATTEMPT_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// When the revoker's sweep settles an NRI fetch attempt's record (revokes its login unless the
+/// entry holds it), counted from the first sweep that saw it: after the unseen grace when its
+/// pod is gone, and never while the attempt could still be running for a live pod.
+pub fn attempt_settle_after(grace: Duration, pod_live: bool) -> Duration {
+    if pod_live {
+        grace.max(FETCH_ATTEMPT_MAX_AGE)
+    } else {
+        grace
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +225,15 @@ mod tests {
         assert!(delays[7] >= Duration::from_secs(2));
         b.reset();
         assert_eq!(b.peek(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_live_pods_attempt_is_never_settled_while_its_fetch_may_run() {
+        let grace = Duration::from_secs(10);
+        assert_eq!(attempt_settle_after(grace, false), grace);
+        assert_eq!(attempt_settle_after(grace, true), FETCH_ATTEMPT_MAX_AGE);
+        let long = Duration::from_secs(300);
+        assert_eq!(attempt_settle_after(long, true), long);
     }
 
     #[test]

@@ -34,6 +34,13 @@ path "auth/token/revoke-accessor" {
   capabilities = ["update"]
 }
 
+# Projected NRI mode: each fetch of the plugin records its login's accessor the same way, under a
+# key of its own. A record left behind is settled by comparing it with the accessor of the token
+# the pod's bookkeeping entry holds (a token the revoker already reads from KV and may revoke).
+path "auth/token/lookup" {
+  capabilities = ["update"]
+}
+
 # Orphan-lease discovery (orphanLeaseDiscovery): listing the leases of the database roles needs
 # `list` and `sudo`. One line per database secrets engine vdbi issues from.
 path "sys/leases/lookup/databases/creds/*" {

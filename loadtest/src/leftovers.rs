@@ -16,11 +16,16 @@ const ORPHAN_TOKEN_DISPLAY_NAME: &str = "token-injector-orphan-token";
 const TOKEN_META_NAMESPACE: &str = "vdbi-namespace";
 
 /// Every KV prefix vdbi writes under for a `vaultSecretPrefix`, as docs/reliability.md lists
-/// them: the bookkeeping prefix itself and its `-reservations` sibling (NRI-mode reservations,
-/// `vdbi::bookkeeping::reservation_prefix`). One place: extend it when vdbi gains another.
+/// them: the bookkeeping prefix itself, its `-reservations` sibling (reservations,
+/// `vdbi::bookkeeping::reservation_prefix`) and its `-attempts` sibling (the NRI plugin's fetch
+/// attempts, `vdbi::bookkeeping::attempt_prefix`). One place: extend it when vdbi gains another.
 pub fn kv_prefixes(prefix: &str) -> Vec<String> {
     let p = prefix.trim_matches('/');
-    vec![p.to_string(), vdbi::bookkeeping::reservation_prefix(p)]
+    vec![
+        p.to_string(),
+        vdbi::bookkeeping::reservation_prefix(p),
+        vdbi::bookkeeping::attempt_prefix(p),
+    ]
 }
 
 /// The counts (all but `pg_roles_vault_orphaned` and the informational login tokens must be 0).

@@ -161,6 +161,12 @@ impl VaultError {
                 && self.contains("invalid accessor"))
     }
 
+    /// `auth/token/lookup` of a token Vault does not know (403 `bad token`; not a permission
+    /// refusal, which says `permission denied`).
+    pub fn is_bad_token(&self) -> bool {
+        self.is_permission_denied() && self.contains("bad token")
+    }
+
     /// `sys/leases/renew` of a lease Vault no longer knows (`lease not found`, compat §3.5);
     /// counts as success for the renewer.
     pub fn is_lease_not_found(&self) -> bool {
@@ -326,6 +332,9 @@ mod tests {
         .is_unrecoverable_lease());
         // only a 400 is unrecoverable
         assert!(!from_body(500, LEASE_LOOKUP_GONE).is_unrecoverable_lease());
+        // `auth/token/lookup` of an unknown token, not a refusal
+        assert!(from_body(403, r#"{"errors":["bad token"]}"#).is_bad_token());
+        assert!(!from_body(403, r#"{"errors":["permission denied"]}"#).is_bad_token());
     }
 
     #[test]

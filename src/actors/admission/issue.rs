@@ -262,7 +262,7 @@ async fn issue_one(
     .await?;
     // ---- projected: the entry records the token, the reservation is done ----
     if reserved {
-        reservations::complete(&deps.vault, vec![uuid.clone()], log);
+        reservations::complete(&deps.vault, ReservationKind::Uuid, vec![uuid.clone()], log);
     }
     // ---- legacy: the token is recorded, it may now live its full TTL ----
     if let Some(NewToken::Orphan(token)) = &token {
@@ -271,8 +271,6 @@ async fn issue_one(
     Ok(Issued { uuid, values })
 }
 
-/// Records something the admission created; if the admission was already abandoned (deadline),
-/// undoes it at once and ends this dbConfig's work.
 /// Writes the reservation `uuid` and records it in the undo log, so that a failed issuance
 /// deletes it and a crashed one leaves it for the revoker's sweep.
 #[allow(clippy::too_many_arguments)]
@@ -287,15 +285,18 @@ async fn reserve(
     log: &Logger,
 ) -> Result<(), Refusal> {
     undo_log
-        .creating(issuer.write_reservation(uuid, reservation, namespace))
+        .creating(issuer.write_reservation(ReservationKind::Uuid, uuid, reservation, namespace))
         .await
         .map_err(|e| Refusal::from_issue(db, e, log))?;
     let created = Created::Reservation {
-        uuid: uuid.to_string(),
+        kind: ReservationKind::Uuid,
+        key: uuid.to_string(),
     };
     record(deps, undo_log, created, log).await
 }
 
+/// Records something the admission created; if the admission was already abandoned (deadline),
+/// undoes it at once and ends this dbConfig's work.
 async fn record(
     deps: &AdmissionDeps,
     undo_log: &UndoLog,

@@ -23,7 +23,7 @@ use super::supervision::{spawn_detached, RestartGuard};
 use super::vault_session::{RevokeSelf, VaultSession};
 use super::ActorHandle;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
-use crate::bookkeeping::{BookkeepingEntry, Reservation};
+use crate::bookkeeping::{BookkeepingEntry, Reservation, ReservationKind};
 use crate::config::Config;
 use crate::mutation::{self, InjectedValues};
 use crate::placeholder;

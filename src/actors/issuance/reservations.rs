@@ -10,9 +10,17 @@
 //! prefix are written; otherwise deleted by the revoker's sweep once its pod is gone for the
 //! grace — after revoking the recorded accessor — or once a completed entry exists (a
 //! completion cut short).
+//!
+//! In projected NRI mode each fetch attempt of the plugin also records the accessor of its own
+//! login, under its own key (`<vaultSecretPrefix>-attempts/<uuid>.<attempt>`,
+//! [`crate::bookkeeping::ReservationKind::Attempt`]): written right after the login, completed
+//! (deleted) once the entry is written, deleted with the token when the fetch fails. A plugin
+//! killed in between leaves the record, and the revoker's sweep revokes that accessor once the
+//! record has existed for the grace, unless the uuid's entry holds that very token.
 
 use crate::actors::vault_session::{KvDeleteReservation, VaultSession};
 use crate::actors::ActorHandle;
+use crate::bookkeeping::ReservationKind;
 use slog::{debug, Logger};
 use std::time::Duration;
 use tokio::time::Instant as Deadline;
@@ -20,25 +28,31 @@ use tokio::time::Instant as Deadline;
 /// Deadline of each completion call.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Completes the reservations of `uuids` whose entries are written: deletes them, in the
-/// background (best effort: a reservation left behind is deleted by the revoker's sweep, which
-/// sees the completed entry).
-pub fn complete(vault: &ActorHandle<VaultSession>, uuids: Vec<String>, log: &Logger) {
-    if uuids.is_empty() {
+/// Completes the reservations `keys` (of `kind`) whose entries are written: deletes them, in
+/// the background (best effort: a reservation left behind is deleted by the revoker's sweep,
+/// which sees the completed entry).
+pub fn complete(
+    vault: &ActorHandle<VaultSession>,
+    kind: ReservationKind,
+    keys: Vec<String>,
+    log: &Logger,
+) {
+    if keys.is_empty() {
         return;
     }
     let (vault, log) = (vault.clone(), log.clone());
     tokio::spawn(async move {
-        for uuid in uuids {
+        for key in keys {
             let deadline = Deadline::now() + COMPLETE_TIMEOUT;
             let done = vault
                 .call(KvDeleteReservation {
-                    uuid: uuid.clone(),
+                    kind,
+                    key: key.clone(),
                     deadline,
                 })
                 .await;
             if let Err(e) = done {
-                debug!(log, "reservation not deleted; the revoker's sweep will"; "uuid" => &uuid, "error" => %e);
+                debug!(log, "reservation not deleted; the revoker's sweep will"; "key" => &key, "error" => %e);
             }
         }
     });

@@ -14,7 +14,7 @@ use crate::actors::vault_session::{
 };
 use crate::actors::ActorHandle;
 use crate::annotations::DbConfig;
-use crate::bookkeeping::{BookkeepingEntry, Reservation};
+use crate::bookkeeping::{BookkeepingEntry, Reservation, ReservationKind};
 use crate::config::Config;
 use crate::k8s::{self, PodBinding};
 use crate::telemetry::metrics::{Denial, Entry};
@@ -373,23 +373,26 @@ impl<'a> Issuer<'a> {
         }
     }
 
-    /// Writes the reservation `uuid` (outside the Go-listed prefix): NRI mode's record of the
-    /// uuid, and projected mode's record of the pod token's accessor until the entry is written.
+    /// Writes the reservation `key` of `kind` (outside the Go-listed prefix): NRI mode's record
+    /// of the uuid, and projected mode's record of the pod token's accessor until the entry is
+    /// written (the webhook's under the uuid, each NRI fetch attempt's under its own key).
     /// Counts as an entry write.
     pub async fn write_reservation(
         &self,
-        uuid: &str,
+        kind: ReservationKind,
+        key: &str,
         reservation: Reservation,
         namespace: &str,
     ) -> Result<(), IssueError> {
         let put = KvPutReservation {
-            uuid: uuid.to_string(),
+            kind,
+            key: key.to_string(),
             reservation,
             deadline: self.deadline,
         };
         self.counted_write(
             self.call(put).await,
-            uuid,
+            key,
             namespace,
             "writing the reservation",
         )

@@ -13,7 +13,7 @@ use crate::actors::vault_session::{
     KvDelete, KvDeleteReservation, KvPut, Paced, RevokeOrphan, RevokeSelf, VaultSession,
 };
 use crate::actors::ActorHandle;
-use crate::bookkeeping::BookkeepingEntry;
+use crate::bookkeeping::{BookkeepingEntry, ReservationKind};
 use crate::vault::VaultToken;
 use slog::{debug, error, warn, Logger};
 use std::future::Future;
@@ -64,8 +64,9 @@ pub enum Created {
     Token(NewToken),
     /// A KV bookkeeping entry written, with what to put back.
     Entry { uuid: String, restore: Restore },
-    /// A reservation written (NRI-mode webhook), outside the Go-listed prefix: deleted.
-    Reservation { uuid: String },
+    /// A reservation written (the webhook's, or an NRI fetch attempt's), outside the Go-listed
+    /// prefix: deleted.
+    Reservation { kind: ReservationKind, key: String },
 }
 
 /// What the undo puts back in a KV entry the issuance wrote.
@@ -205,6 +206,12 @@ where
     false
 }
 
+/// A KV record the undo puts back or deletes.
+enum Record {
+    Entry(String, Restore),
+    Reservation(ReservationKind, String),
+}
+
 /// Undoes what an issuance created: tokens first (concurrently; their DB leases die with them),
 /// then the KV entries are put back (deleted or restored) and reservations deleted — unless a
 /// token could not be revoked, in which case its entry stays so the revoker's sweep finds it.
@@ -217,12 +224,12 @@ pub async fn undo(vault: &ActorHandle<VaultSession>, created: Vec<Created>, log:
     if created.is_empty() {
         return true;
     }
-    let (mut tokens, mut entries) = (Vec::new(), Vec::new());
+    let (mut tokens, mut records) = (Vec::new(), Vec::new());
     for c in created {
         match c {
             Created::Token(t) => tokens.push(t),
-            Created::Entry { uuid, restore } => entries.push((uuid, Some(restore))),
-            Created::Reservation { uuid } => entries.push((uuid, None)),
+            Created::Entry { uuid, restore } => records.push(Record::Entry(uuid, restore)),
+            Created::Reservation { kind, key } => records.push(Record::Reservation(kind, key)),
         }
     }
     let revoked = futures::future::join_all(tokens.iter().map(|t| {
@@ -236,31 +243,32 @@ pub async fn undo(vault: &ActorHandle<VaultSession>, created: Vec<Created>, log:
         return false;
     }
     let mut all = true;
-    for (uuid, restore) in entries {
+    for record in &records {
         let ok = undo_step("restoring a bookkeeping entry", log, |deadline| {
-            let (uuid, vault) = (uuid.clone(), vault.clone());
-            let entry = match &restore {
-                Some(Restore::Entry(e)) => Some(Some((**e).clone())),
-                Some(Restore::Delete) => Some(None),
-                None => None,
-            };
+            let vault = vault.clone();
             async move {
-                match entry {
-                    None => {
-                        vault
-                            .call(Paced(KvDeleteReservation { uuid, deadline }))
-                            .await
+                match record {
+                    Record::Reservation(kind, key) => {
+                        let (kind, key) = (*kind, key.clone());
+                        let delete = KvDeleteReservation {
+                            kind,
+                            key,
+                            deadline,
+                        };
+                        vault.call(Paced(delete)).await
                     }
-                    Some(Some(entry)) => {
-                        vault
-                            .call(Paced(KvPut {
-                                uuid,
-                                entry,
-                                deadline,
-                            }))
-                            .await
+                    Record::Entry(uuid, Restore::Entry(entry)) => {
+                        let put = KvPut {
+                            uuid: uuid.clone(),
+                            entry: (**entry).clone(),
+                            deadline,
+                        };
+                        vault.call(Paced(put)).await
                     }
-                    Some(None) => vault.call(Paced(KvDelete { uuid, deadline })).await,
+                    Record::Entry(uuid, Restore::Delete) => {
+                        let uuid = uuid.clone();
+                        vault.call(Paced(KvDelete { uuid, deadline })).await
+                    }
                 }
             }
         })

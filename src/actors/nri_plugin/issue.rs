@@ -5,18 +5,19 @@ use super::resolve::PodRef;
 use super::{Failure, FailureReason, NriCore};
 use crate::actors::error::ActorError;
 use crate::actors::issuance::{
-    pod_limits, undo, Created, IssueError, Issuer, NewToken, Refusal, Restore, Subject, UndoLog,
+    pod_limits, reservations, undo, Created, IssueError, Issuer, NewToken, Refusal, Restore,
+    Subject, UndoLog,
 };
 use crate::actors::vault_session::KvGet;
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
-use crate::bookkeeping::{self, BookkeepingEntry};
+use crate::bookkeeping::{self, BookkeepingEntry, Reservation, ReservationKind};
 use crate::cache_file::PodValues;
 use crate::k8s::{self, PodBinding};
 use crate::substitution as nri_mapping;
 use crate::telemetry::metrics::SlotUser;
 use crate::telemetry::ExternalClock;
 use crate::vault::VaultToken;
-use slog::Logger;
+use slog::{warn, Logger};
 use tokio::time::Instant as Deadline;
 
 /// What the API says about the pod (the trust anchor).
@@ -32,8 +33,8 @@ struct PodFacts {
 struct Issued {
     username: String,
     password: String,
-    /// A token of an earlier issuance for the same uuid that this one replaces in KV.
-    superseded: Option<VaultToken>,
+    /// Projected: the key of this attempt's record of its login, completed once the entry is.
+    attempt: Option<String>,
 }
 
 impl NriCore {
@@ -44,7 +45,7 @@ impl NriCore {
         pod: &PodRef,
         deadline: Deadline,
         undo_log: &UndoLog,
-    ) -> Result<(PodValues, Vec<VaultToken>), Failure> {
+    ) -> Result<PodValues, Failure> {
         let cfg = self.config();
         let api_pod = tokio::time::timeout_at(
             deadline,
@@ -151,21 +152,19 @@ impl NriCore {
                 }
             });
         let mut creds = vec![None; spec.configs.len()];
-        let mut superseded = Vec::new();
-        let mut completed = Vec::new();
+        let (mut completed, mut attempts) = (Vec::new(), Vec::new());
         for (i, issued) in futures::future::join_all(jobs).await {
             let issued = issued?;
             completed.push(keys[i].clone());
             creds[i] = Some((issued.username, issued.password));
-            superseded.extend(issued.superseded);
+            attempts.extend(issued.attempt);
         }
-        // Every entry now holds a token and a lease: the webhook's reservations are done.
-        crate::actors::issuance::reservations::complete(
-            &self.deps.vault,
-            completed,
-            &self.deps.log,
-        );
-        Ok((plan.resolve(&creds), superseded))
+        // Every entry now holds a token and a lease: the webhook's reservations and this
+        // fetch's attempt records are done.
+        let (vault, log) = (&self.deps.vault, &self.deps.log);
+        reservations::complete(vault, ReservationKind::Uuid, completed, log);
+        reservations::complete(vault, ReservationKind::Attempt, attempts, log);
+        Ok(plan.resolve(&creds))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -190,6 +189,7 @@ impl NriCore {
             &pod.node_name,
         );
         let token;
+        let mut attempt = None;
         if !cfg.use_projected_sa {
             // ---- legacy: vdbi's session checks the API-attested identity, then an orphan ----
             issuer
@@ -208,13 +208,34 @@ impl NriCore {
                 name: pod.name.clone(),
                 uid: pod.uid.clone(),
             };
-            token = undo_log
+            let login = undo_log
                 .creating(issuer.pod_login(&self.deps.kube, db, &who, Some(&binding)))
                 .await
-                .map_err(failure)?
-                .token;
+                .map_err(failure)?;
+            token = login.token;
             self.record(undo_log, Created::Token(NewToken::Pod(token.clone())))
                 .await?;
+            // Crash consistency: this attempt's login is recorded (its accessor, under a key of
+            // its own) before anything is done with the token. A plugin killed from here on
+            // leaves the record, and the revoker's sweep revokes that accessor (with the leases
+            // it holds) unless the uuid's entry holds this very token.
+            let key = bookkeeping::new_attempt_key(uuid);
+            let record = Reservation {
+                entry: entry.clone(),
+                token_accessor: login.accessor,
+                vault_role: db.role.clone(),
+            };
+            let kind = ReservationKind::Attempt;
+            undo_log
+                .creating(issuer.write_reservation(kind, &key, record, &pod.namespace))
+                .await
+                .map_err(failure)?;
+            let created = Created::Reservation {
+                kind,
+                key: key.clone(),
+            };
+            self.record(undo_log, created).await?;
+            attempt = Some(key);
             issuer.check_period(db, &token, &self.deps.log).await;
         }
         let creds = undo_log
@@ -224,29 +245,35 @@ impl NriCore {
         entry.lease_id = creds.lease_id.clone();
         entry.token_id = token.expose().to_string();
 
-        // ---- bookkeeping: what the entry held before is kept to restore it on failure ----
-        // (legacy only: the projected-mode NRI policy may not read KV). The webhook's
-        // reservation stays at its own prefix until the fetch succeeds.
-        let (restore, superseded) = if cfg.use_projected_sa {
-            (Restore::Delete, None)
-        } else {
-            let previous = issuer
-                .call(KvGet {
-                    uuid: uuid.to_string(),
-                    deadline,
-                })
-                .await
-                .map_err(|e| {
-                    vault_failure(db, "reading the bookkeeping entry", &e, &self.deps.log)
-                })?;
-            let superseded = previous
-                .as_ref()
-                .map(|p| VaultToken::new(p.token_id.clone()))
-                .filter(|t| !t.is_empty() && *t != token);
-            (
-                previous.map_or(Restore::Delete, |p| Restore::Entry(Box::new(p))),
-                superseded,
-            )
+        // ---- bookkeeping: an entry this one replaces (the pod's cache entry was lost while
+        // the pod lived) has its token revoked *before* it is overwritten, so that no instant
+        // leaves that token unrecorded; otherwise what the entry held is put back on failure.
+        let previous = issuer
+            .call(KvGet {
+                uuid: uuid.to_string(),
+                deadline,
+            })
+            .await
+            .map_err(|e| vault_failure(db, "reading the bookkeeping entry", &e, &self.deps.log))?;
+        let restore = match previous {
+            Some(p) if !p.token_id.is_empty() && p.token_id != token.expose() => {
+                warn!(self.deps.log, "the pod's earlier credentials are superseded (cache entry lost?); revoking them first";
+                    "uuid" => uuid, "db" => &db.name);
+                let earlier = if cfg.use_projected_sa {
+                    NewToken::Pod(VaultToken::new(p.token_id))
+                } else {
+                    NewToken::Orphan(VaultToken::new(p.token_id))
+                };
+                clock
+                    .external(earlier.revoke(&self.deps.vault, deadline))
+                    .await
+                    .map_err(|e| {
+                        vault_failure(db, "revoking the superseded token", &e, &self.deps.log)
+                    })?;
+                Restore::Delete
+            }
+            Some(p) => Restore::Entry(Box::new(p)),
+            None => Restore::Delete,
         };
         undo_log
             .creating(issuer.write_entry(uuid, entry, &pod.namespace))
@@ -267,7 +294,7 @@ impl NriCore {
         Ok(Issued {
             username: creds.username,
             password: creds.password.expose().to_string(),
-            superseded,
+            attempt,
         })
     }
 

@@ -67,6 +67,10 @@ pub const HEALTH_CHECK: &str = "nri";
 /// How long a fetch may run in the background after its caller gave up (the kubelet's retry then
 /// finds the credentials cached); also the prewarmer's timeout (as vault-db-injector's 30 s).
 pub const BACKGROUND_FETCH_LIMIT: Duration = Duration::from_secs(30);
+// The revoker settles a live pod's fetch attempt record only once no fetch can be running.
+const _: () = assert!(
+    BACKGROUND_FETCH_LIMIT.as_secs() * 2 <= crate::schedule::FETCH_ATTEMPT_MAX_AGE.as_secs()
+);
 
 /// What the plugin needs, shared by the actor, the handler and the fetch tasks.
 pub struct NriDeps {

@@ -4,13 +4,12 @@
 
 use super::{lock, Failure, NriCore, BACKGROUND_FETCH_LIMIT};
 use crate::actors::credential_cache::{CacheSource, Get, Put};
-use crate::actors::issuance::{undo, Created, Exposure, NewToken, UndoLog};
+use crate::actors::issuance::{undo, Exposure, UndoLog};
 use crate::actors::supervision::spawn_detached;
 use crate::cache_file::PodValues;
-use crate::vault::VaultToken;
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
-use slog::{info, o, warn, Logger};
+use slog::{info, o, warn};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as Deadline;
@@ -149,7 +148,7 @@ impl NriCore {
         // Every call inside is bounded by `deadline`; the fetch is not cut from outside, so
         // whatever it creates is recorded and undone on failure.
         match self.fetch(pod, deadline, &undo_log).await {
-            Ok((values, superseded)) => {
+            Ok(values) => {
                 let values = Arc::new(values);
                 if let Err(e) = self
                     .deps
@@ -166,19 +165,6 @@ impl NriCore {
                 info!(log, "credentials issued for the pod";
                     "placeholders" => values.len(),
                     "duration_ms" => started.elapsed().as_secs_f64() * 1e3);
-                if !superseded.is_empty() {
-                    let me = self.clone();
-                    let log = log.clone();
-                    // A one-shot clean-up; a panic ends only this task (counted).
-                    let (task_log, metrics) = (log.clone(), self.deps.metrics.clone());
-                    spawn_detached(
-                        "nri_revoke_superseded",
-                        &task_log,
-                        &metrics,
-                        async move { me.revoke_superseded(superseded, &log).await },
-                        || {},
-                    );
-                }
                 Ok(Resolved { values, hit: None })
             }
             Err(f) => {
@@ -209,24 +195,6 @@ impl NriCore {
                 })
             }
         }
-    }
-
-    /// Revokes tokens of earlier issuances whose KV entry now points at new credentials (the
-    /// renewer would no longer renew them: left alone they would be unmanaged). Happens only
-    /// when a pod's cache entry was lost while the pod lived.
-    pub(super) async fn revoke_superseded(&self, tokens: Vec<VaultToken>, log: &Logger) {
-        warn!(log, "the pod's earlier credentials were superseded (cache entry lost?); revoking them"; "tokens" => tokens.len());
-        let tokens = tokens
-            .into_iter()
-            .map(|t| {
-                Created::Token(if self.config().use_projected_sa {
-                    NewToken::Pod(t)
-                } else {
-                    NewToken::Orphan(t)
-                })
-            })
-            .collect();
-        undo(&self.deps.vault, tokens, log).await;
     }
 }
 

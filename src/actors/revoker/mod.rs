@@ -31,9 +31,10 @@
 //!
 //! Layout: this file holds the actor (its configuration, messages, and the handling of
 //! leadership and pod-watch events); `revoke.rs` the revocation of entries with retry and
-//! parking; `sweep.rs` the sweep; `reservations.rs` the sweep's pass over NRI reservations;
-//! `orphans.rs` orphan-lease discovery.
+//! parking; `sweep.rs` the sweep; `reservations.rs` the sweep's pass over reservations;
+//! `attempts.rs` its pass over NRI fetch attempts; `orphans.rs` orphan-lease discovery.
 
+mod attempts;
 mod orphans;
 mod reservations;
 mod revoke;

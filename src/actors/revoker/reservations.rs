@@ -27,7 +27,7 @@ use crate::actors::vault_session::{
     KvDeleteReservation, KvGet, KvGetReservation, KvListReservations, LookupAccessor,
     RevokeAccessor,
 };
-use crate::bookkeeping::{entry_keys, Reservation};
+use crate::bookkeeping::{entry_keys, Reservation, ReservationKind};
 use crate::vault::TokenInfo;
 use futures::StreamExt;
 use slog::{debug, error, info, warn};
@@ -47,7 +47,11 @@ pub(super) async fn sweep(
     now: Instant,
     report: &mut SweepReport,
 ) {
-    let listed = match env.call(|deadline| KvListReservations { deadline }).await {
+    let kind = ReservationKind::Uuid;
+    let listed = match env
+        .call(|deadline| KvListReservations { kind, deadline })
+        .await
+    {
         Ok(l) => entry_keys(l),
         Err(e) => {
             warn!(env.log, "cannot list reservations; skipped this sweep"; "error" => %e);
@@ -94,7 +98,11 @@ pub(super) async fn sweep(
         }
         let id = uuid.clone();
         match env
-            .call(|deadline| KvDeleteReservation { uuid: id, deadline })
+            .call(|deadline| KvDeleteReservation {
+                kind,
+                key: id,
+                deadline,
+            })
             .await
         {
             Ok(()) => {
@@ -154,34 +162,50 @@ fn verdict(r: &Reservation, info: Option<&TokenInfo>) -> Verdict {
 /// Revokes the pod token a stale reservation `uuid` recorded, if any (see the module's doc).
 /// `Ok` when there is nothing (more) to revoke, so the reservation may go.
 async fn revoke_recorded_token(env: &SweepEnv, uuid: &str) -> Result<(), ActorError> {
-    let id = uuid.to_string();
+    let key = uuid.to_string();
+    let kind = ReservationKind::Uuid;
     let Some(r) = env
-        .call(|deadline| KvGetReservation { uuid: id, deadline })
+        .call(|deadline| KvGetReservation {
+            kind,
+            key,
+            deadline,
+        })
         .await?
     else {
         return Ok(());
     };
+    revoke_accessor_of(env, uuid, &r).await
+}
+
+/// Revokes the pod token whose accessor the record `r` (a stale reservation or fetch attempt,
+/// `key`) holds, once `lookup-accessor` shows it was issued for the record's role, namespace and
+/// service account. `Ok` when there is nothing (more) to revoke, so the record may go.
+pub(super) async fn revoke_accessor_of(
+    env: &SweepEnv,
+    key: &str,
+    r: &Reservation,
+) -> Result<(), ActorError> {
     if r.token_accessor.is_empty() {
         return Ok(());
     }
     if !accessor_well_formed(&r.token_accessor) {
         env.metrics.revocation.reservation_accessor_refused();
-        error!(env.log, "stale reservation holds a malformed accessor; not revoked"; "uuid" => uuid);
+        error!(env.log, "stale reservation holds a malformed accessor; not revoked"; "key" => key);
         return Ok(());
     }
     let accessor = r.token_accessor.clone();
     let info = env
         .call(|deadline| LookupAccessor { accessor, deadline })
         .await?;
-    match verdict(&r, info.as_ref()) {
+    match verdict(r, info.as_ref()) {
         Verdict::Gone => {
-            debug!(env.log, "token of a stale reservation already gone"; "uuid" => uuid);
+            debug!(env.log, "token of a stale reservation already gone"; "key" => key);
             Ok(())
         }
         Verdict::Refuse(why) => {
             env.metrics.revocation.reservation_accessor_refused();
             error!(env.log, "stale reservation names a token vdbi did not record for it; not revoked";
-                "uuid" => uuid, "reason" => why, "accessor" => &r.token_accessor);
+                "key" => key, "reason" => why, "accessor" => &r.token_accessor);
             Ok(())
         }
         Verdict::Revoke => {
@@ -190,7 +214,7 @@ async fn revoke_recorded_token(env: &SweepEnv, uuid: &str) -> Result<(), ActorEr
                 .await?;
             env.metrics.revocation.reservation_token_revoked();
             info!(env.log, "pod token of an issuance that never wrote its entry revoked (with its leases)";
-                "uuid" => uuid, "accessor" => &r.token_accessor, "namespace" => &r.entry.namespace);
+                "key" => key, "accessor" => &r.token_accessor, "namespace" => &r.entry.namespace);
             Ok(())
         }
     }

@@ -1,7 +1,8 @@
 //! The sweep: entries whose pod is not live, revoked once unseen for the grace and confirmed
-//! gone by a live read of the pod; entries without data; reservations (see [`super::reservations`]).
+//! gone by a live read of the pod; entries without data; reservations (see [`super::reservations`])
+//! and NRI fetch attempts (see [`super::attempts`]).
 
-use super::{reservations, Revoker, RevokerConfig, SweepReport};
+use super::{attempts, reservations, Revoker, RevokerConfig, SweepReport};
 use crate::actors::error::ActorError;
 use crate::actors::pod_check::{pod_state, PodState};
 use crate::actors::pod_index::{LiveSnapshot, PodIndex, Snapshot};
@@ -205,6 +206,7 @@ async fn run_sweep(
         ..Default::default()
     };
     reservations::sweep(env, &snapshot, &unseen, &mut still_unseen, now, &mut report).await;
+    attempts::sweep(env, &snapshot, &unseen, &mut still_unseen, now, &mut report).await;
     Ok(SweepOutcome {
         report,
         confirmed,

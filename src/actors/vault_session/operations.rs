@@ -3,7 +3,7 @@
 
 use super::{CurrentToken, TokenRejected, VaultSession};
 use crate::actors::error::ActorError;
-use crate::bookkeeping::{self, BookkeepingEntry, Reservation};
+use crate::bookkeeping::{self, BookkeepingEntry, Reservation, ReservationKind};
 use crate::k8s::ServiceAccountJwt;
 use crate::telemetry::metrics::CallOutcome;
 use crate::telemetry::Metrics;
@@ -218,25 +218,35 @@ own_token_ops! {
     KvDeleteMetadata { uuid: String } -> (),
     |client, token, msg, cfg| client.kv_delete_metadata(&token, &cfg.kv_mount, &bookkeeping::entry_path(&cfg.kv_prefix, &msg.uuid)).await;
 
-    /// Writes a reservation `<vaultSecretName>/data/<vaultSecretPrefix>-reservations/<uuid>`
-    /// (an entry without token nor lease, outside vault-db-injector's listing).
-    KvPutReservation { uuid: String, reservation: Reservation } -> (),
-    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid), &msg.reservation.to_map()).await;
+    /// Writes a reservation: the webhook's `<vaultSecretName>/data/<vaultSecretPrefix>-reservations/<uuid>`
+    /// or an NRI fetch attempt's `…-attempts/<uuid>.<attempt>` (records without token nor
+    /// lease, outside vault-db-injector's listing).
+    KvPutReservation { kind: ReservationKind, key: String, reservation: Reservation } -> (),
+    |client, token, msg, cfg| client.kv_put(&token, &cfg.kv_mount, &msg.kind.path(&cfg.kv_prefix, &msg.key), &msg.reservation.to_map()).await;
 
-    /// Lists the reservations' uuids.
-    KvListReservations {} -> Vec<String>,
-    |client, token, msg, cfg| { let _ = msg; client.kv_list(&token, &cfg.kv_mount, &bookkeeping::reservation_prefix(&cfg.kv_prefix)).await };
+    /// Lists the keys of one kind of reservation.
+    KvListReservations { kind: ReservationKind } -> Vec<String>,
+    |client, token, msg, cfg| client.kv_list(&token, &cfg.kv_mount, &msg.kind.folder(&cfg.kv_prefix)).await;
 
     /// Reads a reservation; `None` when absent (or its data deleted).
-    KvGetReservation { uuid: String } -> Option<Reservation>,
+    KvGetReservation { kind: ReservationKind, key: String } -> Option<Reservation>,
     |client, token, msg, cfg| client
-        .kv_get(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid))
+        .kv_get(&token, &cfg.kv_mount, &msg.kind.path(&cfg.kv_prefix, &msg.key))
         .await
         .map(|o| o.map(|m| Reservation::from_map(&m)));
 
     /// Deletes a reservation (data, then metadata; absent counts as done).
-    KvDeleteReservation { uuid: String } -> (),
-    |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &bookkeeping::reservation_path(&cfg.kv_prefix, &msg.uuid)).await;
+    KvDeleteReservation { kind: ReservationKind, key: String } -> (),
+    |client, token, msg, cfg| client.kv_delete(&token, &cfg.kv_mount, &msg.kind.path(&cfg.kv_prefix, &msg.key)).await;
+
+    /// `auth/token/lookup` of another token (the revoker: which accessor a recorded token has);
+    /// `None` when Vault no longer knows it (`bad token`).
+    LookupToken { target: VaultToken } -> Option<TokenInfo>,
+    |client, token, msg, cfg| match client.token_lookup(&token, &msg.target).await {
+        Ok(info) => Ok(Some(info)),
+        Err(e) if e.is_bad_token() => Ok(None),
+        Err(e) => Err(e),
+    };
 
     /// `auth/token/renew` of another token.
     RenewToken { target: VaultToken, increment: Duration } -> TokenTtl,

@@ -1,0 +1,163 @@
+//! The revoker's sweep of NRI fetch attempts (`<vaultSecretPrefix>-attempts/<uuid>.<attempt>`,
+//! projected mode; see [`crate::actors::issuance::reservations`]): each records the accessor of
+//! the pod token one fetch of the NRI plugin logged in with, from its login until its entry is
+//! written. A record still there once no fetch can be running is the trace of a plugin killed
+//! mid-fetch (or of a completion cut short).
+//!
+//! An attempt record is *settled* once it has been listed for
+//! [`crate::schedule::attempt_settle_after`] — the unseen grace when its pod is gone, never less
+//! than [`crate::schedule::FETCH_ATTEMPT_MAX_AGE`] while the pod lives:
+//! * its uuid's entry holds the very token it recorded (same accessor, by `auth/token/lookup`):
+//!   the fetch completed, the record alone is deleted;
+//! * otherwise that token is revoked (with its leases) by accessor, after the checks every
+//!   reservation's accessor passes (its metadata names the record's role, namespace and service
+//!   account), and the record is deleted. A live pod keeps the credentials its entry records;
+//!   the dead attempt's set does not outlive the settling.
+//!
+//! The time a record was first listed is kept in the sweep's `unseen` map under
+//! [`MARK`]`<key>`.
+
+use super::reservations::revoke_accessor_of;
+use super::sweep::SweepEnv;
+use super::SweepReport;
+use crate::actors::error::ActorError;
+use crate::actors::pod_index::LiveSnapshot;
+use crate::actors::vault_session::{
+    KvDeleteReservation, KvGet, KvGetReservation, KvListReservations, LookupToken,
+};
+use crate::bookkeeping::{attempt_uuid, entry_keys, ReservationKind};
+use crate::vault::VaultToken;
+use futures::StreamExt;
+use slog::{debug, error, info, warn};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Prefix of the `unseen` map's keys for attempt records.
+pub(super) const MARK: &str = "attempt/";
+
+const KIND: ReservationKind = ReservationKind::Attempt;
+
+/// What became of a settled attempt record.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// The entry holds the attempt's token: the record alone was deleted.
+    Completed,
+    /// The attempt's token was revoked (or was gone), then the record deleted.
+    Revoked,
+    /// Only metadata was left, or the key is not an attempt's: deleted, nothing revoked.
+    Hollow,
+}
+
+/// One pass over the attempt records; updates `still_unseen` and the report's counts (a
+/// settled record counts as a candidate, never as a revocation).
+pub(super) async fn sweep(
+    env: &SweepEnv,
+    snapshot: &LiveSnapshot,
+    unseen: &HashMap<String, Instant>,
+    still_unseen: &mut HashMap<String, Instant>,
+    now: Instant,
+    report: &mut SweepReport,
+) {
+    let listed = match env
+        .call(|deadline| KvListReservations {
+            kind: KIND,
+            deadline,
+        })
+        .await
+    {
+        Ok(l) => entry_keys(l),
+        Err(e) => {
+            warn!(env.log, "cannot list NRI fetch attempts; skipped this sweep"; "error" => %e);
+            return;
+        }
+    };
+    let mut due = Vec::new();
+    for key in listed {
+        let mark = format!("{MARK}{key}");
+        let first = unseen.get(&mark).copied().unwrap_or(now);
+        still_unseen.insert(mark, first);
+        let live = attempt_uuid(&key).is_some_and(|uuid| snapshot.is_live(uuid));
+        let after = crate::schedule::attempt_settle_after(env.cfg.unseen_grace, live);
+        let seen_for = now.duration_since(first);
+        if crate::schedule::unseen_grace_over(seen_for, after, env.cfg.sweep_every()) {
+            due.push(key);
+        }
+    }
+    let settled = futures::stream::iter(due)
+        .map(|key| async move {
+            let res = settle(env, &key).await;
+            (key, res)
+        })
+        .buffer_unordered(env.cfg.max_concurrent.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    for (key, res) in settled {
+        report.candidates += 1;
+        match res {
+            Ok(how) => {
+                still_unseen.remove(&format!("{MARK}{key}"));
+                debug!(env.log, "NRI fetch attempt settled"; "key" => &key, "outcome" => ?how);
+            }
+            Err(e) => {
+                warn!(env.log, "cannot settle an NRI fetch attempt; next sweep retries"; "key" => &key, "error" => %e)
+            }
+        }
+    }
+}
+
+/// Settles one attempt record (see the module's doc).
+async fn settle(env: &SweepEnv, key: &str) -> Result<Settled, ActorError> {
+    let id = key.to_string();
+    let record = env
+        .call(|deadline| KvGetReservation {
+            kind: KIND,
+            key: id,
+            deadline,
+        })
+        .await?;
+    let outcome = match (record, attempt_uuid(key)) {
+        (None, _) => Settled::Hollow,
+        (Some(_), None) => {
+            // vdbi never writes such a key: not its record, so nothing is revoked for it.
+            env.metrics.revocation.reservation_accessor_refused();
+            error!(env.log, "a record under the NRI attempts prefix is not an attempt's; deleted, nothing revoked"; "key" => key);
+            Settled::Hollow
+        }
+        (Some(record), Some(uuid)) => {
+            if entry_holds(env, uuid, &record.token_accessor).await? {
+                Settled::Completed
+            } else {
+                revoke_accessor_of(env, key, &record).await?;
+                info!(env.log, "NRI fetch attempt that never recorded its token settled"; "key" => key);
+                Settled::Revoked
+            }
+        }
+    };
+    let id = key.to_string();
+    env.call(|deadline| KvDeleteReservation {
+        kind: KIND,
+        key: id,
+        deadline,
+    })
+    .await?;
+    Ok(outcome)
+}
+
+/// Whether the bookkeeping entry `uuid` holds the token behind `accessor`.
+async fn entry_holds(env: &SweepEnv, uuid: &str, accessor: &str) -> Result<bool, ActorError> {
+    if accessor.is_empty() {
+        return Ok(false);
+    }
+    let id = uuid.to_string();
+    let Some(entry) = env.call(|deadline| KvGet { uuid: id, deadline }).await? else {
+        return Ok(false);
+    };
+    if entry.token_id.is_empty() {
+        return Ok(false);
+    }
+    let target = VaultToken::new(entry.token_id);
+    let info = env
+        .call(|deadline| LookupToken { target, deadline })
+        .await?;
+    Ok(info.is_some_and(|i| i.accessor == accessor))
+}
