@@ -7,38 +7,26 @@
 
 use vdbi_testkit::admitting;
 
-use ::nri::runtime_peer::{PluginConnection, RuntimePeer, RuntimePeerConfig};
-use ::nri::{ContainerInfo, EnvAdjustment, NriError, PodSandboxInfo};
+use ::nri::runtime_peer::RuntimePeer;
+use ::nri::{EnvAdjustment, NriError};
 use admitting::{app_login, Admitting};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use vdbi::actors::credential_cache::Flush;
 use vdbi::actors::nri_plugin::{Status, Sweep};
 use vdbi::placeholder;
 use vdbi_testkit::nri_mode::{start_nri, NriOptions};
+use vdbi_testkit::nri_runtime::{
+    accept, adjusted, peer_config, reserve, runtime_container, sandbox,
+};
 use vdbi_testkit::platform::{unique_name, Platform, TestNamespace, VaultRoot};
 use vdbi_testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
-
-fn peer_config(dir: &Path) -> RuntimePeerConfig {
-    let mut c = RuntimePeerConfig::new(dir.join("nri/nri.sock"));
-    c.runtime.runtime_name = "containerd".into();
-    c.runtime.nri_version = "v0.12.3".into();
-    c
-}
-
-async fn accept(peer: &RuntimePeer) -> PluginConnection {
-    tokio::time::timeout(Duration::from_secs(15), peer.accept())
-        .await
-        .expect("the plugin connects within 15 s")
-        .expect("registration, configure and synchronize")
-}
 
 /// A labelled pod as the webhook writes it in NRI mode: one classic dbConfig per `(db, role)`,
 /// each with its own placeholder pair in `<DB>_USER` / `<DB>_PASSWORD` of every container, and
@@ -83,68 +71,11 @@ fn webhook_like_pod(
     (pod, phs)
 }
 
-/// What containerd sends for a container: the image env, then the pod spec's env.
-fn runtime_container(pod: &Pod, container: &str) -> ContainerInfo {
-    let env = env_map(pod, container);
-    let spec = pod.spec.as_ref().unwrap();
-    let order = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .find(|c| c.name == container)
-        .unwrap()
-        .env
-        .iter()
-        .flatten()
-        .map(|e| e.name.clone())
-        .collect::<Vec<_>>();
-    let mut lines = vec!["PATH=/usr/local/bin:/usr/bin:/bin".to_string()];
-    lines.extend(order.iter().map(|k| format!("{k}={}", env[k])));
-    ContainerInfo {
-        id: unique_name("ctr"),
-        pod_sandbox_id: format!("sb-{}", pod.metadata.uid.as_deref().unwrap_or("")),
-        name: container.to_string(),
-        env: lines,
-        args: vec!["/bin/app".into(), "--serve".into()],
-        ..Default::default()
-    }
-}
-
-fn sandbox(pod: &Pod) -> PodSandboxInfo {
-    PodSandboxInfo {
-        id: format!("sb-{}", pod.metadata.uid.as_deref().unwrap_or("")),
-        name: pod.metadata.name.clone().unwrap(),
-        uid: pod.metadata.uid.clone().unwrap(),
-        namespace: pod.metadata.namespace.clone().unwrap(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
-    }
-}
-
-fn adjusted(adj: &EnvAdjustment) -> BTreeMap<String, String> {
-    adj.set.iter().cloned().collect()
-}
-
 fn refusal(r: Result<EnvAdjustment, NriError>) -> String {
     match r {
         Err(NriError::Status { message, .. }) => message,
         other => panic!("expected a refusal, got {other:?}"),
     }
-}
-
-/// The reservation a webhook writes for a uuid in NRI mode (at the sibling prefix).
-async fn reserve(root: &VaultRoot, p: &Platform, prefix: &str, uuid: &str, ns: &str, pod: &str) {
-    root.write(
-        &format!(
-            "{}/data/{}",
-            p.var("VDBI_KV_MOUNT"),
-            vdbi::bookkeeping::reservation_path(prefix, uuid)
-        ),
-        &json!({"data": {"LeaseId": "", "TokenId": "", "Namespace": ns,
-            "ServiceAccountName": "app", "PodName": pod, "NodeName": ""}}),
-    )
-    .await;
 }
 
 async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)

@@ -93,6 +93,7 @@ impl Setup {
                 config,
                 kubeconfig: &kubeconfig,
                 pod_namespace: &self.rel.namespace.name,
+                node_name: None,
             },
         )
     }

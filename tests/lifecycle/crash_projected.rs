@@ -27,7 +27,7 @@ fn patched(pod: &Pod, answer: &Value) -> Pod {
 }
 
 /// Accessors of the live tokens holding `policy` (root: accessor list and `lookup-accessor`).
-async fn accessors_with_policy(root: &VaultRoot, policy: &str) -> BTreeSet<String> {
+pub(super) async fn accessors_with_policy(root: &VaultRoot, policy: &str) -> BTreeSet<String> {
     use futures::StreamExt;
     let list = root
         .request(
@@ -66,20 +66,29 @@ async fn accessors_with_policy(root: &VaultRoot, policy: &str) -> BTreeSet<Strin
 }
 
 /// The accessor of `token` (root `auth/token/lookup`), `None` once it is revoked.
-async fn accessor_of(root: &VaultRoot, token: &str) -> Option<String> {
+pub(super) async fn accessor_of(root: &VaultRoot, token: &str) -> Option<String> {
     token_info(root, token)
         .await
         .and_then(|d| d["accessor"].as_str().map(str::to_string))
 }
 
-/// What vdbi has recorded at an instant: the accessors named by reservations and by entries.
-async fn recorded_accessors(root: &VaultRoot, p: &Platform, prefix: &str) -> BTreeSet<String> {
-    let reservations = format!("{prefix}-reservations");
+/// What vdbi has recorded at an instant: the accessors named by reservations, NRI fetch attempts
+/// and entries.
+pub(super) async fn recorded_accessors(
+    root: &VaultRoot,
+    p: &Platform,
+    prefix: &str,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for key in kv_keys(root, p, &reservations).await {
-        if let Some(e) = kv_entry(root, p, &reservations, &key).await {
-            if let Some(a) = e["TokenAccessor"].as_str().filter(|a| !a.is_empty()) {
-                out.insert(a.to_string());
+    for folder in [
+        format!("{prefix}-reservations"),
+        format!("{prefix}-attempts"),
+    ] {
+        for key in kv_keys(root, p, &folder).await {
+            if let Some(e) = kv_entry(root, p, &folder, &key).await {
+                if let Some(a) = e["TokenAccessor"].as_str().filter(|a| !a.is_empty()) {
+                    out.insert(a.to_string());
+                }
             }
         }
     }
@@ -94,7 +103,7 @@ async fn recorded_accessors(root: &VaultRoot, p: &Platform, prefix: &str) -> BTr
 }
 
 /// PostgreSQL users Vault created for `role` (`v-<display name>-<role>-…`, both cut to 8).
-async fn pg_users_of(p: &Platform, role: &str) -> Vec<String> {
+pub(super) async fn pg_users_of(p: &Platform, role: &str) -> Vec<String> {
     let admin = pg_connect(
         p,
         &p.var("VDBI_PG_ADMIN_USER"),

@@ -31,6 +31,7 @@ use vdbi_testkit::process::{free_port, ProcessSpec, VdbiProcess};
 use vdbi_testkit::*;
 
 mod crash;
+mod crash_nri;
 mod crash_projected;
 mod leadership;
 mod orphans;
@@ -462,6 +463,7 @@ impl ProcEnv {
             Component::Renewer,
             Component::Revoker,
             Component::Injector,
+            Component::Nri,
         ] {
             let jwt = rel.leases.jwt_file(c, dir.path()).await;
             let kubeconfig = rel.leases.kubeconfig(c, dir.path()).await;
@@ -492,6 +494,21 @@ impl ProcEnv {
         extra: &str,
         kubeconfig: Option<&Path>,
     ) -> VdbiProcess {
+        self.spawn_on(p, rel, name, mode, extra, kubeconfig, None)
+    }
+
+    /// [`Self::spawn`], with `NODE_NAME` set to `node` when given (the NRI plugin).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_on(
+        &self,
+        p: &Platform,
+        rel: &Release,
+        name: &str,
+        mode: &str,
+        extra: &str,
+        kubeconfig: Option<&Path>,
+        node: Option<&str>,
+    ) -> VdbiProcess {
         let (jwt, chart_kubeconfig) = &self.identities[mode];
         let kube_role = if extra.contains("kubeRole:") {
             String::new()
@@ -500,6 +517,7 @@ impl ProcEnv {
             let c = match mode {
                 "renewer" => Component::Renewer,
                 "revoker" => Component::Revoker,
+                "nri" => Component::Nri,
                 _ => Component::All,
             };
             format!("kubeRole: {}\n", rel.leases.vault_role(c))
@@ -531,6 +549,7 @@ impl ProcEnv {
                 config,
                 kubeconfig: kubeconfig.unwrap_or(chart_kubeconfig),
                 pod_namespace: &rel.leases.namespace.name,
+                node_name: node,
             },
         )
     }

@@ -20,6 +20,7 @@ pub mod load;
 pub mod log_lines;
 pub mod node;
 pub mod nri_mode;
+pub mod nri_runtime;
 pub mod platform;
 pub mod process;
 pub mod review;

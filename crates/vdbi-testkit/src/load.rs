@@ -237,22 +237,31 @@ pub async fn cleanup_prefix(
         }))
         .await;
     }
-    // NRI-mode reservations (no token nor lease) at the sibling prefix
-    let reservations = vdbi::bookkeeping::reservation_prefix(prefix);
-    for k in kv_keys(root, kv, &reservations).await {
-        req(
-            root,
-            Method::DELETE,
-            format!("{kv}/metadata/{reservations}/{k}"),
-            None,
-        )
-        .await;
+    // Reservations and NRI fetch attempts (no token nor lease) at the sibling prefixes
+    for folder in siblings(prefix) {
+        for k in kv_keys(root, kv, &folder).await {
+            req(
+                root,
+                Method::DELETE,
+                format!("{kv}/metadata/{folder}/{k}"),
+                None,
+            )
+            .await;
+        }
     }
     count_alive(root, kv, prefix, &tokens, &leases).await
 }
 
-/// Counts the KV entries under `<kv>/<prefix>` (and reservations at its sibling) and the tokens and leases among those given that
-/// are still alive.
+/// The KV folders vdbi keeps beside `<prefix>`: reservations and NRI fetch attempts.
+fn siblings(prefix: &str) -> [String; 2] {
+    [
+        vdbi::bookkeeping::reservation_prefix(prefix),
+        vdbi::bookkeeping::attempt_prefix(prefix),
+    ]
+}
+
+/// Counts the KV entries under `<kv>/<prefix>` (and the reservations and NRI fetch attempts
+/// beside it) and the tokens and leases among those given that are still alive.
 pub async fn count_alive(
     root: &VaultRoot,
     kv: &str,
@@ -261,12 +270,12 @@ pub async fn count_alive(
     leases: &[String],
 ) -> Leftovers {
     let mut left = Leftovers {
-        kv_entries: kv_keys(root, kv, prefix).await.len()
-            + kv_keys(root, kv, &vdbi::bookkeeping::reservation_prefix(prefix))
-                .await
-                .len(),
+        kv_entries: kv_keys(root, kv, prefix).await.len(),
         ..Default::default()
     };
+    for folder in siblings(prefix) {
+        left.kv_entries += kv_keys(root, kv, &folder).await.len();
+    }
     for chunk in tokens.chunks(32) {
         let alive = futures::future::join_all(chunk.iter().map(|t| {
             req(
