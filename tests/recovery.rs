@@ -93,7 +93,6 @@ impl Setup {
                 config,
                 kubeconfig: &kubeconfig,
                 pod_namespace: &self.rel.namespace.name,
-                node_name: None,
             },
         )
     }

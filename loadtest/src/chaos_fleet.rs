@@ -149,7 +149,6 @@ impl Fleet {
                 config: m.config.clone(),
                 kubeconfig: &m.kubeconfig,
                 pod_namespace: &self.namespace,
-                node_name: None,
             },
         );
         self.running.insert(name.to_string(), proc);

@@ -55,6 +55,10 @@ pub struct Counted {
     /// holds no lease (leases are counted, and must be 0); it ends at its period. Any other
     /// pod-login token of the role counts in `tokens`.
     pub pod_logins_unrecorded: usize,
+    /// Apart: pod tokens whose revocation was cut short (the revoking process killed during
+    /// `revoke-orphan`): Vault keeps them marked "revocation pending" (`num_uses: -1`) and
+    /// refuses every use of them; their leases, if any, are counted in `leases`.
+    pub tokens_revocation_pending: usize,
 }
 
 /// How close (s) to a kill a pod-login token must have been created to count as one whose
@@ -89,6 +93,10 @@ impl Counted {
             (
                 "pod logins never recorded, at a kill (apart)".into(),
                 self.pod_logins_unrecorded.to_string(),
+            ),
+            (
+                "pod tokens pending revocation, unusable (apart)".into(),
+                self.tokens_revocation_pending.to_string(),
             ),
         ]
     }
@@ -159,7 +167,7 @@ async fn kv_count(root: &VaultRoot, kv: &str, prefix: &str) -> Result<(usize, us
 /// (pod tokens, vdbi login tokens, pod logins unrecorded at a kill) alive, through the accessor
 /// list. Pod tokens: legacy orphan tokens, and projected pod logins (display name
 /// `kubernetes-<pod namespace>-…` with the run's role policy).
-async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<(usize, usize, usize), String> {
+async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<TokenCounts, String> {
     let accessors = vault_list(root, "auth/token/accessors").await?;
     let login_prefix = format!("kubernetes-{}-", s.vdbi_namespace);
     let pod_login_prefix = format!("kubernetes-{}-", s.pod_namespace);
@@ -174,35 +182,49 @@ async fn tokens(root: &VaultRoot, s: &Scope<'_>) -> Result<(usize, usize, usize)
     .buffer_unordered(16)
     .collect::<Vec<_>>()
     .await;
-    let mut out = (0, 0, 0);
+    let mut out = TokenCounts::default();
     for r in looked {
         // A token revoked between the list and the lookup answers 400: gone.
         if r.status != 200 {
             continue;
         }
         let d = &r.body["data"];
+        let pending = d["num_uses"] == -1;
         let name = d["display_name"].as_str().unwrap_or_default();
         let ns = d["meta"][TOKEN_META_NAMESPACE].as_str().unwrap_or_default();
         let has_role = d["policies"]
             .as_array()
             .is_some_and(|ps| ps.iter().any(|p| p == s.role));
-        if name == ORPHAN_TOKEN_DISPLAY_NAME && (ns == s.pod_namespace || has_role) {
-            out.0 += 1;
-        } else if name.starts_with(&pod_login_prefix) && has_role {
+        let pod_token = (name == ORPHAN_TOKEN_DISPLAY_NAME && (ns == s.pod_namespace || has_role))
+            || (name.starts_with(&pod_login_prefix) && has_role);
+        if pod_token && pending {
+            out.revocation_pending += 1;
+        } else if name == ORPHAN_TOKEN_DISPLAY_NAME && pod_token {
+            out.alive += 1;
+        } else if pod_token {
             let created = d["creation_time"].as_i64().unwrap_or_default();
             if s.kills
                 .iter()
                 .any(|k| (created - k).abs() <= LOGIN_WINDOW_S)
             {
-                out.2 += 1;
+                out.unrecorded += 1;
             } else {
-                out.0 += 1;
+                out.alive += 1;
             }
         } else if name.starts_with(&login_prefix) {
-            out.1 += 1;
+            out.vdbi_logins += 1;
         }
     }
     Ok(out)
+}
+
+/// The live tokens [`tokens`] finds, by kind (see [`Counted`]).
+#[derive(Default)]
+struct TokenCounts {
+    alive: usize,
+    vdbi_logins: usize,
+    unrecorded: usize,
+    revocation_pending: usize,
 }
 
 /// PostgreSQL users vault created for `role` (the default username template puts the role's
@@ -242,7 +264,11 @@ pub async fn count(p: &Platform, root: &VaultRoot, s: &Scope<'_>) -> Result<Coun
         c.kv_entries += data;
         c.kv_metadata_only += meta;
     }
-    (c.tokens, c.vdbi_login_tokens, c.pod_logins_unrecorded) = tokens(root, s).await?;
+    let t = tokens(root, s).await?;
+    c.tokens = t.alive;
+    c.vdbi_login_tokens = t.vdbi_logins;
+    c.pod_logins_unrecorded = t.unrecorded;
+    c.tokens_revocation_pending = t.revocation_pending;
     c.leases = vault_list(
         root,
         &format!("sys/leases/lookup/{}/creds/{}/", s.db_mount, s.role),

@@ -18,8 +18,10 @@ use vdbi_testkit::nri_runtime::{
 };
 
 /// A pod as the webhook writes it in NRI mode: placeholders in `DB_USER`/`DB_PASSWORD`, the
-/// dbConfig annotations, the `uuid` annotation; bound to `node`, service account `app`.
-fn nri_pod(name: &str, label: &str, node: &str, role: &str, uuid: &str) -> Pod {
+/// dbConfig annotations, the `uuid` annotation; service account `app`. It names a scheduler
+/// nobody runs, so it stays unscheduled: no kubelet runs it, and no garbage collector deletes it
+/// as the pod of a node that does not exist.
+fn nri_pod(name: &str, label: &str, role: &str, uuid: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
@@ -33,7 +35,7 @@ fn nri_pod(name: &str, label: &str, node: &str, role: &str, uuid: &str) -> Pod {
         },
         "spec": {
             "serviceAccountName": "app",
-            "nodeName": node,
+            "schedulerName": "vdbi-test-nobody",
             "containers": [{"name": "app", "image": "busybox", "env": [
                 {"name": "DB_USER", "value": placeholder::generate()},
                 {"name": "DB_PASSWORD", "value": placeholder::generate()}
@@ -172,13 +174,12 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
     .await;
 
     // ---- the pods, as the webhook admitted them (placeholders, reservation) ----
-    let node = unique_name("node");
     let mut pods = Vec::new();
     for i in 0..40 {
         let uuid = uuid::Uuid::new_v4().to_string();
         let name = format!("app-{i}");
         reserve(&root, &p, &rel.prefix, &uuid, &ns.name, &name).await;
-        pods.push(create_pod(&pods_api, &nri_pod(&name, &rel.label, &node, &role, &uuid)).await);
+        pods.push(create_pod(&pods_api, &nri_pod(&name, &rel.label, &role, &uuid)).await);
     }
     let pods = Arc::new(pods);
     let uuid_of =
@@ -199,15 +200,16 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
     let served: Served = Arc::default();
     let mut unrecorded: BTreeSet<String> = BTreeSet::new();
     let mut last_kill = Instant::now();
+    let mut attempts_at_kill = 0;
     for round in 0..4 {
-        let mut plugin = env.spawn_on(
+        // No NODE_NAME: the pods are on no node (the node sweep and the prewarmer are off).
+        let mut plugin = env.spawn(
             &p,
             &rel,
             &format!("nri-{round}"),
             "nri",
             &plugin_extra,
             None,
-            Some(&node),
         );
         let conn = Arc::new(accept(&peer).await);
         let driver = drive(conn.clone(), pods.clone(), served.clone());
@@ -225,9 +227,11 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
                 );
             }
             1 => {
-                // (or, for a plugin that records no attempt, a lease no entry records)
+                // A record of this plugin's (or, for a plugin that records no attempt, a lease no
+                // entry records).
+                let before = attempts_at_kill;
                 let caught = freeze_when(&plugin, Duration::from_secs(30), || async {
-                    !kv_keys(&root, &p, &attempts).await.is_empty()
+                    kv_keys(&root, &p, &attempts).await.len() > before
                         || leases(&root, &mount, &role).await.len()
                             > kv_keys(&root, &p, &rel.prefix).await.len()
                 })
@@ -260,6 +264,7 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
         let served_n = served.lock().unwrap().len();
         let entries_n = kv_keys(&root, &p, &rel.prefix).await.len();
         let attempts_n = kv_keys(&root, &p, &attempts).await.len();
+        attempts_at_kill = attempts_n;
         let leases_n = leases(&root, &mount, &role).await.len();
         let recorded_n = tokens.intersection(&recorded).count();
         println!(

@@ -494,21 +494,6 @@ impl ProcEnv {
         extra: &str,
         kubeconfig: Option<&Path>,
     ) -> VdbiProcess {
-        self.spawn_on(p, rel, name, mode, extra, kubeconfig, None)
-    }
-
-    /// [`Self::spawn`], with `NODE_NAME` set to `node` when given (the NRI plugin).
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_on(
-        &self,
-        p: &Platform,
-        rel: &Release,
-        name: &str,
-        mode: &str,
-        extra: &str,
-        kubeconfig: Option<&Path>,
-        node: Option<&str>,
-    ) -> VdbiProcess {
         let (jwt, chart_kubeconfig) = &self.identities[mode];
         let kube_role = if extra.contains("kubeRole:") {
             String::new()
@@ -549,7 +534,6 @@ impl ProcEnv {
                 config,
                 kubeconfig: kubeconfig.unwrap_or(chart_kubeconfig),
                 pod_namespace: &rel.leases.namespace.name,
-                node_name: node,
             },
         )
     }

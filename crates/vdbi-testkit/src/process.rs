@@ -34,8 +34,6 @@ pub struct ProcessSpec<'a> {
     pub kubeconfig: &'a Path,
     /// `POD_NAMESPACE` (the Lease namespace: the chart's release namespace).
     pub pod_namespace: &'a str,
-    /// `NODE_NAME` (the NRI plugin's node), unset when `None`.
-    pub node_name: Option<&'a str>,
 }
 
 /// A running vdbi process; killed on drop.
@@ -67,11 +65,7 @@ impl VdbiProcess {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut command = Command::new(spec.bin);
-        if let Some(node) = spec.node_name {
-            command.env("NODE_NAME", node);
-        }
-        let child = command
+        let child = Command::new(spec.bin)
             .arg("--config")
             .arg(&cfg_path)
             .env("KUBECONFIG", spec.kubeconfig)

@@ -261,10 +261,17 @@ pub async fn admit(
     // The run ends by its deadline (a joined review may wait a little longer than its own).
     let outcome = match tokio::time::timeout_at(deadline + Duration::from_secs(1), run).await {
         Ok(Some(o)) => o,
-        Ok(None) => Err(Refusal::new(
-            RefusalReason::Internal,
-            "the issuance task failed; what it issued is revoked by the revoker's sweep",
-        )),
+        Ok(None) => {
+            // Counted once, by the review that started the run (joined ones share its end).
+            if !joined {
+                deps.metrics.process.task_panicked("admission_run");
+                warn!(log, "the pod's issuance run panicked");
+            }
+            Err(Refusal::new(
+                RefusalReason::Internal,
+                "the issuance task failed; what it issued is revoked by the revoker's sweep",
+            ))
+        }
         Err(_) => Err(Refusal::new(
             RefusalReason::Deadline,
             format!(
