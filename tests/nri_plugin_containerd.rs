@@ -19,6 +19,7 @@ use std::time::Instant;
 use vdbi::placeholder;
 use vdbi_testkit::node::{strings, Node, Sandbox};
 use vdbi_testkit::nri_mode::{start_nri, NriOptions};
+use vdbi_testkit::nri_runtime::webhook_nri_pod;
 use vdbi_testkit::platform::{unique_name, Platform, TestNamespace};
 use vdbi_testkit::*;
 
@@ -37,32 +38,16 @@ async fn run_sandbox(node: &Node, pod: &Pod) -> Sandbox {
     Sandbox::run(node, name, namespace, uid, &format!("{E2E_LABEL}=true")).await
 }
 
-/// The API pod as the webhook writes it in NRI mode.
+/// The API pod as the webhook writes it in NRI mode, on `node_name`, with a plain env var beside.
 fn nri_pod(name: &str, node_name: &str, role: &str, uuid: &str) -> Pod {
-    let user = placeholder::generate();
-    let pass = placeholder::generate();
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": {E2E_LABEL: "true"},
-            "annotations": {
-                format!("{PREFIX}db.role"): role,
-                format!("{PREFIX}db.env-key-dbuser"): "DB_USER",
-                format!("{PREFIX}db.env-key-dbpassword"): "DB_PASSWORD",
-                format!("{PREFIX}uuid"): uuid,
-            }
-        },
-        "spec": {
-            "serviceAccountName": "app",
-            "nodeName": node_name,
-            "containers": [{"name": "app", "image": "busybox", "env": [
-                {"name": "DB_USER", "value": user},
-                {"name": "DB_PASSWORD", "value": pass},
-                {"name": "PLAIN", "value": "keep"}
-            ]}]
-        }
-    }))
-    .unwrap()
+    let mut pod = webhook_nri_pod(name, E2E_LABEL, role, uuid);
+    let spec = pod.spec.as_mut().unwrap();
+    spec.node_name = Some(node_name.to_string());
+    spec.containers[0]
+        .env
+        .get_or_insert_with(Vec::new)
+        .push(serde_json::from_value(json!({"name": "PLAIN", "value": "keep"})).unwrap());
+    pod
 }
 
 /// The env the kubelet sends for the pod's container: `K=V` of the pod spec.

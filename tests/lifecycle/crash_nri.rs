@@ -6,43 +6,25 @@
 //! credentials, and the only tokens and leases of the role left are those the pods' entries
 //! record: within the grace for pods that are gone, within the fetch bound for live ones.
 
-use super::crash_projected::{accessor_of, accessors_with_policy, pg_users_of, recorded_accessors};
+use super::crash_projected::{
+    accessor_of, accessors_with_policy, pg_users_of, recorded_accessors, slow_role,
+};
 use super::*;
 use ::nri::runtime_peer::{PluginConnection, RuntimePeer};
 use futures::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use vdbi::placeholder;
 use vdbi_testkit::nri_runtime::{
-    accept, adjusted, peer_config, reserve, runtime_container, sandbox,
+    accept, adjusted, peer_config, reserve, runtime_container, sandbox, webhook_nri_pod,
 };
 
-/// A pod as the webhook writes it in NRI mode: placeholders in `DB_USER`/`DB_PASSWORD`, the
-/// dbConfig annotations, the `uuid` annotation; service account `app`. It names a scheduler
-/// nobody runs, so it stays unscheduled: no kubelet runs it, and no garbage collector deletes it
-/// as the pod of a node that does not exist.
+/// A pod as the webhook writes it in NRI mode. It names a scheduler nobody runs, so it stays
+/// unscheduled: no kubelet runs it, and no garbage collector deletes it as the pod of a node that
+/// does not exist.
 fn nri_pod(name: &str, label: &str, role: &str, uuid: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": {label: "true"},
-            "annotations": {
-                format!("{PREFIX}db.role"): role,
-                format!("{PREFIX}db.env-key-dbuser"): "DB_USER",
-                format!("{PREFIX}db.env-key-dbpassword"): "DB_PASSWORD",
-                format!("{PREFIX}uuid"): uuid,
-            }
-        },
-        "spec": {
-            "serviceAccountName": "app",
-            "schedulerName": "vdbi-test-nobody",
-            "containers": [{"name": "app", "image": "busybox", "env": [
-                {"name": "DB_USER", "value": placeholder::generate()},
-                {"name": "DB_PASSWORD", "value": placeholder::generate()}
-            ]}]
-        }
-    }))
-    .unwrap()
+    let mut pod = webhook_nri_pod(name, label, role, uuid);
+    pod.spec.as_mut().unwrap().scheduler_name = Some("vdbi-test-nobody".into());
+    pod
 }
 
 /// What the pods were given: pod name → (user, password), from the plugin's answers.
@@ -144,20 +126,9 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
     ns.service_account("app").await;
     let pods_api: Api<Pod> = ns.api();
     let role = unique_name("n");
-    own_role(&root, &p, &role, &ns.name, false).await;
     let mount = p.var("VDBI_DB_MOUNT");
     // Credentials take a while to create: the kills land while leases are being created.
-    root.write(
-        &format!("{mount}/roles/{role}"),
-        &json!({
-            "db_name": role,
-            "creation_statements": ["SELECT pg_sleep(0.2); CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
-            "revocation_statements": ["REVOKE ALL PRIVILEGES ON DATABASE app FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"],
-            "default_ttl": "1h",
-            "max_ttl": "24h"
-        }),
-    )
-    .await;
+    slow_role(&root, &p, &role, &ns.name).await;
     let env = ProcEnv::new(&p, &rel).await;
     let grace = Duration::from_secs(10);
     let revoker = env.spawn(

@@ -156,6 +156,24 @@ impl LivePod {
     }
 }
 
+/// A database role of the test's own (`role`, for `namespace`) whose credentials take 0.2 s to
+/// create (`pg_sleep`).
+pub(super) async fn slow_role(root: &VaultRoot, p: &Platform, role: &str, namespace: &str) {
+    own_role(root, p, role, namespace, false).await;
+    let mount = p.var("VDBI_DB_MOUNT");
+    root.write(
+        &format!("{mount}/roles/{role}"),
+        &json!({
+            "db_name": role,
+            "creation_statements": ["SELECT pg_sleep(0.2); CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
+            "revocation_statements": ["REVOKE ALL PRIVILEGES ON DATABASE app FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"],
+            "default_ttl": "1h",
+            "max_ttl": "24h"
+        }),
+    )
+    .await;
+}
+
 /// A mean latency (s) of one Vault operation of the injector, from its metrics.
 async fn mean_latency(proc: &VdbiProcess, operation: &str) -> Option<f64> {
     let labels = format!("{{operation=\"{operation}\",outcome=\"ok\"}}");
@@ -190,21 +208,10 @@ async fn projected_injector_killed_during_an_admission_burst_leaks_nothing() {
     ns.service_account("app").await;
     let pods: Api<Pod> = ns.api();
     let role = unique_name("p");
-    own_role(&root, &p, &role, &ns.name, false).await;
     // Credentials take a while to create (as on a busy database): the kills land while leases
     // are being created.
+    slow_role(&root, &p, &role, &ns.name).await;
     let mount = p.var("VDBI_DB_MOUNT");
-    root.write(
-        &format!("{mount}/roles/{role}"),
-        &json!({
-            "db_name": role,
-            "creation_statements": ["SELECT pg_sleep(0.2); CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE app TO \"{{name}}\";"],
-            "revocation_statements": ["REVOKE ALL PRIVILEGES ON DATABASE app FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";"],
-            "default_ttl": "1h",
-            "max_ttl": "24h"
-        }),
-    )
-    .await;
     let env = ProcEnv::new(&p, &rel).await;
     let grace = Duration::from_secs(10);
     let revoker_extra = format!("revokerUnseenGrace: {}s\n", grace.as_secs());

@@ -55,6 +55,32 @@ pub fn runtime_container(pod: &Pod, container: &str) -> ContainerInfo {
     }
 }
 
+/// A pod as the webhook writes it in NRI mode, labelled `label=true`, service account `app`: one
+/// dbConfig (`role`) whose `DB_USER`/`DB_PASSWORD` hold placeholders in the `app` container's env,
+/// and the `uuid` annotation. Callers place it (`nodeName`, `schedulerName`) as they need.
+pub fn webhook_nri_pod(name: &str, label: &str, role: &str, uuid: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": {label: "true"},
+            "annotations": {
+                format!("{}db.role", crate::PREFIX): role,
+                format!("{}db.env-key-dbuser", crate::PREFIX): "DB_USER",
+                format!("{}db.env-key-dbpassword", crate::PREFIX): "DB_PASSWORD",
+                format!("{}uuid", crate::PREFIX): uuid,
+            }
+        },
+        "spec": {
+            "serviceAccountName": "app",
+            "containers": [{"name": "app", "image": "busybox", "env": [
+                {"name": "DB_USER", "value": vdbi::placeholder::generate()},
+                {"name": "DB_PASSWORD", "value": vdbi::placeholder::generate()}
+            ]}]
+        }
+    }))
+    .unwrap()
+}
+
 /// The sandbox of an API pod, as containerd describes it.
 pub fn sandbox(pod: &Pod) -> PodSandboxInfo {
     PodSandboxInfo {

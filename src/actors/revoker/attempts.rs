@@ -22,10 +22,8 @@ use super::sweep::SweepEnv;
 use super::SweepReport;
 use crate::actors::error::ActorError;
 use crate::actors::pod_index::LiveSnapshot;
-use crate::actors::vault_session::{
-    KvDeleteReservation, KvGet, KvGetReservation, KvListReservations, LookupToken,
-};
-use crate::bookkeeping::{attempt_uuid, entry_keys, ReservationKind};
+use crate::actors::vault_session::{KvDeleteReservation, KvGet, KvGetReservation, LookupToken};
+use crate::bookkeeping::{attempt_uuid, ReservationKind};
 use crate::vault::VaultToken;
 use futures::StreamExt;
 use slog::{debug, error, info, warn};
@@ -58,18 +56,8 @@ pub(super) async fn sweep(
     now: Instant,
     report: &mut SweepReport,
 ) {
-    let listed = match env
-        .call(|deadline| KvListReservations {
-            kind: KIND,
-            deadline,
-        })
-        .await
-    {
-        Ok(l) => entry_keys(l),
-        Err(e) => {
-            warn!(env.log, "cannot list NRI fetch attempts; skipped this sweep"; "error" => %e);
-            return;
-        }
+    let Some(listed) = env.list_reservations(KIND).await else {
+        return;
     };
     let mut due = Vec::new();
     for key in listed {

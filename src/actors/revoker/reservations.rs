@@ -24,10 +24,9 @@ use super::SweepReport;
 use crate::actors::error::ActorError;
 use crate::actors::pod_index::LiveSnapshot;
 use crate::actors::vault_session::{
-    KvDeleteReservation, KvGet, KvGetReservation, KvListReservations, LookupAccessor,
-    RevokeAccessor,
+    KvDeleteReservation, KvGet, KvGetReservation, LookupAccessor, RevokeAccessor,
 };
-use crate::bookkeeping::{entry_keys, Reservation, ReservationKind};
+use crate::bookkeeping::{Reservation, ReservationKind};
 use crate::vault::TokenInfo;
 use futures::StreamExt;
 use slog::{debug, error, info, warn};
@@ -48,15 +47,8 @@ pub(super) async fn sweep(
     report: &mut SweepReport,
 ) {
     let kind = ReservationKind::Uuid;
-    let listed = match env
-        .call(|deadline| KvListReservations { kind, deadline })
-        .await
-    {
-        Ok(l) => entry_keys(l),
-        Err(e) => {
-            warn!(env.log, "cannot list reservations; skipped this sweep"; "error" => %e);
-            return;
-        }
+    let Some(listed) = env.list_reservations(kind).await else {
+        return;
     };
     let checks = futures::stream::iter(listed)
         .map(|uuid| async move {

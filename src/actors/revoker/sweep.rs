@@ -6,9 +6,11 @@ use super::{attempts, reservations, Revoker, RevokerConfig, SweepReport};
 use crate::actors::error::ActorError;
 use crate::actors::pod_check::{pod_state, PodState};
 use crate::actors::pod_index::{LiveSnapshot, PodIndex, Snapshot};
-use crate::actors::vault_session::{KvDeleteMetadata, KvGet, KvList, Paced, VaultSession};
+use crate::actors::vault_session::{
+    KvDeleteMetadata, KvGet, KvList, KvListReservations, Paced, VaultSession,
+};
 use crate::actors::ActorHandle;
-use crate::bookkeeping::BookkeepingEntry;
+use crate::bookkeeping::{entry_keys, BookkeepingEntry, ReservationKind};
 use crate::config::OrphanLeaseMode;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
@@ -115,6 +117,21 @@ impl SweepEnv {
 
     pub(super) async fn kv_list(&self) -> Result<Vec<String>, ActorError> {
         self.call(|deadline| KvList { deadline }).await
+    }
+
+    /// The keys of one kind of reservation; `None` (logged) when they cannot be listed, and the
+    /// pass is skipped.
+    pub(super) async fn list_reservations(&self, kind: ReservationKind) -> Option<Vec<String>> {
+        match self
+            .call(|deadline| KvListReservations { kind, deadline })
+            .await
+        {
+            Ok(l) => Some(entry_keys(l)),
+            Err(e) => {
+                warn!(self.log, "cannot list reservations; this pass is skipped"; "kind" => ?kind, "error" => %e);
+                None
+            }
+        }
     }
 
     pub(super) async fn kv_get(&self, uuid: &str) -> Result<Option<BookkeepingEntry>, ActorError> {
