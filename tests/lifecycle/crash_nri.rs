@@ -172,6 +172,8 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
     let mut unrecorded: BTreeSet<String> = BTreeSet::new();
     let mut last_kill = Instant::now();
     let mut attempts_at_kill = 0;
+    let started = Instant::now();
+    let mut all_served = Instant::now();
     for round in 0..4 {
         // No NODE_NAME: the pods are on no node (the node sweep and the prewarmer are off).
         let mut plugin = env.spawn(
@@ -226,6 +228,7 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
                     plugin.log_tail(30)
                 );
                 drop(plugin);
+                all_served = Instant::now();
                 break;
             }
         }
@@ -267,6 +270,14 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
             .unwrap();
     }
     let deleted = Instant::now();
+    let gone_records = {
+        let gone_uuids: BTreeSet<String> = gone.iter().map(uuid_of).collect();
+        kv_keys(&root, &p, &attempts)
+            .await
+            .iter()
+            .filter(|k| vdbi::bookkeeping::attempt_uuid(k).is_some_and(|u| gone_uuids.contains(u)))
+            .count()
+    };
     let live_uuids: BTreeSet<String> = live.iter().map(uuid_of).collect();
     let gone_uuids: BTreeSet<String> = gone.iter().map(uuid_of).collect();
     let attempt_uuid = |k: &String| vdbi::bookkeeping::attempt_uuid(k).unwrap_or(k).to_string();
@@ -298,12 +309,22 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
         .filter(|k| live_uuids.contains(&attempt_uuid(k)))
         .count();
 
-    // The live pods: stale attempts settled within the fetch bound, plus two sweeps.
+    // The live pods: stale attempts settled within the fetch bound (counted from the last
+    // records' writing, at the latest when every pod was served) plus a grace, and not before
+    // the fetch bound: none of them may go before 55 s after the first was written.
     let settle_limit = vdbi::schedule::FETCH_ATTEMPT_MAX_AGE + grace;
+    let mut first_live_settled = None;
     let mut seen = Vec::new();
     let expected: BTreeSet<String> = loop {
         let entries = kv_keys(&root, &p, &rel.prefix).await;
         let records = kv_keys(&root, &p, &attempts).await;
+        let live_records = records
+            .iter()
+            .filter(|k| live_uuids.contains(&attempt_uuid(k)))
+            .count();
+        if live_records < live_stale && first_live_settled.is_none() {
+            first_live_settled = Some(started.elapsed());
+        }
         let reservations = kv_keys(&root, &p, &format!("{}-reservations", rel.prefix)).await;
         let mut entry_accessors = BTreeSet::new();
         for uuid in &entries {
@@ -335,13 +356,19 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
             entry_accessors.len(),
         ));
         assert!(
-            last_kill.elapsed() < settle_limit,
+            all_served.elapsed() < settle_limit,
             "(s after the last kill, entries, attempt records, reservations, tokens, entry tokens): {seen:?}\n{}",
             revoker.log_tail(30)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let settled_took = last_kill.elapsed();
+    let first_live_settled = first_live_settled.unwrap_or_else(|| started.elapsed());
+    assert!(
+        first_live_settled >= Duration::from_secs(55),
+        "a live pod's attempt record was settled {first_live_settled:?} after the first fetch \
+         began: before any fetch could be known to have ended"
+    );
     assert_eq!(expected.len(), live.len(), "one token per live pod");
 
     // Every live pod's credentials work: its entry's token and lease, its database login.
@@ -417,18 +444,20 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
     println!(
         "projected NRI plugin, 3 kills -9 while creating 40 pods' containers: gone pods clean {:.1} s after \
          their deletion (bound {limit:?}); live pods' stale attempts settled {:.1} s after the last kill \
-         (bound {settle_limit:?}; {live_stale} record(s) of live pods); {revoked_by_the_sweep} token(s) \
+         (bound {settle_limit:?} after every pod was served; {live_stale} record(s) of live pods, the first settled \
+         {:.1} s after the first fetch began; {gone_records} of gone pods); {revoked_by_the_sweep} token(s) \
          revoked through an attempt's accessor; \
          {} login(s) whose answer the plugin never recorded; {} lease(s) Vault itself lost",
         gone_took.as_secs_f64(),
         settled_took.as_secs_f64(),
+        first_live_settled.as_secs_f64(),
         unrecorded.len(),
         leases_left.len(),
     );
     assert!(
-        revoked_by_the_sweep >= 1.0 && live_stale >= 1,
+        revoked_by_the_sweep >= 1.0 && live_stale >= 1 && gone_records >= 1,
         "no kill left an attempt of a gone and of a live pod for the sweep ({revoked_by_the_sweep} revoked, \
-         {live_stale} of live pods): the test did not exercise the path"
+         {gone_records} of gone pods, {live_stale} of live pods): the test did not exercise the path"
     );
     assert_eq!(
         users_left.len(),

@@ -386,6 +386,9 @@ async fn token_renew_lookup_and_revoke_self() {
     let e = c.token_lookup_self(t).await.unwrap_err();
     assert!(e.is_permission_denied(), "{e}");
     assert_eq!(e.login_failure_reason(), "permission_denied");
+    // Looked up by another token, a revoked token is unknown ("bad token"), not a refusal.
+    let e = c.token_lookup(root, t).await.unwrap_err();
+    assert!(e.is_bad_token(), "{e}");
     let e = c.token_revoke_self(t).await.unwrap_err();
     assert!(e.is_permission_denied(), "{e}");
 }

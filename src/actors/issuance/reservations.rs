@@ -15,8 +15,10 @@
 //! login, under its own key (`<vaultSecretPrefix>-attempts/<uuid>.<attempt>`,
 //! [`crate::bookkeeping::ReservationKind::Attempt`]): written right after the login, completed
 //! (deleted) once the entry is written, deleted with the token when the fetch fails. A plugin
-//! killed in between leaves the record, and the revoker's sweep revokes that accessor once the
-//! record has existed for the grace, unless the uuid's entry holds that very token.
+//! killed in between leaves the record, and the revoker's sweep revokes that accessor, unless
+//! the uuid's entry holds that very token, once no fetch can still be running
+//! ([`crate::schedule::FETCH_ATTEMPT_MAX_AGE`] after its first listing), or after the grace when
+//! its pod is confirmed gone (see `actors/revoker/attempts.rs`).
 
 use crate::actors::vault_session::{KvDeleteReservation, VaultSession};
 use crate::actors::ActorHandle;

@@ -244,7 +244,11 @@ pub async fn undo(vault: &ActorHandle<VaultSession>, created: Vec<Created>, log:
     }
     let mut all = true;
     for record in &records {
-        let ok = undo_step("restoring a bookkeeping entry", log, |deadline| {
+        let what = match record {
+            Record::Entry(..) => "restoring a bookkeeping entry",
+            Record::Reservation(..) => "deleting a reservation",
+        };
+        let ok = undo_step(what, log, |deadline| {
             let vault = vault.clone();
             async move {
                 match record {

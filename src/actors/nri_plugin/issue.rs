@@ -8,7 +8,7 @@ use crate::actors::issuance::{
     pod_limits, reservations, undo, Created, IssueError, Issuer, NewToken, Refusal, Restore,
     Subject, UndoLog,
 };
-use crate::actors::vault_session::KvGet;
+use crate::actors::vault_session::{KvGet, RevokeOrphan, RevokeSelf};
 use crate::annotations::{self, DbConfig, PodContract, PodDbSpec};
 use crate::bookkeeping::{self, BookkeepingEntry, Reservation, ReservationKind};
 use crate::cache_file::PodValues;
@@ -257,19 +257,36 @@ impl NriCore {
             .map_err(|e| vault_failure(db, "reading the bookkeeping entry", &e, &self.deps.log))?;
         let restore = match previous {
             Some(p) if !p.token_id.is_empty() && p.token_id != token.expose() => {
+                // The uuid comes from an annotation the pod's owner may edit: only this pod's
+                // own entry is replaced (and its token revoked), never another pod's.
+                if p.namespace != pod.namespace
+                    || (!p.pod_name.is_empty() && p.pod_name != pod.name)
+                {
+                    return Err(Failure::fetch(format!(
+                        "dbConfig {:?}: the bookkeeping entry of the pod's uuid belongs to another pod: refused",
+                        db.name
+                    )));
+                }
                 warn!(self.deps.log, "the pod's earlier credentials are superseded (cache entry lost?); revoking them first";
                     "uuid" => uuid, "db" => &db.name);
-                let earlier = if cfg.use_projected_sa {
-                    NewToken::Pod(VaultToken::new(p.token_id))
+                let earlier = VaultToken::new(p.token_id);
+                // On the fetch's own lane and deadline, not the paced one of background work.
+                let revoked = if cfg.use_projected_sa {
+                    let msg = RevokeSelf {
+                        token: earlier,
+                        deadline,
+                    };
+                    issuer.call(msg).await
                 } else {
-                    NewToken::Orphan(VaultToken::new(p.token_id))
+                    let msg = RevokeOrphan {
+                        target: earlier,
+                        deadline,
+                    };
+                    issuer.call(msg).await
                 };
-                clock
-                    .external(earlier.revoke(&self.deps.vault, deadline))
-                    .await
-                    .map_err(|e| {
-                        vault_failure(db, "revoking the superseded token", &e, &self.deps.log)
-                    })?;
+                revoked.map_err(|e| {
+                    vault_failure(db, "revoking the superseded token", &e, &self.deps.log)
+                })?;
                 Restore::Delete
             }
             Some(p) => Restore::Entry(Box::new(p)),

@@ -139,8 +139,9 @@ impl NriCore {
             });
         }
         let started = Instant::now();
-        let limit = self.config().nri.fetch_timeout.max(BACKGROUND_FETCH_LIMIT);
-        let deadline = Deadline::now() + limit;
+        // Never longer, whatever `nri.fetchTimeout` says: the revoker settles a live pod's fetch
+        // attempt record only once no fetch can still be running (`FETCH_ATTEMPT_MAX_AGE`).
+        let deadline = Deadline::now() + BACKGROUND_FETCH_LIMIT;
         let log = self.deps.log.new(o!(
             "namespace" => pod.namespace.clone(), "pod" => pod.name.clone(),
             "pod_uid" => pod.uid.clone(), "source" => source.as_str()));

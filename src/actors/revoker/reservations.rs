@@ -43,13 +43,14 @@ pub(super) async fn sweep(
     snapshot: &LiveSnapshot,
     unseen: &HashMap<String, Instant>,
     still_unseen: &mut HashMap<String, Instant>,
-    now: Instant,
     report: &mut SweepReport,
 ) {
     let kind = ReservationKind::Uuid;
     let Some(listed) = env.list_reservations(kind).await else {
         return;
     };
+    // A reservation first listed now existed at the latest now (see `attempts`).
+    let now = Instant::now();
     let checks = futures::stream::iter(listed)
         .map(|uuid| async move {
             let id = uuid.clone();
@@ -182,7 +183,7 @@ pub(super) async fn revoke_accessor_of(
     }
     if !accessor_well_formed(&r.token_accessor) {
         env.metrics.revocation.reservation_accessor_refused();
-        error!(env.log, "stale reservation holds a malformed accessor; not revoked"; "key" => key);
+        error!(env.log, "stale record holds a malformed accessor; not revoked"; "key" => key);
         return Ok(());
     }
     let accessor = r.token_accessor.clone();
@@ -191,12 +192,12 @@ pub(super) async fn revoke_accessor_of(
         .await?;
     match verdict(r, info.as_ref()) {
         Verdict::Gone => {
-            debug!(env.log, "token of a stale reservation already gone"; "key" => key);
+            debug!(env.log, "token of a stale record already gone"; "key" => key);
             Ok(())
         }
         Verdict::Refuse(why) => {
             env.metrics.revocation.reservation_accessor_refused();
-            error!(env.log, "stale reservation names a token vdbi did not record for it; not revoked";
+            error!(env.log, "stale record names a token vdbi did not record for it; not revoked";
                 "key" => key, "reason" => why, "accessor" => &r.token_accessor);
             Ok(())
         }

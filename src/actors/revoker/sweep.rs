@@ -222,8 +222,8 @@ async fn run_sweep(
         candidates: candidates.len(),
         ..Default::default()
     };
-    reservations::sweep(env, &snapshot, &unseen, &mut still_unseen, now, &mut report).await;
-    attempts::sweep(env, &snapshot, &unseen, &mut still_unseen, now, &mut report).await;
+    reservations::sweep(env, &snapshot, &unseen, &mut still_unseen, &mut report).await;
+    attempts::sweep(env, &snapshot, &unseen, &mut still_unseen, &mut report).await;
     Ok(SweepOutcome {
         report,
         confirmed,

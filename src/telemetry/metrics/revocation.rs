@@ -18,6 +18,7 @@ pub struct RevocationMetrics {
     orphan_revoked: Counter,
     reservation_revoked: Counter,
     reservation_refused: Counter,
+    attempts_settled: CounterVec,
     latency: HistogramVec,
 }
 
@@ -65,6 +66,11 @@ impl RevocationMetrics {
                 "vdbi_reservation_accessors_refused_total",
                 "Stale reservations whose accessor was not revoked: malformed, or naming a token of another role or service account",
             ),
+            attempts_settled: f.counter_vec(
+                "vdbi_nri_attempts_settled_total",
+                "NRI fetch attempt records (projected mode) the sweep settled, by outcome: completed (the entry holds its token), revoked (its token revoked or already gone), hollow (nothing to revoke), failed (retried next sweep)",
+                &["outcome"],
+            ),
             latency: f.histogram_vec(
                 "vdbi_revocation_latency_seconds",
                 "Time from pod deletion (or end) to revocation",
@@ -111,6 +117,12 @@ impl RevocationMetrics {
     /// The sweep deleted an entry left with metadata only.
     pub fn hollow_entry_deleted(&self) {
         self.hollow_deleted.inc();
+    }
+
+    /// The sweep settled an NRI fetch attempt record (`outcome`: `completed`, `revoked`,
+    /// `hollow`) or failed to (`failed`).
+    pub fn attempt_settled(&self, outcome: &str) {
+        self.attempts_settled.with_label_values(&[outcome]).inc();
     }
 
     /// A database lease with no bookkeeping entry found.

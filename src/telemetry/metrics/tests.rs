@@ -105,6 +105,7 @@ fn touch_everything(m: &Metrics) {
     v.cleanup_failed();
     v.pod_check_failed("timeout");
     v.hollow_entry_deleted();
+    v.attempt_settled("revoked");
     v.orphan_lease_found();
     v.orphan_lease_revoked();
     let l = &m.leadership;
