@@ -106,6 +106,10 @@ pub(super) async fn issue_pod(
             &task_log,
             &task_metrics,
             async move {
+                // Calls still running end by the deadline (plus the margin a provisional token
+                // is given for its last call): what they create is then tied to its token.
+                let limit = deadline + crate::actors::issuance::steps::PROVISIONAL_MARGIN;
+                undo_log.settled(limit).await;
                 undo(&deps.vault, created, &log).await;
             },
             || {},
@@ -196,13 +200,23 @@ async fn issue_one(
         reserved = true;
         issuer.check_period(db, &pod_token, log).await;
         if cfg.nri.enabled {
-            // The NRI plugin logs in again on the node; this token is not handed on.
-            let _ = clock
-                .external(deps.vault.send(RevokeSelf {
+            // The NRI plugin logs in again on the node; this token is not handed on. Forgotten
+            // only once revoked: the plugin's completion deletes the reservation, the only
+            // other record of it, so a token still alive fails the admission (and is undone).
+            let revoked = clock
+                .external(deps.vault.call(RevokeSelf {
                     token: pod_token.clone(),
                     deadline,
                 }))
                 .await;
+            if let Err(e) = revoked {
+                return Err(Refusal::from_call(
+                    db,
+                    "revoking the admission's own login",
+                    &e,
+                    log,
+                ));
+            }
             undo_log.forget_token(&pod_token);
             None
         } else {

@@ -114,6 +114,8 @@ struct State {
 #[derive(Default)]
 pub struct UndoLog {
     state: Mutex<State>,
+    /// Woken when the last creating call ends.
+    idle: tokio::sync::Notify,
 }
 
 /// Counts a creating call while it runs (see [`UndoLog::creating`]).
@@ -121,7 +123,11 @@ struct CreatingGuard<'a>(&'a UndoLog);
 
 impl Drop for CreatingGuard<'_> {
     fn drop(&mut self) {
-        self.0.lock().creating -= 1;
+        let mut g = self.0.lock();
+        g.creating -= 1;
+        if g.creating == 0 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -161,6 +167,22 @@ impl UndoLog {
             Exposure::Nothing
         };
         (created, exposure)
+    }
+
+    /// Waits until no creating call runs any more, at most until `limit`. An abandoned issuance's
+    /// undo waits for this before revoking its tokens: a credentials read still running with a
+    /// token would otherwise register its lease after the token's revocation, and Vault would
+    /// keep that lease (no longer tied to any token) until its TTL.
+    pub async fn settled(&self, limit: Deadline) {
+        loop {
+            let idle = self.idle.notified();
+            if self.lock().creating == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(limit, idle).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Forgets a token the issuance revoked itself.
@@ -312,9 +334,16 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(log.abandon().1, Exposure::InFlight);
+        let l3 = log.clone();
+        let waiter = tokio::spawn(async move {
+            l3.settled(Deadline::now() + Duration::from_secs(60)).await
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "settled while a call still runs");
         tx.send(()).unwrap();
         call.await.unwrap();
         assert_eq!(log.lock().creating, 0);
+        waiter.await.unwrap();
     }
 
     #[test]

@@ -170,10 +170,17 @@ plain_ops! {
     RenewSelf { token: VaultToken, increment: Duration } -> TokenTtl,
     |client, msg, cfg| client.token_renew_self(&msg.token, msg.increment).await;
 
-    /// `auth/token/revoke-self` with the given token (a pod token). Not-found counts as done.
+    /// `auth/token/revoke-self` with the given token (a pod token). Not-found counts as done, and
+    /// so does a refusal of a token that is gone (Vault answers 403 for a revoked token); a
+    /// refusal of a token that still answers `lookup-self` (its policy lacks `revoke-self`) is
+    /// an error, so that whatever records the token is kept.
     RevokeSelf { token: VaultToken } -> (),
     |client, msg, cfg| match client.token_revoke_self(&msg.token).await {
-        Err(e) if e.is_not_found() || e.is_permission_denied() => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) if e.is_permission_denied() => match client.token_lookup_self(&msg.token).await {
+            Ok(_) => Err(e),
+            Err(_) => Ok(()),
+        },
         other => other,
     };
 
