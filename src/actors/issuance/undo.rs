@@ -335,9 +335,10 @@ mod tests {
         }
         assert_eq!(log.abandon().1, Exposure::InFlight);
         let l3 = log.clone();
-        let waiter = tokio::spawn(async move {
-            l3.settled(Deadline::now() + Duration::from_secs(60)).await
-        });
+        let waiter =
+            tokio::spawn(
+                async move { l3.settled(Deadline::now() + Duration::from_secs(60)).await },
+            );
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "settled while a call still runs");
         tx.send(()).unwrap();
