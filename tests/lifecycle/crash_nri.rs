@@ -85,28 +85,6 @@ fn drive(
     })
 }
 
-/// Freezes `plugin` (SIGSTOP) at random instants, each time letting Vault finish what it was
-/// serving, until `cond` holds while it is frozen; resumes it between tries. Leaves it frozen and
-/// returns true once `cond` held, false after `limit`.
-async fn freeze_when<F, Fut>(plugin: &VdbiProcess, limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 250)).await;
-        plugin.signal(libc::SIGSTOP);
-        // Less than the runtime's 2 s request timeout: the creations under way survive a miss.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if cond().await {
-            return true;
-        }
-        plugin.signal(libc::SIGCONT);
-    }
-    false
-}
-
 /// The plugin is killed (-9) three times while containers are created: once as soon as a lease
 /// exists that no entry records (a fetch between its credentials and its entry), once as soon as
 /// an attempt record shows, once at a random instant; each kill after a SIGSTOP, so that what it

@@ -322,16 +322,18 @@ async fn projected_injector_killed_during_an_admission_burst_leaks_nothing() {
         }
         match round {
             0 => {
-                until(
-                    &env,
-                    "a lease no entry records yet",
-                    Duration::from_secs(20),
-                    || async {
-                        leases(&root, &mount, &role).await.len()
-                            > kv_keys(&root, &p, &rel.prefix).await.len()
-                    },
-                )
+                // Frozen at random instants until Vault holds a lease no entry records yet (the
+                // window is a few milliseconds long: polling alone misses it on a busy machine).
+                let caught = freeze_when(&injector, Duration::from_secs(30), || async {
+                    leases(&root, &mount, &role).await.len()
+                        > kv_keys(&root, &p, &rel.prefix).await.len()
+                })
                 .await;
+                assert!(
+                    caught,
+                    "never a lease no entry records\n{}",
+                    env.log_tails()
+                );
             }
             1 => {
                 until(

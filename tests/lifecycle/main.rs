@@ -558,6 +558,28 @@ where
     t.elapsed()
 }
 
+/// Freezes `proc` (SIGSTOP) at random instants, each time letting Vault finish what it was
+/// serving, until `cond` holds while it is frozen; resumes it between tries. Leaves it frozen and
+/// returns true once `cond` held, false after `limit`.
+async fn freeze_when<F, Fut>(proc: &VdbiProcess, limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 250)).await;
+        proc.signal(libc::SIGSTOP);
+        // Less than the runtime's 2 s request timeout: the creations under way survive a miss.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if cond().await {
+            return true;
+        }
+        proc.signal(libc::SIGCONT);
+    }
+    false
+}
+
 /// `workers` loops posting reviews of new one-dbConfig pods (role `role`, namespace `ns`) to
 /// `hook` until stopped: the admission burst the crash tests kill vdbi during.
 struct Burst {
