@@ -45,13 +45,6 @@ pub struct FootprintResult {
     pub leftovers: Leftovers,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// Stops the daemon (SIGTERM, then waits) however the scenario ends.
 struct Daemon(std::process::Child);
 
@@ -108,7 +101,7 @@ pub async fn run(p: &Platform, a: Args, out: &Path) -> Result<FootprintResult, S
     )
     .map_err(|e| e.to_string())?;
     let prefix = unique_name("lt-fp");
-    let (webhook, metrics, health) = (free_port(), free_port(), free_port());
+    let [webhook, metrics, health] = vdbi_testkit::process::free_ports::<3>();
     let config = format!(
         "mode: injector\ncertFile: {crt}\nkeyFile: {key}\nvaultAddress: {va}\nvaultAuthPath: {auth}\n\
 kubeRole: {role}\nvaultSecretName: {kv}\nvaultSecretPrefix: {prefix}\nkubeTokenPath: {jwt}\n\

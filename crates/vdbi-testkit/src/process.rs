@@ -23,6 +23,20 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `N` distinct free TCP ports on 127.0.0.1: the listeners are held until all are picked, so the
+/// system cannot hand out the same port twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .map(|a| a.port())
+            .expect("a free port")
+    })
+}
+
 /// What to start.
 pub struct ProcessSpec<'a> {
     pub bin: &'a Path,
@@ -52,7 +66,7 @@ impl VdbiProcess {
             Path::new(&p.var("KUBECONFIG")),
             "vdbi must not run with the platform's admin kubeconfig"
         );
-        let (mport, hport) = (free_port(), free_port());
+        let [mport, hport] = free_ports::<2>();
         let cfg = format!(
             "{}\nmetricsListen: 127.0.0.1:{mport}\nhealthListen: 127.0.0.1:{hport}\n",
             spec.config.trim_end()
