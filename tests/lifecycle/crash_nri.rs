@@ -167,8 +167,7 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
         match round {
             0 => {
                 let caught = freeze_when(&plugin, Duration::from_secs(30), || async {
-                    leases(&root, &mount, &role).await.len()
-                        > kv_keys(&root, &p, &rel.prefix).await.len()
+                    lease_unrecorded(&root, &p, &mount, &role, &rel.prefix).await
                 })
                 .await;
                 assert!(
@@ -183,8 +182,7 @@ async fn projected_nri_plugin_killed_mid_fetch_leaks_nothing() {
                 let before = attempts_at_kill;
                 let caught = freeze_when(&plugin, Duration::from_secs(30), || async {
                     kv_keys(&root, &p, &attempts).await.len() > before
-                        || leases(&root, &mount, &role).await.len()
-                            > kv_keys(&root, &p, &rel.prefix).await.len()
+                        || lease_unrecorded(&root, &p, &mount, &role, &rel.prefix).await
                 })
                 .await;
                 assert!(caught, "never an attempt record\n{}", plugin.log_tail(20));

@@ -325,8 +325,7 @@ async fn projected_injector_killed_during_an_admission_burst_leaks_nothing() {
                 // Frozen at random instants until Vault holds a lease no entry records yet (the
                 // window is a few milliseconds long: polling alone misses it on a busy machine).
                 let caught = freeze_when(&injector, Duration::from_secs(30), || async {
-                    leases(&root, &mount, &role).await.len()
-                        > kv_keys(&root, &p, &rel.prefix).await.len()
+                    lease_unrecorded(&root, &p, &mount, &role, &rel.prefix).await
                 })
                 .await;
                 assert!(

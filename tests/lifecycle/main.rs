@@ -558,6 +558,18 @@ where
     t.elapsed()
 }
 
+/// Vault holds more leases of `role` (on `mount`) than `prefix` has entries: a credentials read
+/// whose bookkeeping entry is not written yet.
+async fn lease_unrecorded(
+    root: &VaultRoot,
+    p: &Platform,
+    mount: &str,
+    role: &str,
+    prefix: &str,
+) -> bool {
+    leases(root, mount, role).await.len() > kv_keys(root, p, prefix).await.len()
+}
+
 /// Freezes `proc` (SIGSTOP) at random instants, each time letting Vault finish what it was
 /// serving, until `cond` holds while it is frozen; resumes it between tries. Leaves it frozen and
 /// returns true once `cond` held, false after `limit`.
